@@ -1,0 +1,1 @@
+"""Unit tests for acme_api (standard library unittest only)."""

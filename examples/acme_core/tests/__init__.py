@@ -1,0 +1,1 @@
+"""Unit tests for acme_core (standard library unittest only)."""

@@ -1,0 +1,1 @@
+"""orchestration: a multi-project orchestrator for AI coding agents, built on Dagster."""

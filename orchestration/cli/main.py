@@ -1,0 +1,23 @@
+"""The root `orch` group; the command groups register themselves here."""
+
+from __future__ import annotations
+
+import click
+
+from orchestration.cli import config, projects, up, validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run coding agents across many projects, on Dagster.
+
+    Paths come from ORCH_PROJECTS_DIR (default ./projects), ORCH_RESOURCES_DIR (default
+    ./resources) and ORCH_HOME (default ./.orch).
+    """
+
+
+main.add_command(validate.validate)
+main.add_command(projects.projects)
+main.add_command(config.config)
+main.add_command(up.up)
+main.add_command(up.samples)

@@ -1,0 +1,29 @@
+"""How commands print: JSON for machines, aligned columns for people, errors to stderr."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Columns padded to their widest cell."""
+    cells = [[str(h).upper() for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print `message` to stderr and exit with `code`."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)

@@ -1,0 +1,83 @@
+"""`orch up` and `orch samples`: serve the UI and daemon, and make the sample repositories."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from orchestration.samples import ensure_sample_repos
+from orchestration.settings import Settings
+
+INSTANCE_CONFIG = "dagster.yaml"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the UI on.")
+@click.option("--port", default=3000, show_default=True, type=int, help="Port of the UI.")
+@click.option(
+    "--workspace",
+    default="workspace.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Dagster workspace file.",
+)
+def up(host: str, port: int, workspace: Path) -> None:
+    """Make the sample repositories, then run the Dagster webserver and daemon.
+
+    State is kept in ORCH_HOME/dagster (SQLite), whose dagster.yaml links to the one beside the
+    workspace file, so it survives restarts.
+    """
+    settings = Settings.from_env()
+    ensure_sample_repos(settings.samples_dir)
+    dagster_home = prepare_dagster_home(settings, workspace.resolve().parent / INSTANCE_CONFIG)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "ORCH_HOME": str(settings.home),
+        "ORCH_PROJECTS_DIR": str(settings.projects_dir),
+        "ORCH_RESOURCES_DIR": str(settings.resources_dir),
+    }
+    click.echo(f"Dagster UI on http://{host}:{port} (state in {dagster_home})", err=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-w",
+        str(workspace),
+    ]
+    os.execve(sys.executable, argv, env)
+
+
+@click.group()
+def samples() -> None:
+    """The sample projects' git repositories."""
+
+
+@samples.command("init")
+def samples_init() -> None:
+    """Create the sample repositories under ORCH_HOME/samples (existing ones are kept)."""
+    for name, path in ensure_sample_repos(Settings.from_env().samples_dir).items():
+        click.echo(f"{name}: {path}")
+
+
+def prepare_dagster_home(settings: Settings, instance_config: Path) -> Path:
+    """ORCH_HOME/dagster with a dagster.yaml that links to the repository's instance config.
+
+    A dagster.yaml already there that is not such a link is the user's own and is kept.
+    """
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / INSTANCE_CONFIG
+    if link.is_symlink() and link.resolve() != instance_config.resolve():
+        link.unlink()
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(instance_config.resolve())
+    return home

@@ -1,0 +1,1 @@
+"""Dependency manifests of project repositories and what they tell about projects' packages."""

@@ -1,0 +1,329 @@
+"""Project specs in, Dagster definitions out: one asset group per project, built without I/O.
+
+Per project `<p>`, the group `<p>` holds:
+  - `<p>/source`, `<p>/manifest`, `<p>/verification`: one multi-asset (subsettable), because one
+    op per project keeps the repository snapshot small when there are thousands of projects;
+  - `<p>/tasks`: the agent work, dynamically partitioned by task id.
+A project that depends on another gets lineage from its `verification` to the other's `source`:
+when a provider's code changes, its consumers' tests are what must be re-run.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import dagster as dg
+
+from orchestration.registry.errors import RegistryError
+from orchestration.registry.models import AgentProfile, ProjectSpec
+from orchestration.resources import ProjectWorkspaces
+
+ROLE_TAG = "orch/role"
+PROJECT_TAG = "project"
+REGISTRY_GROUP = "orchestration"
+REGISTRY_KEY = dg.AssetKey(["orchestration", "registry"])
+REFRESH_JOB = "refresh"
+
+
+class ProjectKeys:
+    """The asset keys of one project."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.source = dg.AssetKey([project, "source"])
+        self.manifest = dg.AssetKey([project, "manifest"])
+        self.verification = dg.AssetKey([project, "verification"])
+        self.tasks = dg.AssetKey([project, "tasks"])
+
+    @property
+    def repository(self) -> list[dg.AssetKey]:
+        return [self.source, self.manifest, self.verification]
+
+
+def tasks_partitions_name(project: str) -> str:
+    """The dynamic partitions definition holding a project's task ids."""
+    return f"{project}_tasks"
+
+
+def build_project_defs(spec: ProjectSpec, profile: AgentProfile | None = None) -> dg.Definitions:
+    """All definitions of one project. Pure: reads nothing but `spec` and `profile`."""
+    keys = ProjectKeys(spec.name)
+    return dg.Definitions(
+        assets=[_repository_assets(spec, keys), _tasks_asset(spec, keys, profile)],
+        schedules=[_schedule(spec, keys)] if spec.schedule else [],
+    )
+
+
+def _common(spec: ProjectSpec, role: str) -> dict[str, Any]:
+    return {
+        "group_name": spec.name,
+        "owners": list(spec.owners),
+        "tags": {
+            **spec.tags,
+            PROJECT_TAG: spec.name,
+            "priority": spec.priority_class,
+            ROLE_TAG: role,
+        },
+    }
+
+
+def _repository_assets(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetsDefinition:
+    where = "remote repository" if spec.is_remote else "local repository"
+    specs = [
+        dg.AssetSpec(
+            keys.source,
+            description=(
+                f"State of the {where} `{spec.repo}`: HEAD, branch `{spec.branch}` tip, "
+                "uncommitted changes, last commit. Observed in place; never cloned or written."
+            ),
+            kinds={"git"},
+            **_common(spec, "source"),
+        ),
+        dg.AssetSpec(
+            keys.manifest,
+            deps=[keys.source],
+            description=(
+                f"Dependency manifests on `{spec.branch}` of {spec.name} (pyproject, "
+                "requirements, package.json, go.mod, Cargo.toml, .gitmodules) and the package "
+                "names the project provides."
+            ),
+            kinds={"git"},
+            **_common(spec, "manifest"),
+        ),
+        dg.AssetSpec(
+            keys.verification,
+            deps=[keys.source, *(ProjectKeys(dep).source for dep in spec.depends_on)],
+            description=(
+                f"The project's own test command (`{' '.join(spec.verify)}`) run on a fresh "
+                f"worktree of `{spec.branch}`, with passed and failed counts."
+                if spec.verify
+                else "No `verify` command is configured for this project."
+            ),
+            kinds={"git"},
+            **_common(spec, "verification"),
+        ),
+    ]
+    checks = (
+        [
+            dg.AssetCheckSpec(
+                "verify_passed",
+                asset=keys.verification,
+                description="The verify command exited 0 and its runner reported no failures.",
+            )
+        ]
+        if spec.verify
+        else []
+    )
+
+    @dg.multi_asset(
+        name=f"{spec.name}__repository",
+        specs=specs,
+        check_specs=checks,
+        can_subset=True,
+        op_tags={PROJECT_TAG: spec.name},
+    )
+    def repository(context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces):
+        selected = context.selected_asset_keys
+        if keys.source in selected:
+            yield _source_result(keys, workspaces, spec)
+        if keys.manifest in selected:
+            yield _manifest_result(keys, workspaces, spec)
+        if keys.verification in selected:
+            yield from _verification_results(context, keys, workspaces, spec)
+
+    return repository
+
+
+def _source_result(
+    keys: ProjectKeys, workspaces: ProjectWorkspaces, spec: ProjectSpec
+) -> dg.MaterializeResult:
+    state = workspaces.observe(spec)
+    metadata: dict[str, Any] = {
+        "repo": spec.repo,
+        "branch": state.branch,
+        "branch_sha": state.branch_sha or "",
+        "remote": state.remote,
+    }
+    if not state.remote:
+        metadata |= {
+            "head_sha": state.head_sha or "",
+            "head_branch": state.head_branch or "(detached)",
+            "dirty": bool(state.dirty),
+        }
+    if state.last_commit_time is not None:
+        metadata["last_commit_time"] = dg.MetadataValue.timestamp(state.last_commit_time)
+        metadata["last_commit"] = state.last_commit_summary or ""
+    return dg.MaterializeResult(
+        asset_key=keys.source,
+        metadata=metadata,
+        data_version=dg.DataVersion(state.branch_sha) if state.branch_sha else None,
+    )
+
+
+def _manifest_result(
+    keys: ProjectKeys, workspaces: ProjectWorkspaces, spec: ProjectSpec
+) -> dg.MaterializeResult:
+    scan = workspaces.scan_manifests(spec)
+    rows = "\n".join(f"| `{m.path}` | {m.ecosystem} | {m.provides or ''} |" for m in scan.manifests)
+    return dg.MaterializeResult(
+        asset_key=keys.manifest,
+        metadata={
+            "commit": scan.commit or "",
+            "manifest_count": len(scan.manifests),
+            "provides": dg.MetadataValue.json(list(scan.provides)),
+            "manifests": dg.MetadataValue.md(
+                "| file | ecosystem | provides |\n|---|---|---|\n" + rows if rows else "none found"
+            ),
+            "problems": dg.MetadataValue.json(list(scan.problems)),
+        },
+        data_version=dg.DataVersion(scan.commit) if scan.commit else None,
+    )
+
+
+def _verification_results(
+    context: dg.AssetExecutionContext,
+    keys: ProjectKeys,
+    workspaces: ProjectWorkspaces,
+    spec: ProjectSpec,
+) -> Iterable[dg.MaterializeResult | dg.AssetCheckResult]:
+    if not spec.verify:
+        yield dg.MaterializeResult(asset_key=keys.verification, metadata={"configured": False})
+        return
+    result = workspaces.verify(spec)
+    context.log.info(
+        f"{spec.name}: verify {'passed' if result.passed else 'FAILED'} "
+        f"({result.tests_passed} passed, {result.tests_failed} failed)"
+    )
+    yield dg.MaterializeResult(
+        asset_key=keys.verification,
+        metadata={
+            "configured": True,
+            "command": " ".join(result.argv),
+            "passed": result.tests_passed,
+            "failed": result.tests_failed,
+            "skipped": result.tests_skipped,
+            "exit_code": result.exit_code if result.exit_code is not None else -1,
+            "timed_out": result.timed_out,
+            "runner": result.runner or "exit code",
+            "duration_s": round(result.duration_s, 3),
+            "output_tail": dg.MetadataValue.md(f"```\n{result.output_tail}\n```"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=keys.verification,
+        check_name="verify_passed",
+        passed=result.passed,
+        metadata={"passed": result.tests_passed, "failed": result.tests_failed},
+        description=None if result.passed else result.output_tail[-500:],
+    )
+
+
+def _tasks_asset(
+    spec: ProjectSpec, keys: ProjectKeys, profile: AgentProfile | None
+) -> dg.AssetsDefinition:
+    agent = spec.agent.profile
+    label = " (offline demo agent)" if profile is not None and profile.offline else ""
+    common = _common(spec, "tasks")
+    common["tags"] |= {"agent_profile": agent}
+
+    @dg.asset(
+        key=keys.tasks,
+        deps=[keys.source],
+        partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
+        description=(
+            f"Coding-agent work on {spec.name}: one partition per task id, run by the "
+            f"`{agent}` agent profile{label} in its own git worktree."
+        ),
+        kinds={"agent"},
+        **common,
+    )
+    def tasks(context: dg.AssetExecutionContext) -> None:
+        raise dg.Failure(
+            description=f"No task record for task id {context.partition_key!r} of {spec.name}.",
+        )
+
+    return tasks
+
+
+def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
+    """The project's `schedule`: a refresh of its repository assets, through the shared job.
+
+    Targeting the shared `refresh` job with an asset selection, rather than giving the schedule
+    its own `target=`, keeps one job for all schedules: every extra job costs snapshot time.
+    """
+
+    @dg.schedule(
+        name=f"{spec.name}_refresh",
+        cron_schedule=str(spec.schedule),
+        job_name=REFRESH_JOB,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Refresh source, manifest and verification of {spec.name}.",
+    )
+    def refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(
+            asset_selection=keys.repository,
+            tags={PROJECT_TAG: spec.name, "dagster/priority": str(spec.priority)},
+        )
+
+    return refresh_schedule
+
+
+def refresh_job():
+    """The main job: every project's source, manifest and verification, and the registry."""
+    return dg.define_asset_job(
+        REFRESH_JOB,
+        selection=dg.AssetSelection.all() - dg.AssetSelection.tag(ROLE_TAG, "tasks"),
+        description="Observe every project's repository, scan its manifests and run its tests.",
+    )
+
+
+def build_registry_defs(errors: Sequence[RegistryError], project_count: int) -> dg.Definitions:
+    """The `orchestration/registry` asset: the registry as loaded, with a check per load."""
+    listing = "\n".join(f"- `{error}`" for error in errors) or "No errors."
+
+    @dg.asset(
+        key=REGISTRY_KEY,
+        group_name=REGISTRY_GROUP,
+        description=(
+            f"The project registry: {project_count} valid project(s), {len(errors)} error(s) "
+            f"when these definitions loaded.\n\n{listing}"
+        ),
+        metadata={"errors_at_load": len(errors), "projects_at_load": project_count},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "all_projects_valid",
+                asset=REGISTRY_KEY,
+                description="Every project, template and resource file loads without error.",
+            )
+        ],
+        tags={ROLE_TAG: "registry"},
+        kinds={"yaml"},
+    )
+    def registry(context: dg.AssetExecutionContext):
+        from orchestration.registry import load_registry
+
+        current = load_registry()
+        table = "\n".join(
+            f"| `{e.file}` | {e.line or ''} | `{e.key}` | {e.message} |" for e in current.errors
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "projects": dg.MetadataValue.json(list(current.names)),
+                "project_count": len(current.projects),
+                "error_count": len(current.errors),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="all_projects_valid",
+            passed=not current.errors,
+            metadata={
+                "errors": dg.MetadataValue.md(
+                    "| file | line | key | error |\n|---|---|---|---|\n" + table
+                    if table
+                    else "none"
+                ),
+                "error_count": len(current.errors),
+            },
+            description="\n".join(str(e) for e in current.errors) or None,
+        )
+
+    return dg.Definitions(assets=[registry])

@@ -1,0 +1,245 @@
+"""The registry's data: projects, agent profiles and slot pools as frozen pydantic models.
+
+Every model forbids unknown keys, so a typo in YAML is an error rather than a silent default.
+Validators here check one value at a time; checks that span files (a profile that must exist,
+a dependency on another project) live in the loader.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BRANCH_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+TAG_KEY_PATTERN = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+TAG_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+REMOTE_REPO_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+
+#: Named priority classes and the integer each one stands for.
+PRIORITY_CLASSES: dict[str, int] = {"critical": 100, "high": 75, "normal": 50, "low": 25}
+
+#: Names a project may not take: they are used by the orchestrator's own assets and groups.
+RESERVED_NAMES = frozenset({"orchestration", "default"})
+
+#: Placeholders an agent profile's argv may contain.
+ARGV_PLACEHOLDERS = frozenset({"prompt", "model", "session_id", "workdir", "python", "command"})
+
+
+def _slug(value: str) -> str:
+    if not SLUG_PATTERN.fullmatch(value) or len(value) > 63:
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits and '_', "
+            f"starting with a letter (for example {_suggest_slug(value)!r})"
+        )
+    return value
+
+
+def _suggest_slug(value: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_")
+    cleaned = re.sub(r"^[^a-z]+", "", cleaned)
+    return cleaned[:63] or "my_project"
+
+
+def _project_name(value: str) -> str:
+    _slug(value)
+    if value in RESERVED_NAMES:
+        raise ValueError(f"{value!r} is reserved; choose another project name")
+    return value
+
+
+def _priority(value: object) -> object:
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        try:
+            return PRIORITY_CLASSES[value.strip().lower()]
+        except KeyError:
+            raise ValueError(
+                f"{value!r} is not a priority: use one of {', '.join(PRIORITY_CLASSES)} "
+                "or an integer from 0 to 100"
+            ) from None
+    return value
+
+
+def _duration(value: object) -> object:
+    """Seconds as an integer, or a string such as '90s', '30m', '2h'."""
+    if isinstance(value, str):
+        match = DURATION_PATTERN.fullmatch(value)
+        if not match:
+            raise ValueError(
+                f"{value!r} is not a duration: use seconds (600) or '90s', '30m', '2h'"
+            )
+        factor = {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+        return int(match.group(1)) * factor
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not an environment variable name (letters, digits, '_')")
+    return value
+
+
+def _branch(value: str) -> str:
+    if not BRANCH_PATTERN.fullmatch(value) or ".." in value or value.endswith((".lock", "/")):
+        raise ValueError(
+            f"{value!r} is not a usable branch name: letters, digits, '.', '_', '-', '/', "
+            "starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def _owner(value: str) -> str:
+    if not (EMAIL_PATTERN.fullmatch(value) or re.fullmatch(r"team:[A-Za-z0-9_.-]+", value)):
+        raise ValueError(f"{value!r} is not an owner: use an email address or 'team:<name>'")
+    return value
+
+
+def _tag_key(value: str) -> str:
+    if not TAG_KEY_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"tag key {value!r} is invalid: letters, digits, '_', '-', '.', at most 63 characters, "
+            "optionally one 'namespace/' prefix"
+        )
+    return value
+
+
+def _tag_value(value: object) -> object:
+    if isinstance(value, bool | int | float):
+        value = str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, str) and not TAG_VALUE_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"tag value {value!r} is invalid: letters, digits, '_', '-', '.', at most 63 characters"
+        )
+    return value
+
+
+def _cron(value: str) -> str:
+    # Dagster's own validator, so a schedule accepted here is one Dagster accepts at load time.
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 6 * * 1-5')")
+    return value
+
+
+def _argv_placeholders(argv: tuple[str, ...]) -> tuple[str, ...]:
+    for part in argv:
+        try:
+            names = {
+                field for _, field, _, _ in string.Formatter().parse(part) if field is not None
+            }
+        except ValueError as exc:
+            raise ValueError(f"argv element {part!r} is not a valid template: {exc}") from None
+        unknown = names - ARGV_PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"argv element {part!r} uses unknown placeholder(s) "
+                f"{', '.join(sorted(unknown))}; valid: {', '.join(sorted(ARGV_PLACEHOLDERS))}"
+            )
+    return argv
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+ProjectName = Annotated[str, AfterValidator(_project_name)]
+Priority = Annotated[int, BeforeValidator(_priority), Field(ge=0, le=100)]
+Seconds = Annotated[int, BeforeValidator(_duration), Field(ge=1, le=7 * 24 * 3600)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+BranchName = Annotated[str, AfterValidator(_branch)]
+Owner = Annotated[str, AfterValidator(_owner)]
+TagKey = Annotated[str, AfterValidator(_tag_key)]
+TagValue = Annotated[str, BeforeValidator(_tag_value)]
+Cron = Annotated[str, AfterValidator(_cron)]
+NonEmptyText = Annotated[str, Field(min_length=1)]
+Argv = Annotated[tuple[NonEmptyText, ...], AfterValidator(_argv_placeholders)]
+
+
+class FrozenModel(BaseModel):
+    """Base of every registry model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class AgentSettings(FrozenModel):
+    """How a project's tasks are run by a coding agent."""
+
+    profile: Slug = "demo"
+    max_parallel: int = Field(default=1, ge=1, le=1000)
+    timeout: Seconds = 1800
+    model: str | None = None
+    resume: bool = False
+    command: tuple[NonEmptyText, ...] | None = None
+
+
+class ProjectSpec(FrozenModel):
+    """One project (a git repository) as the registry resolved it."""
+
+    name: ProjectName
+    repo: NonEmptyText
+    branch: BranchName = "main"
+    priority: Priority = PRIORITY_CLASSES["normal"]
+    extends: Slug | None = None
+    description: str = ""
+    agent: AgentSettings = AgentSettings()
+    depends_on: tuple[ProjectName, ...] = ()
+    verify: tuple[NonEmptyText, ...] = ()
+    verify_timeout: Seconds = 1800
+    secrets: tuple[EnvName, ...] = ()
+    schedule: Cron | None = None
+    owners: tuple[Owner, ...] = ()
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict)
+
+    @property
+    def is_remote(self) -> bool:
+        """True when `repo` is a git URL rather than a local path."""
+        return bool(REMOTE_REPO_PATTERN.match(self.repo))
+
+    @property
+    def priority_class(self) -> str:
+        """The named class the numeric priority falls in (critical, high, normal, low)."""
+        for name, floor in sorted(PRIORITY_CLASSES.items(), key=lambda item: -item[1]):
+            if self.priority >= floor:
+                return name
+        return "low"
+
+
+OutputFormat = Literal["claude_json", "codex_jsonl", "gemini_json", "text"]
+
+
+class AgentProfile(FrozenModel):
+    """How to run one coding-agent CLI: an argv template, its output format, what it may see."""
+
+    description: str = ""
+    argv: Argv = Field(min_length=1)
+    output: OutputFormat
+    env: tuple[EnvName, ...] = ()
+    model_args: Argv = ()
+    resume_args: Argv = ()
+    config_dir_env: EnvName | None = None
+    pool: Slug = "agents"
+    offline: bool = False
+
+
+class AgentsFile(FrozenModel):
+    """`resources/agents.yaml`: the environment every agent gets, and the profiles."""
+
+    base_env: tuple[EnvName, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
+    profiles: dict[Slug, AgentProfile]
+
+
+class Pool(FrozenModel):
+    """A number of agent slots that runs share."""
+
+    slots: int = Field(ge=0, le=100_000)
+    description: str = ""
+
+
+class PoolsFile(FrozenModel):
+    """`resources/pools.yaml`: the slot pools; `agents` is the global pool every agent uses."""
+
+    pools: dict[Slug, Pool]

@@ -1,0 +1,84 @@
+"""Dagster resources: the I/O the assets ask for, behind typed methods.
+
+`ProjectWorkspaces` is the one door to repositories and ORCH_HOME. It reads the environment only
+when a run calls it, never when definitions load.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.dependencies.manifests import Manifest, manifest_kind, read_manifest
+from orchestration.registry.models import ProjectSpec
+from orchestration.settings import Settings
+from orchestration.verification import VerificationResult, run_verification
+from orchestration.workspace.isolation import child_environment
+from orchestration.workspace.workspace import ProjectWorkspace, SourceState, observe_source
+
+
+@dataclass(frozen=True)
+class ManifestScan:
+    """The manifests found at one commit of a project's branch."""
+
+    commit: str | None
+    manifests: tuple[Manifest, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return tuple(sorted({m.provides for m in self.manifests if m.provides}))
+
+
+class ProjectWorkspaces(dg.ConfigurableResource):
+    """Projects' repositories and private state under ORCH_HOME."""
+
+    home: str | None = None
+    """State directory; when unset, ORCH_HOME (default `./.orch`) at run time."""
+
+    base_env: list[str] = ["PATH", "LANG", "LC_ALL", "TZ", "TERM"]
+    """Variables of the parent environment every child process of a project may see."""
+
+    def settings(self) -> Settings:
+        settings = Settings.from_env()
+        return (
+            settings
+            if self.home is None
+            else Settings(settings.projects_dir, settings.resources_dir, Path(self.home).resolve())
+        )
+
+    def workspace(self, spec: ProjectSpec) -> ProjectWorkspace:
+        return ProjectWorkspace(self.settings().home, spec)
+
+    def observe(self, spec: ProjectSpec) -> SourceState:
+        return observe_source(spec)
+
+    def scan_manifests(self, spec: ProjectSpec) -> ManifestScan:
+        workspace = self.workspace(spec)
+        repo = workspace.sync()
+        ref = workspace.upstream_ref
+        commit = repo.resolve(ref)
+        if commit is None:
+            return ManifestScan(None, (), (f"branch {spec.branch!r} not found in {spec.repo}",))
+        manifests, problems = [], []
+        for path in repo.list_files(commit):
+            if manifest_kind(path) is None:
+                continue
+            try:
+                manifests.append(read_manifest(path, repo.read_file(commit, path)))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return ManifestScan(commit, tuple(manifests), tuple(problems))
+
+    def verify(self, spec: ProjectSpec) -> VerificationResult:
+        workspace = self.workspace(spec)
+        env = child_environment(
+            os.environ,
+            [*self.base_env, *spec.secrets],
+            overrides={"HOME": str(workspace.prepare_home())},
+        )
+        with workspace.checkout("verify") as workdir:
+            return run_verification(spec, workdir, env)

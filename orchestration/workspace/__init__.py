@@ -1,0 +1,1 @@
+"""Private clones, worktrees and the isolation rules that keep projects apart under ORCH_HOME."""

@@ -1,0 +1,196 @@
+"""The seam to git: every git command the package runs goes through `GitRepo` (GitPython).
+
+Commands are argv lists with an explicit timeout, never prompt for credentials, and take no
+optional locks on a repository they only read, so observing a user's checkout never writes to it.
+Failures are re-raised as `GitError` saying what was being done and where.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import git
+
+#: Variables every git command gets: never prompt, never take optional locks on a read.
+QUIET_GIT_ENV: Mapping[str, str] = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class GitError(Exception):
+    """A git command failed; the message says what was being done, where, and git's words."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit as the UI shows it."""
+
+    sha: str
+    committed_at: datetime
+    author: str
+    summary: str
+
+
+class GitRepo:
+    """A git repository (a work tree or a bare one) at `path`."""
+
+    def __init__(self, path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+
+    def run(self, *args: str, what: str, env: Mapping[str, str] | None = None) -> str:
+        """Run `git <args>` in this repository and return its standard output."""
+        return run_git(args, cwd=self.path, what=what, env=env, timeout_s=self.timeout_s)
+
+    # Reading ---------------------------------------------------------------------------------
+
+    def is_repository(self) -> bool:
+        if not self.path.exists():
+            return False
+        try:
+            self.run("rev-parse", "--git-dir", what="check for a repository")
+        except GitError:
+            return False
+        return True
+
+    def resolve(self, ref: str) -> str | None:
+        """The commit sha `ref` points at, or None when it does not exist."""
+        try:
+            return (
+                self.run(
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    f"{ref}^{{commit}}",
+                    what=f"resolve {ref}",
+                )
+                or None
+            )
+        except GitError:
+            return None
+
+    def commit(self, ref: str) -> CommitInfo:
+        out = self.run(
+            "log",
+            "-1",
+            "--format=%H%x00%ct%x00%an <%ae>%x00%s",
+            "--end-of-options",
+            ref,
+            what=f"read commit {ref}",
+        )
+        sha, timestamp, author, summary = out.split("\x00", 3)
+        return CommitInfo(sha, datetime.fromtimestamp(int(timestamp), UTC), author, summary)
+
+    def current_branch(self) -> str | None:
+        """The branch HEAD is on; None when HEAD is detached."""
+        try:
+            return self.run("symbolic-ref", "--quiet", "--short", "HEAD", what="read HEAD")
+        except GitError:
+            return None
+
+    def is_dirty(self) -> bool:
+        """True when the work tree has uncommitted changes or untracked files."""
+        return bool(
+            self.run(
+                "status",
+                "--porcelain",
+                "--untracked-files=normal",
+                what="read the work tree status",
+            )
+        )
+
+    def list_files(self, ref: str) -> list[str]:
+        out = self.run(
+            "ls-tree",
+            "-r",
+            "--name-only",
+            "-z",
+            "--end-of-options",
+            ref,
+            what=f"list the files of {ref}",
+        )
+        return [name for name in out.split("\x00") if name]
+
+    def read_file(self, ref: str, path: str) -> str:
+        return self.run("show", f"{ref}:{path}", what=f"read {path} at {ref}")
+
+    # Writing (private clones under ORCH_HOME only) -------------------------------------------
+
+    @classmethod
+    def clone_bare(
+        cls, source: str, dest: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> GitRepo:
+        """A bare clone whose remote branches live under `refs/remotes/origin/`.
+
+        Keeping the upstream branches out of `refs/heads/` leaves that namespace to the branches
+        the orchestrator creates, so a fetch with pruning can never delete them.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        run_git(
+            ("init", "--quiet", "--bare", str(dest)),
+            cwd=dest.parent,
+            what=f"create a private clone at {dest}",
+            timeout_s=timeout_s,
+        )
+        repo = cls(dest, timeout_s=timeout_s)
+        repo.run("remote", "add", "origin", "--", source, what=f"point {dest} at {source}")
+        repo.run(
+            "config",
+            "remote.origin.fetch",
+            "+refs/heads/*:refs/remotes/origin/*",
+            what="configure fetching",
+        )
+        return repo
+
+    def fetch(self) -> None:
+        self.run("fetch", "--quiet", "--prune", "origin", what="fetch from origin")
+
+    def add_worktree(self, path: Path, ref: str, *, branch: str | None = None) -> GitRepo:
+        args = ["worktree", "add", "--quiet"]
+        args += ["-b", branch] if branch else ["--detach"]
+        self.run(*args, "--", str(path), ref, what=f"create a worktree at {path} from {ref}")
+        return GitRepo(path, timeout_s=self.timeout_s)
+
+    def remove_worktree(self, path: Path) -> None:
+        self.run(
+            "worktree", "remove", "--force", "--", str(path), what=f"remove the worktree at {path}"
+        )
+
+
+def remote_head(url: str, branch: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """The sha of `branch` in the remote repository at `url`, without cloning it."""
+    out = run_git(
+        ("ls-remote", "--heads", "--", url, f"refs/heads/{branch}"),
+        cwd=Path.cwd(),
+        what=f"read {branch} of {url}",
+        timeout_s=timeout_s,
+    )
+    return out.split()[0] if out.strip() else None
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
+    """The one place a git process is started."""
+    command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
+    try:
+        return git.Git(str(cwd)).execute(
+            command,
+            env={**os.environ, **QUIET_GIT_ENV, **(env or {})},
+            kill_after_timeout=timeout_s,
+            strip_newline_in_stdout=True,
+        )
+    except git.GitCommandError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip().removeprefix("stderr:").strip(" '\n")
+        raise GitError(f"git could not {what} (in {cwd}): {detail or exc}") from None
+    except (OSError, git.GitCommandNotFound) as exc:
+        raise GitError(f"git could not {what} (in {cwd}): {exc}") from None
