@@ -70,6 +70,9 @@ def create_project(name: str, repo: str, priority: str | None, template: str | N
     path = settings.projects_dir / f"{name}.yaml"
     if path.exists():
         fail(f"{path} already exists; edit it or choose another name")
+    before = load_registry(settings)
+    if name in before.names:
+        fail(f"{before.project(name).path} already defines project {name!r}; choose another name")
     document: dict[str, object] = {"name": name, "repo": _repo_for_file(repo, path.parent)}
     if priority is not None:
         document["priority"] = int(priority) if priority.strip().isdigit() else priority
@@ -78,15 +81,13 @@ def create_project(name: str, repo: str, priority: str | None, template: str | N
     settings.projects_dir.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as handle:
         yaml.safe_dump(document, handle, sort_keys=False)
-    problems = [
-        error
-        for error in load_registry(settings).errors
-        if error.project_file and Path(error.project_file).resolve() == path.resolve()
-    ]
-    if problems:
+    after = load_registry(settings)
+    if name not in after.names or len(after.errors) > len(before.errors):
         path.unlink()
-        for problem in problems:
-            click.echo(str(problem), err=True)
+        old = {str(error) for error in before.errors}
+        for problem in after.errors:
+            if str(problem) not in old:
+                click.echo(str(problem), err=True)
         fail(f"{path.name} was not created: fix the values above and run the command again")
     click.echo(f"created {path}")
 

@@ -64,11 +64,12 @@ def error_at(
 ) -> RegistryError:
     """An error at key `loc` (list positions as ints), placed at the origin of that key or of
     its closest parent that has one."""
+    loc = tuple(part for part in loc if part != "[key]")  # pydantic's marker for a dict key
     path = tuple(str(part) for part in loc if not isinstance(part, int))
     origin = None
     for depth in range(len(path), 0, -1):
         origin = origins.get(path[:depth])
-        if origin is not None:
+        if origin is not None and origin.source != BUILTIN:
             break
     if origin is None or origin.source == BUILTIN:
         return RegistryError(project_file, dotted(loc), message, None, project_file)

@@ -159,4 +159,6 @@ def env_override_layer(project: str, environ: Mapping[str, str]) -> Layer:
             target = target[part]
         target[path[-1]] = value
         origins[path] = Origin(variable)
+        if isinstance(value, Mapping):
+            origins.update((sub, Origin(variable)) for sub in iter_key_paths(value, path))
     return Layer(data=data, origins=origins)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class _ProjectLoader:
         self.environ = environ
         self.agents = agents
         self.templates_dir = settings.projects_dir / TEMPLATES_DIR
-        self._templates: dict[str, Layer | RegistryError] = {}
+        self._templates: dict[str, Layer | RegistryError | None] = {}
 
     def load_all(self, errors: list[RegistryError]) -> list[LoadedProject]:
         projects_dir = self.settings.projects_dir
@@ -191,8 +191,9 @@ class _ProjectLoader:
             if layer is not None:
                 resolved.append((path, layer))
 
+        resolved_paths = {path for path, _ in resolved}
         all_names = {_declared_name(path, layer) for path, layer in resolved} | {
-            path.stem for path in files
+            path.stem for path in files if path not in resolved_paths
         }
         projects: list[LoadedProject] = []
         seen: dict[str, Path] = {}
@@ -234,9 +235,7 @@ class _ProjectLoader:
             errors.append(RegistryError(shown, "", str(exc), exc.line))
             return None
         if "name" not in own.data:
-            own = merge(
-                own, Layer({"name": path.stem}, {("name",): Origin(f"{shown} (file name)")})
-            )
+            own = merge(own, Layer({"name": path.stem}, {("name",): Origin(shown)}))
 
         base = merge(Layer(), defaults)
         extends = own.data.get("extends", defaults.data.get("extends"))
@@ -292,33 +291,36 @@ class _ProjectLoader:
     def _template(
         self, name: str, origins: Mapping[KeyPath, Origin], project_file: str
     ) -> Layer | RegistryError:
-        if name in self._templates:
-            return self._templates[name]
-        path = self.templates_dir / f"{name}.yaml"
-        result: Layer | RegistryError
-        if not path.is_file() or not _is_plain_name(name):
+        """The template `name` for the project in `project_file`, or the error that stops it."""
+        if name not in self._templates:
+            self._templates[name] = self._read_template(name)
+        found = self._templates[name]
+        if isinstance(found, Layer):
+            return found
+        if found is None:
             available = sorted(p.stem for p in self.templates_dir.glob("*.yaml"))
-            result = error_at(
+            return error_at(
                 ("extends",),
                 f"unknown template {name!r}; templates in {display_path(self.templates_dir)}: "
                 f"{', '.join(available) or 'none'}",
                 origins,
                 project_file,
             )
-        else:
-            try:
-                result = read_yaml_layer(path)
-                if "name" in result.data:
-                    result = error_at(
-                        ("name",),
-                        "a template cannot set 'name'",
-                        result.origins,
-                        display_path(path),
-                    )
-            except YamlDocumentError as exc:
-                result = RegistryError(display_path(path), "", str(exc), exc.line, project_file)
-        self._templates[name] = result
-        return result
+        return replace(found, project_file=project_file)
+
+    def _read_template(self, name: str) -> Layer | RegistryError | None:
+        """A template file read once; None when there is no such template."""
+        path = self.templates_dir / f"{name}.yaml"
+        if not _is_plain_name(name) or not path.is_file():
+            return None
+        shown = display_path(path)
+        try:
+            layer = read_yaml_layer(path)
+        except YamlDocumentError as exc:
+            return RegistryError(shown, "", str(exc), exc.line)
+        if "name" in layer.data:
+            return error_at(("name",), "a template cannot set 'name'", layer.origins, shown)
+        return layer
 
     def _with_repo_resolved(
         self, layer: Layer, project_file: str, errors: list[RegistryError]
