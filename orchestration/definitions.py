@@ -17,7 +17,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         build_project_defs(project.spec, profiles.get(project.spec.agent.profile))
         for project in registry.projects
     ]
-    workspaces = ProjectWorkspaces(**({"base_env": base_env} if base_env else {}))
+    workspaces = ProjectWorkspaces(**({"base_env": base_env} if base_env is not None else {}))
     return dg.Definitions.merge(
         *project_defs,
         build_registry_defs(registry.errors, len(registry.projects)),

@@ -67,14 +67,20 @@ def _common(spec: ProjectSpec, role: str) -> dict[str, Any]:
 
 
 def _repository_assets(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetsDefinition:
-    where = "remote repository" if spec.is_remote else "local repository"
+    if spec.is_remote:
+        source_text = (
+            f"Tip of branch `{spec.branch}` of the remote repository `{spec.repo}`, read with "
+            "`git ls-remote`; nothing is cloned to observe it."
+        )
+    else:
+        source_text = (
+            f"State of the local repository `{spec.repo}`: HEAD, branch `{spec.branch}` tip, "
+            "uncommitted changes, last commit. Observed in place; never written to."
+        )
     specs = [
         dg.AssetSpec(
             keys.source,
-            description=(
-                f"State of the {where} `{spec.repo}`: HEAD, branch `{spec.branch}` tip, "
-                "uncommitted changes, last commit. Observed in place; never cloned or written."
-            ),
+            description=source_text,
             kinds={"git"},
             **_common(spec, "source"),
         ),
