@@ -1,27 +1,42 @@
 """The Dagster entry point: load the registry, build each project's definitions, merge them."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from orchestration.factory import build_project_defs, build_registry_defs, refresh_job
+from orchestration.factory import (
+    ROLE_TAG,
+    build_project_defs,
+    build_registry_defs,
+    refresh_job,
+)
 from orchestration.registry import Registry, load_registry
-from orchestration.resources import ProjectWorkspaces
+from orchestration.resources import AgentTasks, ProjectWorkspaces
+from orchestration.sensors import build_dispatch_sensor, build_import_sensor
 
 
 def build_definitions(registry: Registry) -> dg.Definitions:
-    """Every valid project's group, the registry asset and the shared job and resources."""
+    """Every valid project's group, the registry asset, and the shared job, sensors and
+    resources."""
     profiles = registry.agents.profiles if registry.agents else {}
-    base_env = list(registry.agents.base_env) if registry.agents else None
+    env = {"base_env": list(registry.agents.base_env)} if registry.agents is not None else {}
     project_defs = [
         build_project_defs(project.spec, profiles.get(project.spec.agent.profile))
         for project in registry.projects
     ]
-    workspaces = ProjectWorkspaces(**({"base_env": base_env} if base_env is not None else {}))
+    specs = {project.name: project.spec for project in registry.projects}
+    shared = dg.Definitions(
+        jobs=[refresh_job()],
+        sensors=[
+            build_dispatch_sensor(specs, dg.AssetSelection.tag(ROLE_TAG, "tasks")),
+            build_import_sensor(specs),
+        ]
+        if specs
+        else [],
+        resources={"workspaces": ProjectWorkspaces(**env), "agent_tasks": AgentTasks(**env)},
+    )
     return dg.Definitions.merge(
         *project_defs,
         build_registry_defs(registry.errors, len(registry.projects)),
-        dg.Definitions(jobs=[refresh_job()], resources={"workspaces": workspaces}),
+        shared,
     )
 
 

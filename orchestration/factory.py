@@ -15,7 +15,10 @@ import dagster as dg
 
 from orchestration.registry.errors import RegistryError
 from orchestration.registry.models import AgentProfile, ProjectSpec
-from orchestration.resources import ProjectWorkspaces
+from orchestration.resources import AgentTasks, ProjectWorkspaces
+from orchestration.tasks.execution import TaskOutcome
+from orchestration.tasks.models import TaskStatus
+from orchestration.tasks.store import TaskError
 
 ROLE_TAG = "orch/role"
 PROJECT_TAG = "project"
@@ -227,9 +230,20 @@ def _tasks_asset(
     spec: ProjectSpec, keys: ProjectKeys, profile: AgentProfile | None
 ) -> dg.AssetsDefinition:
     agent = spec.agent.profile
-    label = " (offline demo agent)" if profile is not None and profile.offline else ""
+    offline = profile is not None and profile.offline
     common = _common(spec, "tasks")
-    common["tags"] |= {"agent_profile": agent}
+    common["tags"] |= {"agent_profile": agent} | ({"agent": "demo"} if offline else {})
+    checks = (
+        [
+            dg.AssetCheckSpec(
+                "verify_passed",
+                asset=keys.tasks,
+                description="The project's verify command passed on the task's branch.",
+            )
+        ]
+        if spec.verify
+        else []
+    )
 
     @dg.asset(
         key=keys.tasks,
@@ -237,17 +251,62 @@ def _tasks_asset(
         partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
         description=(
             f"Coding-agent work on {spec.name}: one partition per task id, run by the "
-            f"`{agent}` agent profile{label} in its own git worktree."
+            f"`{agent}` agent profile"
+            + (" (offline demo agent: scripted, no paid service)" if offline else "")
+            + " in its own git worktree and branch `orch/<project>/<task-id>`."
         ),
         kinds={"agent"},
+        check_specs=checks,
+        pool=profile.pool if profile is not None else None,
         **common,
     )
-    def tasks(context: dg.AssetExecutionContext) -> None:
-        raise dg.Failure(
-            description=f"No task record for task id {context.partition_key!r} of {spec.name}.",
-        )
+    def tasks(context: dg.AssetExecutionContext, agent_tasks: AgentTasks):
+        try:
+            outcome = agent_tasks.execute(spec, context.partition_key, context.run_id, context.log)
+        except TaskError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        metadata = task_metadata(outcome)
+        if outcome.task.status is TaskStatus.FAILED and outcome.verification is None:
+            raise dg.Failure(description=outcome.task.reason, metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)
+        if checks and outcome.verification is not None:
+            yield dg.AssetCheckResult(
+                check_name="verify_passed",
+                passed=outcome.verification.passed,
+                metadata={
+                    "passed": outcome.verification.tests_passed,
+                    "failed": outcome.verification.tests_failed,
+                },
+                description=None if outcome.verification.passed else outcome.task.reason,
+            )
 
     return tasks
+
+
+def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
+    """Metadata of a task's materialization; numbers stay numbers so the UI can plot them."""
+    agent, verification = outcome.agent, outcome.verification
+    return {
+        "task": outcome.task.id,
+        "status": str(outcome.task.status),
+        "profile": outcome.profile,
+        "model": outcome.model or "",
+        "duration_s": round(agent.duration_s, 3),
+        "cost_usd": float(agent.cost_usd or 0.0),
+        "tokens_in": int(agent.tokens_in or 0),
+        "tokens_out": int(agent.tokens_out or 0),
+        "turns": int(agent.turns or 0),
+        "files_changed": outcome.diff.files_changed,
+        "lines_added": outcome.diff.lines_added,
+        "lines_removed": outcome.diff.lines_removed,
+        "commit": outcome.commit or "",
+        "branch": outcome.branch,
+        "verify_passed": verification.tests_passed if verification else 0,
+        "verify_failed": verification.tests_failed if verification else 0,
+        "session_id": agent.session_id or "",
+        "summary": dg.MetadataValue.md(agent.summary[:2000] or "(none)"),
+        **({"reason": outcome.task.reason} if outcome.task.reason else {}),
+    }
 
 
 def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:

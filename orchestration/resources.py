@@ -6,6 +6,7 @@ when a run calls it, never when definitions load.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,12 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.dependencies.manifests import Manifest, manifest_kind, read_manifest
+from orchestration.registry.loader import load_agents
 from orchestration.registry.models import ProjectSpec
 from orchestration.settings import Settings
+from orchestration.tasks.execution import TaskOutcome, execute_task
+from orchestration.tasks.models import TaskStatus
+from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.isolation import child_environment
 from orchestration.workspace.workspace import ProjectWorkspace, SourceState, observe_source
@@ -33,8 +38,8 @@ class ManifestScan:
         return tuple(sorted({m.provides for m in self.manifests if m.provides}))
 
 
-class ProjectWorkspaces(dg.ConfigurableResource):
-    """Projects' repositories and private state under ORCH_HOME."""
+class _StateResource(dg.ConfigurableResource):
+    """A resource that works under ORCH_HOME."""
 
     home: str | None = None
     """State directory; when unset, ORCH_HOME (default `./.orch`) at run time."""
@@ -44,11 +49,13 @@ class ProjectWorkspaces(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         settings = Settings.from_env()
-        return (
-            settings
-            if self.home is None
-            else Settings(settings.projects_dir, settings.resources_dir, Path(self.home).resolve())
-        )
+        if self.home is None:
+            return settings
+        return Settings(settings.projects_dir, settings.resources_dir, Path(self.home).resolve())
+
+
+class ProjectWorkspaces(_StateResource):
+    """Projects' repositories and private state under ORCH_HOME."""
 
     def workspace(self, spec: ProjectSpec) -> ProjectWorkspace:
         return ProjectWorkspace(self.settings().home, spec)
@@ -82,3 +89,49 @@ class ProjectWorkspaces(dg.ConfigurableResource):
         )
         with workspace.checkout("verify") as workdir:
             return run_verification(spec, workdir, env)
+
+
+class AgentTasks(_StateResource):
+    """Task records and the agent runs that carry them out."""
+
+    def store(self) -> TaskStore:
+        return TaskStore.from_settings(self.settings())
+
+    def execute(
+        self, spec: ProjectSpec, task_id: str, run_id: str, log: logging.Logger
+    ) -> TaskOutcome:
+        """Claim the task for this run and carry it out; TaskError when it may not run."""
+        store = self.store()
+        try:
+            task = store.claim(task_id, run_id)
+            if task.project != spec.name:
+                store.finish(task_id, TaskStatus.FAILED, f"task belongs to {task.project}")
+                raise TaskError(
+                    f"task {task_id} belongs to project {task.project}, not {spec.name}"
+                )
+            settings = self.settings()
+            agents = load_agents(settings)
+            profile_name = task.profile or spec.agent.profile
+            profile = agents.profiles.get(profile_name)
+            if profile is None:
+                known = ", ".join(agents.profiles)
+                reason = f"unknown agent profile {profile_name!r}; profiles: {known}"
+                store.finish(task_id, TaskStatus.FAILED, reason)
+                raise TaskError(reason)
+            try:
+                return execute_task(
+                    task=task,
+                    spec=spec,
+                    profile_name=profile_name,
+                    profile=profile,
+                    base_env=tuple(self.base_env),
+                    workspace=ProjectWorkspace(settings.home, spec),
+                    store=store,
+                    parent_env=os.environ,
+                    log=log,
+                )
+            except Exception as exc:
+                store.fail_run(task_id, run_id, f"{type(exc).__name__}: {exc}")
+                raise
+        finally:
+            store.dispose()

@@ -116,6 +116,7 @@ def graph_snapshot(defs: dg.Definitions, tmp_root: Path) -> dict[str, Any]:
             "partitions": _partitions(spec.partitions_def),
             "op": assets_def.node_def.name,
             "can_subset": assets_def.can_subset,
+            "pool": next(iter(assets_def.node_def.pools), None),
         }
 
     checks = {
@@ -156,11 +157,28 @@ def graph_snapshot(defs: dg.Definitions, tmp_root: Path) -> dict[str, Any]:
             ],
         }
 
+    repository = defs.get_repository_def()
+    sensors = {
+        sensor.name: {
+            "interval_s": sensor.minimum_interval_seconds,
+            "default_status": sensor.default_status.value,
+            "assets": sorted(
+                key.to_user_string()
+                for key in (
+                    sensor.asset_selection.resolve(asset_graph) if sensor.asset_selection else []
+                )
+            ),
+            "description": sensor.description,
+        }
+        for sensor in repository.sensor_defs
+    }
+
     return {
         "assets": assets,
         "asset_checks": checks,
         "jobs": jobs,
         "schedules": schedules,
+        "sensors": sensors,
         "resources": sorted(defs.resources or {}),
     }
 

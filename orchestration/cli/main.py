@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestration.cli import config, projects, up, validate
+from orchestration.cli import config, projects, tasks, up, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +21,5 @@ main.add_command(projects.projects)
 main.add_command(config.config)
 main.add_command(up.up)
 main.add_command(up.samples)
+main.add_command(tasks.task)
+main.add_command(tasks.session)

@@ -16,7 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from orchestration.registry.errors import RegistryError, error_at, from_validation_error
+from orchestration.registry.errors import (
+    RegistryError,
+    RegistryLoadError,
+    error_at,
+    from_validation_error,
+)
 from orchestration.registry.layers import (
     KeyPath,
     Layer,
@@ -99,6 +104,15 @@ def load_registry(
         pools=pools,
         errors=tuple(errors),
     )
+
+
+def load_agents(settings: Settings) -> AgentsFile:
+    """Only `agents.yaml`, for a run that needs profiles; RegistryLoadError when it is broken."""
+    errors: list[RegistryError] = []
+    agents = _load_resource(settings.resources_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
+    if agents is None:
+        raise RegistryLoadError(errors)
+    return agents
 
 
 def _load_resource(

@@ -25,6 +25,15 @@ class GitError(Exception):
 
 
 @dataclass(frozen=True)
+class DiffStats:
+    """How much a range of commits changed."""
+
+    files_changed: int
+    lines_added: int
+    lines_removed: int
+
+
+@dataclass(frozen=True)
 class CommitInfo:
     """One commit as the UI shows it."""
 
@@ -154,6 +163,49 @@ class GitRepo:
         args += ["-b", branch] if branch else ["--detach"]
         self.run(*args, "--", str(path), ref, what=f"create a worktree at {path} from {ref}")
         return GitRepo(path, timeout_s=self.timeout_s)
+
+    def has_branch(self, branch: str) -> bool:
+        return self.resolve(f"refs/heads/{branch}") is not None
+
+    def commit_all(self, message: str, *, author: tuple[str, str]) -> str | None:
+        """Commit every change in this work tree; the new sha, or None when nothing changed."""
+        self.run("add", "--all", what="stage changes")
+        if not self.run("status", "--porcelain", what="check for staged changes"):
+            return None
+        name, email = author
+        identity = {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+        self.run(
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            message,
+            what="commit changes",
+            env=identity,
+        )
+        return self.resolve("HEAD")
+
+    def diff_stats(self, base: str, head: str) -> DiffStats:
+        out = self.run("diff", "--numstat", base, head, "--", what=f"diff {base}..{head}")
+        added = removed = files = 0
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) < 3:
+                continue
+            files += 1
+            added += int(parts[0]) if parts[0].isdigit() else 0
+            removed += int(parts[1]) if parts[1].isdigit() else 0
+        return DiffStats(files, added, removed)
+
+    def prune_worktrees(self) -> None:
+        self.run("worktree", "prune", what="forget worktrees whose directories are gone")
 
     def remove_worktree(self, path: Path) -> None:
         self.run(

@@ -69,6 +69,43 @@ class ProjectWorkspace:
         finally:
             repo.remove_worktree(path)
 
+    def task_branch(self, task_id: str) -> str:
+        """The branch a task's work is committed on."""
+        return f"orch/{self.spec.name}/{task_id}"
+
+    def open_task_worktree(self, task_id: str) -> tuple[GitRepo, str]:
+        """The task's own worktree on its own branch, and the commit it started from.
+
+        A task run again (after a failure) continues on its existing branch.
+        """
+        repo = self.sync()
+        worktrees = self.root / "worktrees"
+        worktrees.mkdir(parents=True, exist_ok=True)
+        path = path_inside(worktrees, task_id)
+        if path.exists():
+            repo.remove_worktree(path)
+        repo.prune_worktrees()
+        branch = self.task_branch(task_id)
+        if repo.has_branch(branch):
+            tree = repo.add_worktree(path, branch)
+        else:
+            tree = repo.add_worktree(path, self.upstream_ref, branch=branch)
+        base = tree.resolve("HEAD")
+        assert base is not None
+        return tree, base
+
+    def close_task_worktree(self, task_id: str) -> None:
+        """Remove the task's worktree directory; its branch stays in the private clone."""
+        path = path_inside(self.root / "worktrees", task_id)
+        if path.exists():
+            GitRepo(self.clone_path).remove_worktree(path)
+
+    def agent_config_dir(self, profile: str) -> Path:
+        """A per-project, per-profile directory for an agent CLI's sessions and settings."""
+        path = path_inside(self.root, "agents", profile)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def prepare_home(self) -> Path:
         self.home_dir.mkdir(parents=True, exist_ok=True)
         return self.home_dir

@@ -1,0 +1,36 @@
+"""The one result type every agent adapter produces, whatever CLI ran."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class AgentStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What one agent run did, normalised across CLIs."""
+
+    status: AgentStatus
+    summary: str
+    duration_s: float
+    session_id: str | None = None
+    cost_usd: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    turns: int | None = None
+    model: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is AgentStatus.SUCCEEDED
+
+
+class AgentOutputError(ValueError):
+    """The agent's output is not in the format its profile promised."""

@@ -1,0 +1,151 @@
+"""The shared sensors: dispatching queued tasks, and importing tasks written in repositories.
+
+Both are thin: they read the task store through the `agent_tasks` resource, ask pure functions
+what to do, and turn the answer into run requests.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from orchestration.registry.models import ProjectSpec
+from orchestration.resources import AgentTasks
+from orchestration.tasks.dispatch import plan_dispatch, run_priority
+from orchestration.tasks.intake import import_task_lists
+from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.store import TaskStore
+from orchestration.workspace.workspace import ProjectWorkspace
+
+TASK_TAG = "orch/task"
+PROJECT_TAG = "project"
+PRIORITY_TAG = "dagster/priority"
+DISPATCH_INTERVAL_S = 5
+IMPORT_INTERVAL_S = 120
+#: A dispatched task whose run has not appeared after this long is queued again.
+LAUNCH_GRACE_S = 600
+
+
+def task_run_tags(task: Task, spec: ProjectSpec) -> dict[str, str]:
+    """The tags every run of a task carries, however it was launched."""
+    return {
+        PROJECT_TAG: spec.name,
+        TASK_TAG: task.id,
+        PRIORITY_TAG: str(run_priority(spec.priority, task.priority)),
+    }
+
+
+def build_dispatch_sensor(
+    specs: Mapping[str, ProjectSpec], tasks_selection: dg.AssetSelection
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="task_dispatch",
+        asset_selection=tasks_selection,
+        minimum_interval_seconds=DISPATCH_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Launch a run for every queued task whose prerequisites have succeeded; "
+        "fail or requeue tasks whose runs ended without recording them.",
+    )
+    def task_dispatch(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+        store = agent_tasks.store()
+        try:
+            reconcile_ended_runs(store, context.instance, context.log)
+            return dg.SensorResult(run_requests=dispatch(store, context.instance, specs))
+        finally:
+            store.dispose()
+
+    return task_dispatch
+
+
+def dispatch(
+    store: TaskStore, instance: dg.DagsterInstance, specs: Mapping[str, ProjectSpec]
+) -> list[dg.RunRequest]:
+    """Run requests for the runnable queued tasks; blocked ones are marked so."""
+    queued = store.list(statuses=[TaskStatus.QUEUED])
+    prerequisites = {p for task in queued for p in task.after}
+    known = {task.id: task for task in store.list(ids=prerequisites)} if prerequisites else {}
+    plan = plan_dispatch(queued, known, specs)
+    for task, reason in plan.blocked:
+        store.block(task.id, reason)
+    ensure_partitions(instance, plan.runnable)
+    requests = []
+    for task in plan.runnable:
+        if not store.mark_dispatched(task.id):
+            continue
+        spec = specs[task.project]
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{task.id}.{task.attempts + 1}",
+                asset_selection=[dg.AssetKey([task.project, "tasks"])],
+                partition_key=task.id,
+                tags=task_run_tags(task, spec),
+            )
+        )
+    return requests
+
+
+def ensure_partitions(instance: dg.DagsterInstance, tasks: list[Task]) -> None:
+    """Add the tasks' partitions, one bulk call per project."""
+    from orchestration.factory import tasks_partitions_name
+
+    by_project: dict[str, list[str]] = {}
+    for task in tasks:
+        by_project.setdefault(task.project, []).append(task.id)
+    for project, ids in by_project.items():
+        name = tasks_partitions_name(project)
+        missing = [i for i in ids if not instance.has_dynamic_partition(name, i)]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+
+
+def reconcile_ended_runs(store: TaskStore, instance: dg.DagsterInstance, log) -> None:
+    """A task whose run ended (failed, cancelled, crashed) without recording it never stays
+    `running` or dispatched: it fails, is cancelled, or (if its run never appeared) is queued
+    again."""
+    active = store.list(statuses=[TaskStatus.RUNNING, TaskStatus.QUEUED])
+    for task in active:
+        if task.status is TaskStatus.QUEUED and not task.dispatched:
+            continue
+        if task.run_id:  # claimed: its run is known, however it was launched
+            run = instance.get_run_by_id(task.run_id)
+            runs = [run] if run else []
+        else:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task.id}), limit=1)
+        if not runs:
+            age = (dg.get_current_datetime() - task.updated_at).total_seconds()
+            if age > LAUNCH_GRACE_S and store.requeue(task.id, "its run never started"):
+                log.warning(f"task {task.id}: no run after {age:.0f}s; queued again")
+            continue
+        latest = runs[0]
+        if not latest.is_finished:
+            continue
+        if latest.status == dg.DagsterRunStatus.CANCELED:
+            if store.fail_run(task.id, task.run_id, f"run {latest.run_id} was cancelled"):
+                log.info(f"task {task.id}: run {latest.run_id} cancelled")
+        elif latest.status == dg.DagsterRunStatus.FAILURE or task.status is TaskStatus.RUNNING:
+            reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
+            if store.fail_run(task.id, task.run_id, reason):
+                log.warning(f"task {task.id}: {reason}")
+
+
+def build_import_sensor(specs: Mapping[str, ProjectSpec]) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="task_import",
+        minimum_interval_seconds=IMPORT_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Turn unchecked items of .agent-os/specs/*/tasks.md into tasks, once each.",
+    )
+    def task_import(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+        store = agent_tasks.store()
+        home = agent_tasks.settings().home
+        added = 0
+        try:
+            for spec in specs.values():
+                try:
+                    added += len(import_task_lists(spec, ProjectWorkspace(home, spec), store))
+                except Exception as exc:  # one project's broken repository never stops the rest
+                    context.log.warning(f"{spec.name}: task import failed: {exc}")
+        finally:
+            store.dispose()
+        return dg.SkipReason(f"imported {added} new task(s)")
+
+    return task_import

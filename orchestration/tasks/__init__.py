@@ -1,0 +1,1 @@
+"""Tasks: durable records of agent work, their states, and how they are dispatched."""

@@ -1,0 +1,61 @@
+"""Which queued tasks may start now, and which can never start: a pure function of the records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from orchestration.tasks.models import Task, TaskStatus
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    """Tasks to launch now (in order), and tasks to mark blocked with a reason."""
+
+    runnable: tuple[Task, ...]
+    blocked: tuple[tuple[Task, str], ...]
+
+
+def plan_dispatch(
+    queued: Iterable[Task],
+    known: Mapping[str, Task],
+    projects: Iterable[str],
+) -> DispatchPlan:
+    """Pick the queued, not yet dispatched tasks whose `after` tasks all succeeded.
+
+    A task whose prerequisite failed, was cancelled or is blocked, or whose prerequisite or
+    project does not exist, is blocked with the reason. Runnable tasks come highest priority
+    first, then oldest first.
+    """
+    valid_projects = set(projects)
+    runnable: list[Task] = []
+    blocked: list[tuple[Task, str]] = []
+    for task in queued:
+        if task.status is not TaskStatus.QUEUED or task.dispatched:
+            continue
+        if task.project not in valid_projects:
+            blocked.append((task, f"project {task.project!r} is not in the registry (or broken)"))
+            continue
+        reason = _blocking_reason(task, known)
+        if reason:
+            blocked.append((task, reason))
+        elif all(known[p].status is TaskStatus.SUCCEEDED for p in task.after):
+            runnable.append(task)
+    runnable.sort(key=lambda t: (-t.priority, t.created_at, t.id))
+    return DispatchPlan(tuple(runnable), tuple(blocked))
+
+
+def _blocking_reason(task: Task, known: Mapping[str, Task]) -> str | None:
+    """Why `task` can never start, or None while it still can."""
+    for prerequisite_id in task.after:
+        prerequisite = known.get(prerequisite_id)
+        if prerequisite is None:
+            return f"prerequisite task {prerequisite_id} does not exist"
+        if prerequisite.status in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.BLOCKED):
+            return f"prerequisite task {prerequisite_id} {prerequisite.status}"
+    return None
+
+
+def run_priority(project_priority: int, task_priority: int) -> int:
+    """The `dagster/priority` of a task's run: the project's priority first, then the task's."""
+    return project_priority * 1000 + task_priority

@@ -1,0 +1,156 @@
+"""Running one task: its own worktree and branch, the agent, the commit, the project's tests.
+
+The steps are plain calls on the workspace, the agent runner and the task store, so the same
+function serves Dagster runs and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import Logger
+from pathlib import Path
+
+from orchestration.agents.invocation import AgentRequest, run_agent
+from orchestration.agents.result import AgentResult, AgentStatus
+from orchestration.registry.models import AgentProfile, ProjectSpec
+from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.store import TaskStore
+from orchestration.verification import VerificationResult, run_verification
+from orchestration.workspace.git import DiffStats
+from orchestration.workspace.isolation import child_environment
+from orchestration.workspace.workspace import ProjectWorkspace
+
+AGENT_IDENTITY = ("Orchestration Agent", "agent@orchestration.invalid")
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What running one task produced."""
+
+    task: Task
+    profile: str
+    model: str | None
+    agent: AgentResult
+    branch: str
+    commit: str | None
+    base: str
+    diff: DiffStats
+    verification: VerificationResult | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.task.status is TaskStatus.SUCCEEDED
+
+
+def execute_task(
+    *,
+    task: Task,
+    spec: ProjectSpec,
+    profile_name: str,
+    profile: AgentProfile,
+    base_env: tuple[str, ...],
+    workspace: ProjectWorkspace,
+    store: TaskStore,
+    parent_env: Mapping[str, str],
+    log: Logger,
+) -> TaskOutcome:
+    """Run a claimed (running) task to its end and record the outcome in the store."""
+    tree, base = workspace.open_task_worktree(task.id)
+    branch = workspace.task_branch(task.id)
+    try:
+        home = str(workspace.prepare_home())
+        agent_env = child_environment(
+            parent_env,
+            [*base_env, *profile.env, *spec.secrets],
+            overrides={"HOME": home}
+            | (
+                {profile.config_dir_env: str(workspace.agent_config_dir(profile_name))}
+                if profile.config_dir_env
+                else {}
+            ),
+        )
+        resume = store.last_session(spec.name, profile_name) if spec.agent.resume else None
+        request = AgentRequest(
+            prompt=task.prompt,
+            workdir=tree.path,
+            model=spec.agent.model,
+            session_id=resume,
+            command=spec.agent.command or (),
+        )
+        log.info(
+            f"task {task.id}: running agent profile {profile_name!r} in {tree.path}"
+            + (f" (resuming session {resume})" if resume else "")
+        )
+        agent = run_agent(profile, request, env=agent_env, timeout_s=spec.agent.timeout)
+        commit = tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
+        diff = tree.diff_stats(base, commit or base)
+        verification = None
+        if agent.ok and spec.verify:
+            verify_env = child_environment(
+                parent_env, [*base_env, *spec.secrets], overrides={"HOME": home}
+            )
+            verification = run_verification(spec, Path(tree.path), verify_env)
+    finally:
+        workspace.close_task_worktree(task.id)
+
+    if agent.session_id:
+        store.save_session(spec.name, profile_name, agent.session_id, task.id)
+    status, reason = _status(agent, verification)
+    final = store.finish(
+        task.id,
+        status,
+        reason,
+        branch=branch,
+        commit=commit,
+        session_id=agent.session_id,
+        cost_usd=agent.cost_usd,
+        duration_s=round(agent.duration_s, 3),
+        tokens_in=agent.tokens_in,
+        tokens_out=agent.tokens_out,
+        turns=agent.turns,
+        summary=agent.summary[:4000],
+        profile=profile_name,
+        extra={
+            "files_changed": diff.files_changed,
+            "lines_added": diff.lines_added,
+            "lines_removed": diff.lines_removed,
+            "base": base,
+            "verify_passed": verification.tests_passed if verification else None,
+            "verify_failed": verification.tests_failed if verification else None,
+        },
+    )
+    return TaskOutcome(
+        task=final,
+        profile=profile_name,
+        model=agent.model or spec.agent.model,
+        agent=agent,
+        branch=branch,
+        commit=commit,
+        base=base,
+        diff=diff,
+        verification=verification,
+    )
+
+
+def _status(
+    agent: AgentResult, verification: VerificationResult | None
+) -> tuple[TaskStatus, str | None]:
+    if agent.status is AgentStatus.TIMED_OUT:
+        return TaskStatus.FAILED, f"agent {agent.error}"
+    if not agent.ok:
+        return TaskStatus.FAILED, agent.error or "agent failed"
+    if verification is not None and not verification.passed:
+        return TaskStatus.FAILED, (
+            f"verification failed: {verification.tests_failed} failed, "
+            f"{verification.tests_passed} passed (exit {verification.exit_code}); output tail:\n"
+            f"{verification.output_tail[-1500:]}"
+        )
+    return TaskStatus.SUCCEEDED, None
+
+
+def _commit_message(task: Task, agent: AgentResult) -> str:
+    title = " ".join(task.prompt.split())[:60] or task.id
+    state = "" if agent.ok else f" ({agent.status.value}, partial work)"
+    body = agent.summary.strip()[:2000]
+    return f"orch: {title}{state}\n\n{body}\n\nOrch-Task: {task.id}\n".replace("\n\n\n", "\n\n")

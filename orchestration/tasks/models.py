@@ -1,0 +1,90 @@
+"""A task and its states, as plain frozen data."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+TASK_ID_PATTERN = re.compile(r"^t[0-9a-z]{8,24}$")
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def new_task_id() -> str:
+    """A short, time-ordered id that is also a valid branch segment, path and partition key."""
+    return (
+        "t"
+        + _base36(int(time.time() * 1000))
+        + "".join(secrets.choice(_ALPHABET) for _ in range(4))
+    )
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while number:
+        number, rest = divmod(number, 36)
+        digits = _ALPHABET[rest] + digits
+    return digits or "0"
+
+
+def is_task_id(text: str) -> bool:
+    return bool(TASK_ID_PATTERN.fullmatch(text))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of agent work in one project."""
+
+    id: str
+    project: str
+    prompt: str
+    status: TaskStatus
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+    after: tuple[str, ...] = ()
+    profile: str | None = None
+    source: str = "cli"
+    session: str | None = None
+    dispatched: bool = False
+    attempts: int = 0
+    run_id: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    duration_s: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    turns: int | None = None
+    summary: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["after"] = list(self.after)
+        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+            value = data[key]
+            data[key] = value.isoformat() if value else None
+        return data

@@ -1,0 +1,337 @@
+"""Durable task records and agent sessions, in one SQL database.
+
+By default a SQLite file `ORCH_HOME/tasks.db` (WAL mode, so the daemon, run workers and the CLI
+can use it at once); `ORCH_TASKS_DB_URL` points it anywhere SQLAlchemy reaches, such as the
+production PostgreSQL server. State changes are single conditional UPDATEs, so two processes can
+never both move a task out of the same state: that is what keeps a task from running twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from orchestration.settings import Settings
+from orchestration.tasks.models import Task, TaskStatus, new_task_id
+
+TASKS_DB_URL_VAR = "ORCH_TASKS_DB_URL"
+
+_metadata = sa.MetaData()
+
+tasks_table = sa.Table(
+    "orch_tasks",
+    _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("project", sa.String(63), nullable=False, index=True),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("after", sa.Text, nullable=False, default="[]"),
+    sa.Column("profile", sa.String(63)),
+    sa.Column("source", sa.String(32), nullable=False, default="cli"),
+    sa.Column("source_key", sa.String(512), unique=True),
+    sa.Column("session", sa.String(63), index=True),
+    sa.Column("dispatched", sa.Boolean, nullable=False, default=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("branch", sa.String(255)),
+    sa.Column("commit", sa.String(64)),
+    sa.Column("session_id", sa.String(255)),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("tokens_in", sa.Integer),
+    sa.Column("tokens_out", sa.Integer),
+    sa.Column("turns", sa.Integer),
+    sa.Column("summary", sa.Text),
+    sa.Column("extra", sa.Text, nullable=False, default="{}"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+sessions_table = sa.Table(
+    "orch_sessions",
+    _metadata,
+    sa.Column("project", sa.String(63), primary_key=True),
+    sa.Column("profile", sa.String(63), primary_key=True),
+    sa.Column("session_id", sa.String(255), nullable=False),
+    sa.Column("task_id", sa.String(32)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Statuses from which a run may take a task (a failed task may be run again from the UI).
+CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
+
+
+class TaskError(Exception):
+    """A task operation that cannot be done; the message says why."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskStore:
+    """Tasks and sessions in a SQL database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        _metadata.create_all(self.engine)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> TaskStore:
+        """The store ORCH_TASKS_DB_URL names, else SQLite at ORCH_HOME/tasks.db."""
+        env = os.environ if environ is None else environ
+        url = env.get(TASKS_DB_URL_VAR)
+        if not url:
+            settings.home.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(settings.home) / 'tasks.db'}"
+        return cls(url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # Tasks -----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        project: str,
+        prompt: str,
+        *,
+        priority: int = 50,
+        after: Sequence[str] = (),
+        profile: str | None = None,
+        source: str = "cli",
+        source_key: str | None = None,
+        session: str | None = None,
+    ) -> Task | None:
+        """Record a queued task. With a `source_key` already recorded, nothing is added and
+        None is returned: imports are idempotent."""
+        now = _now()
+        row = {
+            "id": new_task_id(),
+            "project": project,
+            "prompt": prompt,
+            "status": TaskStatus.QUEUED.value,
+            "priority": priority,
+            "after": json.dumps(list(after)),
+            "profile": profile,
+            "source": source,
+            "source_key": source_key,
+            "session": session,
+            "dispatched": False,
+            "attempts": 0,
+            "extra": "{}",
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            if source_key is not None:
+                exists = conn.execute(
+                    sa.select(tasks_table.c.id).where(tasks_table.c.source_key == source_key)
+                ).first()
+                if exists:
+                    return None
+            conn.execute(tasks_table.insert().values(**row))
+        return self.get(row["id"])
+
+    def get(self, task_id: str) -> Task | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(tasks_table).where(tasks_table.c.id == task_id)).first()
+        return _task(row._mapping) if row else None
+
+    def require(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if task is None:
+            raise TaskError(f"no task with id {task_id!r}")
+        return task
+
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        statuses: Iterable[TaskStatus] | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[Task]:
+        query = sa.select(tasks_table).order_by(tasks_table.c.created_at, tasks_table.c.id)
+        if project is not None:
+            query = query.where(tasks_table.c.project == project)
+        if statuses is not None:
+            query = query.where(tasks_table.c.status.in_([s.value for s in statuses]))
+        if ids is not None:
+            query = query.where(tasks_table.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return [_task(row._mapping) for row in conn.execute(query)]
+
+    def _transition(
+        self,
+        task_id: str,
+        from_statuses: Iterable[TaskStatus],
+        values: Mapping[str, Any],
+        *,
+        extra_where: Any = None,
+    ) -> bool:
+        """Move one task out of one of `from_statuses`; True when this call did it."""
+        condition = sa.and_(
+            tasks_table.c.id == task_id,
+            tasks_table.c.status.in_([s.value for s in from_statuses]),
+        )
+        if extra_where is not None:
+            condition = sa.and_(condition, extra_where)
+        values = {**values, "updated_at": _now()}
+        if isinstance(values.get("status"), TaskStatus):
+            values["status"] = values["status"].value
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(tasks_table.update().where(condition).values(**values)).rowcount == 1
+            )
+
+    def mark_dispatched(self, task_id: str) -> bool:
+        """Note that a run was requested for a queued task; False if someone else did first."""
+        return self._transition(
+            task_id,
+            [TaskStatus.QUEUED],
+            {"dispatched": True, "attempts": tasks_table.c.attempts + 1},
+            extra_where=tasks_table.c.dispatched.is_(False),
+        )
+
+    def claim(self, task_id: str, run_id: str) -> Task:
+        """Take a task for the run `run_id`: queued or failed -> running. TaskError otherwise."""
+        task = self.require(task_id)
+        if task.status is TaskStatus.RUNNING and task.run_id == run_id:
+            return task  # the same run retried its step
+        moved = self._transition(
+            task_id,
+            CLAIMABLE,
+            {
+                "status": TaskStatus.RUNNING,
+                "run_id": run_id,
+                "reason": None,
+                "dispatched": True,
+                "started_at": _now(),
+                "finished_at": None,
+            },
+        )
+        if not moved:
+            current = self.require(task_id)
+            held = f" by run {current.run_id}" if current.run_id else ""
+            raise TaskError(
+                f"task {task_id} is {current.status}{held}; only a queued or failed task can run"
+            )
+        return self.require(task_id)
+
+    def finish(
+        self, task_id: str, status: TaskStatus, reason: str | None = None, **fields: Any
+    ) -> Task:
+        """Record the outcome of a running task."""
+        if "extra" in fields:
+            fields["extra"] = json.dumps(fields["extra"])
+        self._transition(
+            task_id,
+            [TaskStatus.RUNNING, TaskStatus.QUEUED],
+            {"status": status, "reason": reason, "finished_at": _now(), **fields},
+        )
+        return self.require(task_id)
+
+    def fail_run(self, task_id: str, run_id: str | None, reason: str) -> bool:
+        """A run ended without recording its task: running (or dispatched) -> failed."""
+        where = tasks_table.c.run_id == run_id if run_id else None
+        return self._transition(
+            task_id,
+            [TaskStatus.RUNNING, TaskStatus.QUEUED],
+            {"status": TaskStatus.FAILED, "reason": reason, "finished_at": _now()},
+            extra_where=where,
+        )
+
+    def requeue(self, task_id: str, reason: str) -> bool:
+        """Put a dispatched task whose run never started back in the queue."""
+        return self._transition(
+            task_id,
+            [TaskStatus.QUEUED, TaskStatus.RUNNING],
+            {"status": TaskStatus.QUEUED, "dispatched": False, "reason": reason, "run_id": None},
+        )
+
+    def block(self, task_id: str, reason: str) -> bool:
+        return self._transition(
+            task_id, [TaskStatus.QUEUED], {"status": TaskStatus.BLOCKED, "reason": reason}
+        )
+
+    def cancel(self, task_id: str, reason: str = "cancelled by user") -> Task:
+        task = self.require(task_id)
+        if task.status.finished:
+            raise TaskError(f"task {task_id} already {task.status}; nothing to cancel")
+        self._transition(
+            task_id,
+            [TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.BLOCKED],
+            {"status": TaskStatus.CANCELLED, "reason": reason, "finished_at": _now()},
+        )
+        return self.require(task_id)
+
+    # Sessions --------------------------------------------------------------------------------
+
+    def save_session(self, project: str, profile: str, session_id: str, task_id: str) -> None:
+        values = {"session_id": session_id, "task_id": task_id, "updated_at": _now()}
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sessions_table.update()
+                .where(sessions_table.c.project == project, sessions_table.c.profile == profile)
+                .values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sessions_table.insert().values(project=project, profile=profile, **values)
+                )
+
+    def last_session(self, project: str, profile: str) -> str | None:
+        """The last session id of `project` with `profile`; never another project's."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sessions_table.c.session_id).where(
+                    sessions_table.c.project == project, sessions_table.c.profile == profile
+                )
+            ).scalar()
+
+    def sessions(self, project: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(sessions_table).order_by(sessions_table.c.project)
+        if project is not None:
+            query = query.where(sessions_table.c.project == project)
+        with self.engine.connect() as conn:
+            return [
+                {**row._mapping, "updated_at": row.updated_at.isoformat()}
+                for row in conn.execute(query)
+            ]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _task(row: Mapping[str, Any]) -> Task:
+    data = dict(row)
+    data.pop("source_key", None)
+    data["status"] = TaskStatus(data["status"])
+    data["after"] = tuple(json.loads(data["after"] or "[]"))
+    data["extra"] = json.loads(data["extra"] or "{}")
+    data["dispatched"] = bool(data["dispatched"])
+    for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        value = data[key]
+        if value is not None and value.tzinfo is None:
+            data[key] = value.replace(tzinfo=UTC)
+    return Task(**data)
