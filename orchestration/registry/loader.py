@@ -32,7 +32,7 @@ from orchestration.registry.layers import (
     merge,
     read_yaml_layer,
 )
-from orchestration.registry.models import AgentsFile, PoolsFile, ProjectSpec
+from orchestration.registry.models import REMOTE_REPO_PATTERN, AgentsFile, PoolsFile, ProjectSpec
 from orchestration.settings import Settings
 
 DEFAULTS_FILE = "_defaults.yaml"
@@ -343,8 +343,7 @@ class _ProjectLoader:
         repo = layer.data.get("repo")
         if not isinstance(repo, str) or not repo.strip():
             return layer  # validation reports the missing or mistyped value
-        probe = ProjectSpec.model_construct(repo=repo.strip())
-        if probe.is_remote:
+        if REMOTE_REPO_PATTERN.match(repo.strip()):
             return layer
         origin = layer.origins.get(("repo",))
         text = repo.strip()

@@ -1,0 +1,528 @@
+"""Load benchmark: what the code server pays to serve N projects to the webserver, ours vs naive.
+
+For each size N a synthetic registry (projects/*.yaml, templates, copies of resources/) is written
+to a temporary directory, then each case runs in a fresh subprocess that loads the registry,
+builds the definitions, and builds and serializes the repository snapshot the way the gRPC code
+server does for the webserver. See bench/README.md for how to run it and what the numbers mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from orchestration.registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_FILE = REPO_ROOT / "bench" / "results" / "load.json"
+FULL_SIZES = (10, 100, 1000)
+QUICK_SIZES = (10, 100)
+FACTORIES = ("ours", "naive")
+#: Cases up to this many projects are repeated and the median kept; bigger ones run once.
+SMALL_CASE_MAX = 100
+SEED = 20240601
+SPEEDUP_GOAL = 4.0  # naive / ours at the largest size
+GROWTH_GOAL = 12.0  # ours at 1000 / ours at 100
+#: The phases that make up the reported time; `import` is measured but reported apart.
+TIMED_PHASES = ("registry", "definitions", "snapshot", "webserver")
+
+
+# --------------------------------------------------------------------------------------------
+# The synthetic registry
+
+
+def write_registry(root: Path, count: int, seed: int = SEED) -> Path:
+    """A registry of `count` projects under `root`; returns the projects directory.
+
+    Each project depends on 0-3 earlier ones, about one in ten has a `schedule`, a third extend
+    a template. Every local `repo` points at one shared empty directory: loading never runs git.
+    """
+    rng = random.Random(seed + count)
+    projects = root / "projects"
+    shutil.copytree(REPO_ROOT / "resources", root / "resources")
+    (projects / "templates").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "projects" / "_defaults.yaml", projects / "_defaults.yaml")
+    for template in (REPO_ROOT / "projects" / "templates").glob("*.yaml"):
+        shutil.copy(template, projects / "templates" / template.name)
+    (root / "repos" / "shared").mkdir(parents=True)
+    (root / "home").mkdir()
+
+    templates = [None, None, "python_service", "python_library"]
+    priorities = ["low", "normal", "normal", "high", "critical"]
+    for index in range(count):
+        name = project_name(index)
+        earlier = list(range(index))
+        depends = sorted(rng.sample(earlier, min(len(earlier), rng.randint(0, 3))))
+        lines = [
+            f"name: {name}",
+            f"description: Synthetic project {index} of {count} for the load benchmark.",
+            "repo: ../repos/shared",
+            f"priority: {rng.choice(priorities)}",
+            f"owners: [team:t{index % 17}]",
+            f"tags: {{domain: d{index % 23}}}",
+        ]
+        template = rng.choice(templates)
+        if template:
+            lines.append(f"extends: {template}")
+        elif rng.random() < 0.5:
+            lines.append("verify: [node, --test]")
+        if depends:
+            lines.append(f"depends_on: [{', '.join(project_name(d) for d in depends)}]")
+        if index % 10 == 3:
+            lines.append(f'schedule: "{index % 60} {index % 24} * * *"')
+        (projects / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    return projects
+
+
+def project_name(index: int) -> str:
+    return f"p{index:04d}"
+
+
+# --------------------------------------------------------------------------------------------
+# The naive baseline: what a straightforward per-project factory looks like
+
+
+def build_naive_definitions(registry: Registry) -> dg.Definitions:
+    """Per project: six assets, one job over its group, one sensor and one schedule."""
+    import dagster as dg
+
+    from orchestration.factory import build_registry_defs
+    from orchestration.resources import ProjectWorkspaces
+
+    base_env = list(registry.agents.base_env) if registry.agents else None
+    return dg.Definitions.merge(
+        *(_naive_project_defs(project.spec) for project in registry.projects),
+        build_registry_defs(registry.errors, len(registry.projects)),
+        dg.Definitions(
+            resources={
+                "workspaces": ProjectWorkspaces(**({"base_env": base_env} if base_env else {}))
+            }
+        ),
+    )
+
+
+def _naive_project_defs(spec: Any) -> dg.Definitions:
+    import dagster as dg
+
+    name = spec.name
+    common: dict[str, Any] = {
+        "group_name": name,
+        "required_resource_keys": {"workspaces"},
+        "owners": list(spec.owners),
+        "tags": {**spec.tags, "project": name, "priority": spec.priority_class},
+    }
+
+    def key(project: str, asset: str) -> dg.AssetKey:
+        return dg.AssetKey([project, asset])
+
+    @dg.asset(key=key(name, "source"), kinds={"git"}, description=f"State of {spec.repo}", **common)
+    def source(context) -> None:
+        context.resources.workspaces.observe(spec)
+
+    @dg.asset(
+        key=key(name, "manifest"),
+        deps=[key(name, "source")],
+        kinds={"git"},
+        description=f"Dependency manifests of {name}",
+        **common,
+    )
+    def manifest(context) -> None:
+        context.resources.workspaces.scan_manifests(spec)
+
+    @dg.asset(
+        key=key(name, "verification"),
+        deps=[key(name, "source"), *(key(dep, "source") for dep in spec.depends_on)],
+        kinds={"git"},
+        description=f"Test command of {name}",
+        check_specs=(
+            [dg.AssetCheckSpec("verify_passed", asset=key(name, "verification"))]
+            if spec.verify
+            else []
+        ),
+        **common,
+    )
+    def verification(context):
+        context.resources.workspaces.verify(spec)
+
+    @dg.asset(
+        key=key(name, "tasks"),
+        deps=[key(name, "source")],
+        partitions_def=dg.DynamicPartitionsDefinition(name=f"{name}_tasks"),
+        kinds={"agent"},
+        description=f"Coding-agent work on {name}",
+        **common,
+    )
+    def tasks() -> None:
+        raise dg.Failure("not in the benchmark")
+
+    @dg.asset(
+        key=key(name, "lint"),
+        deps=[key(name, "source")],
+        kinds={"git"},
+        description=f"Lint of {name}",
+        **common,
+    )
+    def lint() -> None:
+        return None
+
+    @dg.asset(
+        key=key(name, "docs"),
+        deps=[key(name, "manifest")],
+        kinds={"git"},
+        description=f"Docs of {name}",
+        **common,
+    )
+    def docs() -> None:
+        return None
+
+    job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.groups(name))
+
+    @dg.sensor(name=f"{name}_sensor", job=job)
+    def sensor() -> Any:
+        return dg.SkipReason("not in the benchmark")
+
+    @dg.schedule(name=f"{name}_schedule", job=job, cron_schedule=spec.schedule or "0 0 * * *")
+    def schedule() -> Any:
+        return dg.SkipReason("not in the benchmark")
+
+    return dg.Definitions(
+        assets=[source, manifest, verification, tasks, lint, docs],
+        jobs=[job],
+        sensors=[sensor],
+        schedules=[schedule],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement, in a fresh process
+
+
+def measure(factory: str, expected: int, profile_to: Path | None = None) -> dict[str, Any]:
+    """Time each phase the code server goes through; the registry comes from ORCH_* variables."""
+    import resource
+
+    phases: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def lap(phase: str) -> None:
+        nonlocal started, cpu_started
+        now, cpu_now = time.perf_counter(), time.process_time()
+        phases[phase], cpu[phase] = now - started, cpu_now - cpu_started
+        started, cpu_started = now, cpu_now
+        _progress(f"    {factory}: {phase} {phases[phase]:.2f}s")
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import dagster as dg  # noqa: F401
+    from dagster._core.remote_representation.external_data import (
+        JobDataSnap,
+        RepositorySnap,
+        extract_serialized_job_snap_from_serialized_job_data_snap,
+    )
+    from dagster._core.snap import JobSnap
+    from dagster._serdes import deserialize_value, serialize_value
+
+    from orchestration.definitions import build_definitions
+    from orchestration.registry import load_registry
+
+    build = build_definitions if factory == "ours" else build_naive_definitions
+    lap("import")
+    rss_after_import = _max_rss_mb(resource)
+
+    profiler = None
+    if profile_to is not None:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
+    # What `orchestration.definitions.defs` does when the code server imports it.
+    registry = load_registry()
+    if registry.errors or len(registry.projects) != expected:
+        raise SystemExit(
+            f"the synthetic registry did not load cleanly: {len(registry.projects)} of "
+            f"{expected} projects, errors: {[str(e) for e in registry.errors[:5]]}"
+        )
+    lap("registry")
+
+    # What LoadedRepositories does with the loaded target (dagster/_grpc/server.py).
+    repo_def = build(registry).get_repository_def()
+    repo_def.load_all_definitions()
+    lap("definitions")
+
+    # The ExternalRepository call (defer_snapshots=True, as the webserver asks for it), then one
+    # ExternalJob call per job ref (dagster/_api/snapshot_repository.py).
+    repo_snap = serialize_value(RepositorySnap.from_def(repo_def, defer_snapshots=True))
+    jobs = repo_def.get_all_jobs()
+    job_snaps = [
+        serialize_value(JobDataSnap.from_job_def(job, include_parent_snapshot=True)) for job in jobs
+    ]
+    lap("snapshot")
+
+    # The webserver's side: deserializing what the code server sent.
+    snap = deserialize_value(repo_snap, RepositorySnap)
+    for serialized in job_snaps:
+        deserialize_value(
+            extract_serialized_job_snap_from_serialized_job_data_snap(serialized), JobSnap
+        )
+    lap("webserver")
+
+    if profiler is not None and profile_to is not None:
+        profiler.disable()
+        profile_to.parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(profile_to))
+
+    return {
+        "factory": factory,
+        "projects": expected,
+        "phases_s": phases,
+        "time_s": sum(phases[p] for p in TIMED_PHASES),
+        "cpu_s": sum(cpu[p] for p in TIMED_PHASES),
+        "peak_rss_mb": _max_rss_mb(resource),
+        "rss_after_import_mb": rss_after_import,
+        "snapshot_bytes": len(repo_snap) + sum(len(s) for s in job_snaps),
+        "asset_nodes": len(snap.asset_nodes),
+        "jobs": len(jobs),
+        "job_names_sample": sorted(job.name for job in jobs)[:5],
+        "schedules": len(snap.schedules),
+        "sensors": len(snap.sensors),
+    }
+
+
+def _max_rss_mb(resource: Any) -> float:
+    # Linux reports kilobytes, macOS bytes.
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
+
+
+def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) -> dict[str, Any]:
+    """Run `measure` in a fresh interpreter so imports and caches never carry over."""
+    env = {
+        **os.environ,
+        "ORCH_PROJECTS_DIR": str(root / "projects"),
+        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_HOME": str(root / "home"),
+        "DAGSTER_HOME": str(root / "home"),
+        "PYTHONHASHSEED": "0",
+    }
+    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", factory]
+    argv += ["--worker-count", str(count)]
+    if profile_to is not None:
+        argv += ["--worker-profile", str(profile_to)]
+    done = subprocess.run(
+        argv, env=env, cwd=root, stdout=subprocess.PIPE, text=True, check=False, timeout=1800
+    )
+    if done.returncode != 0:
+        raise click.ClickException(f"{factory} worker for {count} projects failed (see stderr)")
+    return json.loads(done.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def run_benchmark(sizes: Sequence[int], repeat: int, profile: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": _machine(), "sizes": list(sizes), "cases": []}
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+        for count in sizes:
+            root = Path(tmp) / f"n{count}"
+            _progress(f"writing a registry of {count} projects under {root}")
+            write_registry(root, count)
+            runs_wanted = repeat if count <= SMALL_CASE_MAX else 1
+            for factory in FACTORIES:
+                runs = []
+                for attempt in range(runs_wanted):
+                    _progress(f"  {factory} N={count} run {attempt + 1}/{runs_wanted}")
+                    began = time.perf_counter()
+                    runs.append(run_worker(factory, root, count, None))
+                    _progress(f"  ... {time.perf_counter() - began:.1f}s wall")
+                results["cases"].append(_summarise(factory, count, runs))
+            if profile and count == max(sizes):
+                for factory in FACTORIES:
+                    target = RESULTS_FILE.parent / f"load_{factory}_{count}.prof"
+                    _progress(f"  profiling {factory} N={count} into {target}")
+                    run_worker(factory, root, count, target)
+                    results.setdefault("profiles", {})[f"{factory}_{count}"] = str(target)
+                    _print_profile(target)
+    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["rows"] = _rows(results["cases"], sizes)
+    results["goals"] = _goals(results["rows"])
+    return results
+
+
+def _print_profile(path: Path, limit: int = 25) -> None:
+    """The costliest calls of one profiled run, on stderr; the full data stays in `path`."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats(limit)
+    _progress(out.getvalue())
+
+
+def _summarise(factory: str, count: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 4)
+
+    return {
+        "factory": factory,
+        "projects": count,
+        "runs": len(runs),
+        "time_s": median([r["time_s"] for r in runs]),
+        "cpu_s": median([r["cpu_s"] for r in runs]),
+        "peak_rss_mb": median([r["peak_rss_mb"] for r in runs]),
+        "import_s": median([r["phases_s"]["import"] for r in runs]),
+        "rss_after_import_mb": median([r["rss_after_import_mb"] for r in runs]),
+        "phases_s": {p: median([r["phases_s"][p] for r in runs]) for p in TIMED_PHASES},
+        "snapshot_bytes": runs[0]["snapshot_bytes"],
+        "asset_nodes": runs[0]["asset_nodes"],
+        "jobs": runs[0]["jobs"],
+        "schedules": runs[0]["schedules"],
+        "sensors": runs[0]["sensors"],
+        "all_runs": runs,
+    }
+
+
+def _rows(cases: list[dict[str, Any]], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    by_key = {(c["factory"], c["projects"]): c for c in cases}
+    rows = []
+    for count in sizes:
+        ours, naive = by_key[("ours", count)], by_key[("naive", count)]
+        rows.append(
+            {
+                "projects": count,
+                "ours_s": ours["time_s"],
+                "ours_mb": ours["peak_rss_mb"],
+                "naive_s": naive["time_s"],
+                "naive_mb": naive["peak_rss_mb"],
+                "speedup": round(naive["time_s"] / ours["time_s"], 2),
+                "ours_growth_from_previous": None,
+            }
+        )
+    for previous, row in zip(rows, rows[1:], strict=False):
+        row["ours_growth_from_previous"] = round(row["ours_s"] / previous["ours_s"], 2)
+    return rows
+
+
+def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by_n = {row["projects"]: row for row in rows}
+    goals: dict[str, Any] = {}
+    if 1000 in by_n:
+        speedup = by_n[1000]["speedup"]
+        goals["speedup_at_1000"] = {
+            "value": speedup,
+            "goal": f">= {SPEEDUP_GOAL}",
+            "met": speedup >= SPEEDUP_GOAL,
+        }
+    if 100 in by_n and 1000 in by_n:
+        growth = round(by_n[1000]["ours_s"] / by_n[100]["ours_s"], 2)
+        goals["ours_growth_100_to_1000"] = {
+            "value": growth,
+            "goal": f"<= {GROWTH_GOAL}",
+            "met": growth <= GROWTH_GOAL,
+        }
+    return goals
+
+
+def render_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| projects | ours s | ours MB | naive s | naive MB | speedup (naive/ours) | ours growth |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        growth = row["ours_growth_from_previous"]
+        lines.append(
+            f"| {row['projects']} | {row['ours_s']:.3f} | {row['ours_mb']:.0f} | "
+            f"{row['naive_s']:.3f} | {row['naive_mb']:.0f} | {row['speedup']:.1f}x | "
+            f"{f'{growth:.1f}x' if growth is not None else '-'} |"
+        )
+    for name, goal in results["goals"].items():
+        verdict = "met" if goal["met"] else "NOT met"
+        lines.append(f"\n- {name}: {goal['value']} (goal {goal['goal']}): {verdict}")
+    return "\n".join(lines)
+
+
+def _machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "dagster": version("dagster"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_at_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    """Other work on the machine inflates wall times; the load average says how much there was."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command()
+@click.option("--sizes", default=None, help="Comma-separated project counts (default 10,100,1000).")
+@click.option("--quick", is_flag=True, help="Only 10 and 100 projects (under a minute).")
+@click.option(
+    "--repeat", default=3, show_default=True, help="Runs of each case up to 100 projects."
+)
+@click.option("--profile", is_flag=True, help="Also cProfile both factories at the largest size.")
+@click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
+@click.option("--worker", type=click.Choice(FACTORIES), hidden=True)
+@click.option("--worker-count", type=int, hidden=True)
+@click.option("--worker-profile", type=click.Path(path_type=Path), hidden=True)
+def main(
+    sizes: str | None,
+    quick: bool,
+    repeat: int,
+    profile: bool,
+    output: Path,
+    worker: str | None,
+    worker_count: int | None,
+    worker_profile: Path | None,
+) -> None:
+    """Time loading N synthetic projects into definitions and a webserver snapshot."""
+    if worker is not None:
+        sys.path.insert(0, str(REPO_ROOT))
+        if worker_count is None:
+            raise click.UsageError("--worker needs --worker-count")
+        result = measure(worker, worker_count, worker_profile)
+        click.echo(json.dumps(result))
+        return
+    chosen = (
+        tuple(int(s) for s in sizes.split(",")) if sizes else QUICK_SIZES if quick else FULL_SIZES
+    )
+    results = run_benchmark(chosen, repeat, profile)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    _progress(f"results written to {output}")
+    click.echo(render_table(results))
+
+
+if __name__ == "__main__":
+    main()
