@@ -2,13 +2,15 @@
 
 import dagster as dg
 
+from orchestration.dependencies.detection import DetectionCache
+from orchestration.dependencies.graph import DependencyGraph
 from orchestration.factory import (
     ROLE_TAG,
     build_project_defs,
     build_registry_defs,
     refresh_job,
 )
-from orchestration.registry import Registry, load_registry
+from orchestration.registry import ProjectSpec, Registry, load_registry
 from orchestration.resources import AgentTasks, ProjectWorkspaces
 from orchestration.sensors import build_dispatch_sensor, build_import_sensor
 
@@ -18,8 +20,14 @@ def build_definitions(registry: Registry) -> dg.Definitions:
     resources."""
     profiles = registry.agents.profiles if registry.agents else {}
     env = {"base_env": list(registry.agents.base_env)} if registry.agents is not None else {}
+    graph = DetectionCache(registry.settings.home).load_graph()
+    names = set(registry.names)
     project_defs = [
-        build_project_defs(project.spec, profiles.get(project.spec.agent.profile))
+        build_project_defs(
+            project.spec,
+            profiles.get(project.spec.agent.profile),
+            providers=_providers(project.spec, graph, names),
+        )
         for project in registry.projects
     ]
     specs = {project.name: project.spec for project in registry.projects}
@@ -28,6 +36,14 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         sensors=[
             build_dispatch_sensor(specs, dg.AssetSelection.tag(ROLE_TAG, "tasks")),
             build_import_sensor(specs),
+            # Dagster's default automation sensor starts stopped; this one runs from the start so
+            # a provider's new commit re-runs its consumers' verification on its own.
+            dg.AutomationConditionSensorDefinition(
+                "verification_automation",
+                target=dg.AssetSelection.tag(ROLE_TAG, "verification"),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                description="Re-run verification when a project's or a provider's code changed.",
+            ),
         ]
         if specs
         else [],
@@ -35,12 +51,20 @@ def build_definitions(registry: Registry) -> dg.Definitions:
     )
     return dg.Definitions.merge(
         *project_defs,
-        build_registry_defs(registry.errors, len(registry.projects)),
+        build_registry_defs(registry.errors, len(registry.projects), graph),
         shared,
     )
 
 
+def _providers(spec: ProjectSpec, graph: DependencyGraph | None, names: set[str]) -> list[str]:
+    """Declared plus last detected providers that are valid projects now, minus ignored ones."""
+    detected = graph.providers_of(spec.name) if graph else ()
+    wanted = (set(spec.depends_on) | set(detected)) - set(spec.ignore_dependencies)
+    return sorted(wanted & names - {spec.name})
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by the webserver, the daemon and the dagster CLI; parses YAML only."""
+    """Loaded by the webserver, the daemon and the dagster CLI: parses YAML and reads the last
+    detected dependency graph from ORCH_HOME; runs no git."""
     return build_definitions(load_registry())

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry.errors import RegistryError
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.resources import AgentTasks, ProjectWorkspaces
@@ -47,11 +48,19 @@ def tasks_partitions_name(project: str) -> str:
     return f"{project}_tasks"
 
 
-def build_project_defs(spec: ProjectSpec, profile: AgentProfile | None = None) -> dg.Definitions:
-    """All definitions of one project. Pure: reads nothing but `spec` and `profile`."""
+def build_project_defs(
+    spec: ProjectSpec,
+    profile: AgentProfile | None = None,
+    providers: Sequence[str] = (),
+) -> dg.Definitions:
+    """All definitions of one project. Pure: reads nothing but its arguments.
+
+    `providers` are the projects this one depends on (detected or declared); they become
+    lineage from this project's `verification` to their `source`.
+    """
     keys = ProjectKeys(spec.name)
     return dg.Definitions(
-        assets=[_repository_assets(spec, keys), _tasks_asset(spec, keys, profile)],
+        assets=[_repository_assets(spec, keys, providers), _tasks_asset(spec, keys, profile)],
         schedules=[_schedule(spec, keys)] if spec.schedule else [],
     )
 
@@ -69,7 +78,18 @@ def _common(spec: ProjectSpec, role: str) -> dict[str, Any]:
     }
 
 
-def _repository_assets(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetsDefinition:
+#: Re-run a project's verification when its own or a provider's code changed (a new commit
+#: observed by `source`, whose data version is the branch sha), never while a run is going.
+VERIFY_ON_CHANGE = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+).with_label("own or a provider's code changed")
+
+
+def _repository_assets(
+    spec: ProjectSpec, keys: ProjectKeys, providers: Sequence[str]
+) -> dg.AssetsDefinition:
     if spec.is_remote:
         source_text = (
             f"Tip of branch `{spec.branch}` of the remote repository `{spec.repo}`, read with "
@@ -100,7 +120,7 @@ def _repository_assets(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetsDefinit
         ),
         dg.AssetSpec(
             keys.verification,
-            deps=[keys.source, *(ProjectKeys(dep).source for dep in spec.depends_on)],
+            deps=[keys.source, *(ProjectKeys(dep).source for dep in providers)],
             description=(
                 f"The project's own test command (`{' '.join(spec.verify)}`) run on a fresh "
                 f"worktree of `{spec.branch}`, with passed and failed counts."
@@ -108,6 +128,7 @@ def _repository_assets(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetsDefinit
                 else "No `verify` command is configured for this project."
             ),
             kinds={"git"},
+            automation_condition=VERIFY_ON_CHANGE if spec.verify else None,
             **_common(spec, "verification"),
         ),
     ]
@@ -171,17 +192,35 @@ def _source_result(
 def _manifest_result(
     keys: ProjectKeys, workspaces: ProjectWorkspaces, spec: ProjectSpec
 ) -> dg.MaterializeResult:
-    scan = workspaces.scan_manifests(spec)
-    rows = "\n".join(f"| `{m.path}` | {m.ecosystem} | {m.provides or ''} |" for m in scan.manifests)
+    outcome, graph = workspaces.detect_dependencies(spec)
+    scan = outcome.scan
+    rows = "\n".join(
+        f"| `{m.path}` | {m.ecosystem} | {', '.join(p.name for p in m.packages)} | "
+        f"{len(m.requirements)} |"
+        for m in scan.manifests
+    )
+    providers = [e for e in graph.edges if e.consumer == spec.name]
+    consumers = [e.consumer for e in graph.edges if e.provider == spec.name]
+    mismatches = [m for edge in providers for m in edge.version_mismatches]
     return dg.MaterializeResult(
         asset_key=keys.manifest,
         metadata={
             "commit": scan.commit or "",
+            "cached": outcome.cached,
             "manifest_count": len(scan.manifests),
-            "provides": dg.MetadataValue.json(list(scan.provides)),
+            "requirement_count": len(scan.requirements),
+            "provides": dg.MetadataValue.json(sorted({p.name for p in scan.packages})),
             "manifests": dg.MetadataValue.md(
-                "| file | ecosystem | provides |\n|---|---|---|\n" + rows if rows else "none found"
+                "| file | ecosystem | provides | requirements |\n|---|---|---|---|\n" + rows
+                if rows
+                else "none found"
             ),
+            "depends_on": dg.MetadataValue.json(
+                {e.provider: [ev.to_dict() for ev in e.evidence] for e in providers}
+            ),
+            "used_by": dg.MetadataValue.json(sorted(consumers)),
+            "version_mismatches": dg.MetadataValue.json(mismatches),
+            "cycles": dg.MetadataValue.json([list(c) for c in graph.cycles if spec.name in c]),
             "problems": dg.MetadataValue.json(list(scan.problems)),
         },
         data_version=dg.DataVersion(scan.commit) if scan.commit else None,
@@ -341,7 +380,67 @@ def refresh_job():
     )
 
 
-def build_registry_defs(errors: Sequence[RegistryError], project_count: int) -> dg.Definitions:
+DEPENDENCIES_KEY = dg.AssetKey(["orchestration", "dependencies"])
+
+
+def _dependencies_asset(graph: DependencyGraph | None) -> dg.AssetsDefinition:
+    """The cross-project dependency graph: detection over every project, with a cycle check."""
+    if graph is None:
+        known = "No detection has run yet: materialize this asset or run `orch deps detect`."
+    else:
+        cycles = "\n".join(f"- {' -> '.join(c)}" for c in graph.cycles) or "none"
+        known = (
+            f"Last detection: {len(graph.nodes)} projects, {len(graph.edges)} edges.\n\n"
+            f"Cycles:\n{cycles}"
+        )
+
+    @dg.asset(
+        key=DEPENDENCIES_KEY,
+        group_name=REGISTRY_GROUP,
+        description="Dependencies between projects, detected from their manifests "
+        f"(the graph lineage is drawn from).\n\n{known}",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "acyclic",
+                asset=DEPENDENCIES_KEY,
+                description="No cycle between projects' dependencies.",
+            )
+        ],
+        tags={ROLE_TAG: "dependencies"},
+        kinds={"git"},
+    )
+    def dependencies(context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces):
+        current, outcomes = workspaces.detect_all()
+        failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
+        for project, error in failed.items():
+            context.log.warning(f"{project}: {error}")
+        yield dg.MaterializeResult(
+            metadata={
+                "projects": len(current.nodes),
+                "edges": len(current.edges),
+                "cycles": len(current.cycles),
+                "parsed": sum(
+                    1 for o in outcomes.values() if not isinstance(o, str) and not o.cached
+                ),
+                "failed": dg.MetadataValue.json(failed),
+                "graph": dg.MetadataValue.md(f"```mermaid\n{current.to_mermaid()}\n```"),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="acyclic",
+            passed=not current.cycles,
+            metadata={"cycles": dg.MetadataValue.json([list(c) for c in current.cycles])},
+            description="; ".join(" -> ".join(c) for c in current.cycles) or None,
+        )
+
+    return dependencies
+
+
+def build_registry_defs(
+    errors: Sequence[RegistryError],
+    project_count: int,
+    graph: DependencyGraph | None = None,
+) -> dg.Definitions:
     """The `orchestration/registry` asset: the registry as loaded, with a check per load."""
     listing = "\n".join(f"- `{error}`" for error in errors) or "No errors."
 
@@ -391,4 +490,4 @@ def build_registry_defs(errors: Sequence[RegistryError], project_count: int) -> 
             description="\n".join(str(e) for e in current.errors) or None,
         )
 
-    return dg.Definitions(assets=[registry])
+    return dg.Definitions(assets=[registry, _dependencies_asset(graph)])

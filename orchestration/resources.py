@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from orchestration.dependencies.manifests import Manifest, manifest_kind, read_manifest
+from orchestration.agents.invocation import needs_command
+from orchestration.dependencies.detection import ScanOutcome, detect
+from orchestration.dependencies.graph import DependencyGraph
+from orchestration.registry import LoadedProject, load_registry
 from orchestration.registry.loader import load_agents
 from orchestration.registry.models import ProjectSpec
 from orchestration.settings import Settings
@@ -23,19 +25,6 @@ from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.isolation import child_environment
 from orchestration.workspace.workspace import ProjectWorkspace, SourceState, observe_source
-
-
-@dataclass(frozen=True)
-class ManifestScan:
-    """The manifests found at one commit of a project's branch."""
-
-    commit: str | None
-    manifests: tuple[Manifest, ...]
-    problems: tuple[str, ...]
-
-    @property
-    def provides(self) -> tuple[str, ...]:
-        return tuple(sorted({m.provides for m in self.manifests if m.provides}))
 
 
 class _StateResource(dg.ConfigurableResource):
@@ -63,22 +52,21 @@ class ProjectWorkspaces(_StateResource):
     def observe(self, spec: ProjectSpec) -> SourceState:
         return observe_source(spec)
 
-    def scan_manifests(self, spec: ProjectSpec) -> ManifestScan:
-        workspace = self.workspace(spec)
-        repo = workspace.sync()
-        ref = workspace.upstream_ref
-        commit = repo.resolve(ref)
-        if commit is None:
-            return ManifestScan(None, (), (f"branch {spec.branch!r} not found in {spec.repo}",))
-        manifests, problems = [], []
-        for path in repo.list_files(commit):
-            if manifest_kind(path) is None:
-                continue
-            try:
-                manifests.append(read_manifest(path, repo.read_file(commit, path)))
-            except ValueError as exc:
-                problems.append(str(exc))
-        return ManifestScan(commit, tuple(manifests), tuple(problems))
+    def detect_dependencies(self, spec: ProjectSpec) -> tuple[ScanOutcome, DependencyGraph]:
+        """Scan this project's manifests (cached by commit) and rebuild the graph with the
+        other projects' last scans."""
+        settings = self.settings()
+        others = [p for p in load_registry(settings).projects if p.name != spec.name]
+        this = LoadedProject(spec, settings.projects_dir / f"{spec.name}.yaml", {})
+        graph, outcomes = detect([*others, this], settings, only=[spec.name])
+        outcome = outcomes[spec.name]
+        if isinstance(outcome, str):
+            raise RuntimeError(f"dependency detection failed for {spec.name}: {outcome}")
+        return outcome, graph
+
+    def detect_all(self) -> tuple[DependencyGraph, dict[str, ScanOutcome | str]]:
+        settings = self.settings()
+        return detect(load_registry(settings).projects, settings)
 
     def verify(self, spec: ProjectSpec) -> VerificationResult:
         workspace = self.workspace(spec)
@@ -116,6 +104,10 @@ class AgentTasks(_StateResource):
             if profile is None:
                 known = ", ".join(agents.profiles)
                 reason = f"unknown agent profile {profile_name!r}; profiles: {known}"
+                store.finish(task_id, TaskStatus.FAILED, reason)
+                raise TaskError(reason)
+            if needs_command(profile) and not spec.agent.command:
+                reason = f"profile {profile_name!r} runs agent.command, and {spec.name} sets none"
                 store.finish(task_id, TaskStatus.FAILED, reason)
                 raise TaskError(reason)
             try:

@@ -19,6 +19,7 @@ from orchestration.workspace.workspace import ProjectWorkspace
 TASK_TAG = "orch/task"
 PROJECT_TAG = "project"
 PRIORITY_TAG = "dagster/priority"
+SESSION_TAG = "orch/session"
 DISPATCH_INTERVAL_S = 5
 IMPORT_INTERVAL_S = 120
 #: A dispatched task whose run has not appeared after this long is queued again.
@@ -27,11 +28,14 @@ LAUNCH_GRACE_S = 600
 
 def task_run_tags(task: Task, spec: ProjectSpec) -> dict[str, str]:
     """The tags every run of a task carries, however it was launched."""
-    return {
+    tags = {
         PROJECT_TAG: spec.name,
         TASK_TAG: task.id,
         PRIORITY_TAG: str(run_priority(spec.priority, task.priority)),
     }
+    if task.session:
+        tags[SESSION_TAG] = task.session
+    return tags
 
 
 def build_dispatch_sensor(

@@ -16,7 +16,7 @@ import pytest
 from conftest import GIT_IDENTITY, RegistryDir, make_git_repo
 
 from orchestration.definitions import build_definitions
-from orchestration.factory import REFRESH_JOB, REGISTRY_KEY, ProjectKeys
+from orchestration.factory import DEPENDENCIES_KEY, REFRESH_JOB, REGISTRY_KEY, ProjectKeys
 from orchestration.resources import ProjectWorkspaces
 from orchestration.settings import HOME_VAR, PROJECTS_DIR_VAR, RESOURCES_DIR_VAR
 
@@ -200,7 +200,7 @@ def test_refresh_job_runs_every_repository_asset_and_the_registry(
 
     assert result.success
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
-    assert materialized == {*project.keys.repository, REGISTRY_KEY}
+    assert materialized == {*project.keys.repository, REGISTRY_KEY, DEPENDENCIES_KEY}
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"verify_passed": True, "all_projects_valid": True}
+    assert checks == {"verify_passed": True, "all_projects_valid": True, "acyclic": True}
     assert (project.home / "workspaces" / PROJECT / "repo.git").is_dir()

@@ -21,7 +21,7 @@ from conftest import REPO_ROOT, RegistryDir, make_git_repo
 from psycopg2 import sql
 
 from orchestration.definitions import build_definitions
-from orchestration.factory import REFRESH_JOB, REGISTRY_KEY, ProjectKeys
+from orchestration.factory import DEPENDENCIES_KEY, REFRESH_JOB, REGISTRY_KEY, ProjectKeys
 from orchestration.settings import HOME_VAR, PROJECTS_DIR_VAR, RESOURCES_DIR_VAR
 
 DEPLOY_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
@@ -173,11 +173,11 @@ def test_refresh_run_is_recorded_in_postgres(
             (run_id,),
         )
         stored = {dg.AssetKey.from_db_string(row[0]) for row in cursor.fetchall()}
-        assert stored == {*keys.repository, REGISTRY_KEY}
+        assert stored == {*keys.repository, REGISTRY_KEY, DEPENDENCIES_KEY}
         cursor.execute(
             "SELECT count(*) FROM event_logs "
             "WHERE run_id = %s AND dagster_event_type = 'ASSET_CHECK_EVALUATION'",
             (run_id,),
         )
-        assert cursor.fetchone() == (2,)  # verify_passed and all_projects_valid
+        assert cursor.fetchone() == (3,)  # verify_passed, all_projects_valid and acyclic
     connection.close()

@@ -27,6 +27,11 @@ class AgentRequest:
     command: Sequence[str] = ()
 
 
+def needs_command(profile: AgentProfile) -> bool:
+    """True when the profile runs the project's own `agent.command`."""
+    return any(part == "{command}" for part in profile.argv)
+
+
 def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
     """The agent's argv: the profile's template with placeholders filled, never a shell line.
 
@@ -46,6 +51,8 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         template += profile.model_args
     if request.session_id and profile.resume_args:
         template += profile.resume_args
+    if needs_command(profile) and not request.command:
+        raise ValueError("this profile runs the project's agent.command, and none is set")
     argv: list[str] = []
     for part in template:
         if part == "{command}":
@@ -74,6 +81,8 @@ def run_agent(
         )
     except ExecutableNotFoundError as exc:
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"agent binary not found: {exc}")
+    except OSError as exc:  # e.g. E2BIG: one argument over the kernel's 128 KiB limit
+        return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"could not start the agent: {exc}")
     try:
         return parse_agent_output(profile.output, process)
     except AgentOutputError as exc:

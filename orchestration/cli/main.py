@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestration.cli import config, projects, tasks, up, validate
+from orchestration.cli import config, deps, projects, tasks, up, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,3 +23,5 @@ main.add_command(up.up)
 main.add_command(up.samples)
 main.add_command(tasks.task)
 main.add_command(tasks.session)
+main.add_command(deps.deps)
+main.add_command(deps.affected)

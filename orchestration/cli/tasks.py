@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import click
 
+from orchestration.agents.invocation import needs_command
+from orchestration.cli.deps import current_graph
 from orchestration.cli.output import echo_json, echo_table, fail
 from orchestration.cli.state import dagster_instance
+from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry import load_registry
 from orchestration.registry.loader import load_agents
 from orchestration.sensors import TASK_TAG, ensure_partitions
 from orchestration.settings import Settings
 from orchestration.tasks.intake import import_task_lists
-from orchestration.tasks.models import TaskStatus, is_task_id
+from orchestration.tasks.models import Task, TaskStatus, is_task_id, new_task_id
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
-MAX_PROMPT_BYTES = 1024 * 1024
+#: Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN), and the prompt is one.
+MAX_PROMPT_BYTES = 120 * 1024
 
 
 @click.group()
@@ -31,8 +36,22 @@ def task() -> None:
 @click.option("--priority", type=click.IntRange(0, 100), default=50, show_default=True)
 @click.option("--after", "after", multiple=True, help="Task id that must succeed first.")
 @click.option("--profile", help="Agent profile for this task (default: the project's).")
-def add(project: str, prompt: str, priority: int, after: tuple[str, ...], profile: str | None):
-    """Queue a task for PROJECT; PROMPT `-` reads it from standard input. Prints the task id."""
+@click.option(
+    "--propagate",
+    is_flag=True,
+    help="Also queue follow-up tasks in every project that depends on PROJECT, each after its "
+    "providers' tasks, linked by one session.",
+)
+def add(
+    project: str,
+    prompt: str,
+    priority: int,
+    after: tuple[str, ...],
+    profile: str | None,
+    propagate: bool,
+):
+    """Queue a task for PROJECT; PROMPT `-` reads it from standard input. Prints the task id
+    (with --propagate, one line per task: id and project)."""
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
@@ -49,16 +68,57 @@ def add(project: str, prompt: str, priority: int, after: tuple[str, ...], profil
         profiles = load_agents(settings).profiles
         if profile not in profiles:
             fail(f"unknown agent profile {profile!r}; profiles: {', '.join(profiles)}")
+        if needs_command(profiles[profile]) and not registry.project(project).spec.agent.command:
+            fail(f"profile {profile!r} runs the project's agent.command, and {project} sets none")
     store = TaskStore.from_settings(settings)
     for prerequisite in after:
         if not is_task_id(prerequisite) or store.get(prerequisite) is None:
             fail(f"--after {prerequisite}: no such task")
-    created = store.add(project, prompt, priority=priority, after=after, profile=profile)
+    session_id = f"s{new_task_id()[1:]}" if propagate else None
+    created = store.add(
+        project, prompt, priority=priority, after=after, profile=profile, session=session_id
+    )
     assert created is not None
+    queued = [created]
+    if propagate:
+        queued += follow_up_tasks(store, current_graph(settings), created, registry.names)
     instance = dagster_instance(settings)
     if instance is not None:
-        ensure_partitions(instance, [created])
-    click.echo(created.id)
+        ensure_partitions(instance, queued)
+    if propagate:
+        for item in queued:
+            click.echo(f"{item.id}  {item.project}")
+        click.echo(f"linked session {session_id}: {len(queued)} task(s)", err=True)
+    else:
+        click.echo(created.id)
+
+
+def follow_up_tasks(
+    store: TaskStore, graph: DependencyGraph, origin: Task, valid: Iterable[str]
+) -> list[Task]:
+    """A task in every transitive consumer of the origin's project, in topological order, each
+    after the tasks of its own providers in the same linked session."""
+    affected = graph.transitive_consumers([origin.project]) & set(valid)
+    task_of = {origin.project: origin.id}
+    created = []
+    for consumer in graph.topological_order(affected):
+        if consumer in task_of:
+            continue
+        prerequisites = [task_of[p] for p in graph.providers_of(consumer) if p in task_of]
+        follow_up = store.add(
+            consumer,
+            f"Follow-up in {consumer} of task {origin.id} in {origin.project}, which a change "
+            f"there may affect. Adapt {consumer} to it and keep its tests passing.\n\n"
+            f"The change in {origin.project}:\n{origin.prompt}",
+            priority=origin.priority,
+            after=prerequisites or [origin.id],
+            session=origin.session,
+            source="propagate",
+        )
+        assert follow_up is not None
+        task_of[consumer] = follow_up.id
+        created.append(follow_up)
+    return created
 
 
 @task.command("list")

@@ -1,23 +1,20 @@
-"""Finding a repository's dependency manifests and the package names it provides.
+"""The first, minimal manifest reader's names, kept as thin wrappers over `parsers`.
 
-One small reader per format, each a pure function of the file's text, so the same code serves
-the `manifest` asset, the CLI and tests. Names are normalised per ecosystem (PEP 503 for Python,
-lower-case for npm, as written for Go modules, `-` and `_` folded for Cargo crates).
+New code should use `orchestration.dependencies.parsers` (`is_manifest`, `parse_manifest`,
+`scan_files`, `scan_directory`), which also reads requirements, line numbers and workspaces.
 """
 
 from __future__ import annotations
 
-import configparser
-import json
-import re
-import tomllib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
-from packaging.utils import canonicalize_name
+from orchestration.dependencies.parsers import (
+    SKIPPED_DIRECTORIES,
+    manifest_ecosystem,
+    parse_manifest,
+)
 
-SKIPPED_DIRECTORIES = frozenset({"node_modules", "vendor", ".git", "target", "dist", "build"})
+__all__ = ["SKIPPED_DIRECTORIES", "Manifest", "manifest_kind", "read_manifest"]
 
 
 @dataclass(frozen=True)
@@ -29,69 +26,15 @@ class Manifest:
     provides: str | None
 
 
-def _pyproject(text: str) -> str | None:
-    data = tomllib.loads(text)
-    name = data.get("project", {}).get("name") or data.get("tool", {}).get("poetry", {}).get("name")
-    return canonicalize_name(name) if isinstance(name, str) and name else None
-
-
-def _setup_cfg(text: str) -> str | None:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(text)
-    name = parser.get("metadata", "name", fallback=None)
-    return canonicalize_name(name) if name else None
-
-
-def _package_json(text: str) -> str | None:
-    name = json.loads(text).get("name")
-    return name.lower() if isinstance(name, str) and name else None
-
-
-def _go_mod(text: str) -> str | None:
-    match = re.search(r"^\s*module\s+(\S+)", text, re.MULTILINE)
-    return match.group(1).strip('"') if match else None
-
-
-def _cargo_toml(text: str) -> str | None:
-    name = tomllib.loads(text).get("package", {}).get("name")
-    return name.replace("_", "-").lower() if isinstance(name, str) and name else None
-
-
-def _provides_nothing(text: str) -> str | None:
-    return None
-
-
-#: file name -> (ecosystem, reader of the name it provides)
-READERS: Mapping[str, tuple[str, Callable[[str], str | None]]] = {
-    "pyproject.toml": ("python", _pyproject),
-    "setup.cfg": ("python", _setup_cfg),
-    "package.json": ("npm", _package_json),
-    "go.mod": ("go", _go_mod),
-    "Cargo.toml": ("cargo", _cargo_toml),
-    ".gitmodules": ("git", _provides_nothing),
-}
-REQUIREMENTS_PATTERN = re.compile(r"^requirements[\w.-]*\.txt$")
-
-
 def manifest_kind(path: str) -> str | None:
     """The ecosystem of a manifest file, or None when `path` is not a manifest."""
-    parts = PurePosixPath(path).parts
-    if any(part in SKIPPED_DIRECTORIES for part in parts[:-1]):
-        return None
-    name = parts[-1] if parts else ""
-    if name in READERS:
-        return READERS[name][0]
-    if REQUIREMENTS_PATTERN.match(name):
-        return "python"
-    return None
+    return manifest_ecosystem(path)
 
 
 def read_manifest(path: str, text: str) -> Manifest:
-    """Parse one manifest. A file that cannot be parsed raises ValueError naming it."""
-    name = PurePosixPath(path).name
-    ecosystem, reader = READERS.get(name, ("python", _provides_nothing))
-    try:
-        provides = reader(text)
-    except (ValueError, configparser.Error, AttributeError) as exc:
-        raise ValueError(f"{path}: cannot parse this {name}: {exc}") from None
-    return Manifest(path=path, ecosystem=ecosystem, provides=provides)
+    """The package one manifest provides. Text nothing can be read from raises ValueError."""
+    scan = parse_manifest(path, text)
+    if scan.problems and not (scan.packages or scan.requirements or scan.workspace_members):
+        raise ValueError("; ".join(scan.problems))
+    provides = scan.packages[0].name if scan.packages else None
+    return Manifest(path=path, ecosystem=scan.ecosystem, provides=provides)

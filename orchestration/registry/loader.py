@@ -422,12 +422,13 @@ class _ProjectLoader:
 
 def _check_dependencies(spec: ProjectSpec, all_names: set[str]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
-    for index, name in enumerate(spec.depends_on):
-        if name == spec.name:
-            problems.append((("depends_on", index), "a project cannot depend on itself"))
-        elif name not in all_names:
-            known = ", ".join(sorted(all_names - {spec.name})) or "none"
-            problems.append((("depends_on", index), f"unknown project {name!r}; projects: {known}"))
+    for key in ("depends_on", "ignore_dependencies"):
+        for index, name in enumerate(getattr(spec, key)):
+            if name == spec.name:
+                problems.append(((key, index), "a project cannot depend on itself"))
+            elif name not in all_names:
+                known = ", ".join(sorted(all_names - {spec.name})) or "none"
+                problems.append(((key, index), f"unknown project {name!r}; projects: {known}"))
     return problems
 
 

@@ -187,6 +187,7 @@ class ProjectSpec(FrozenModel):
     description: str = ""
     agent: AgentSettings = AgentSettings()
     depends_on: tuple[ProjectName, ...] = ()
+    ignore_dependencies: tuple[ProjectName, ...] = ()
     verify: tuple[NonEmptyText, ...] = ()
     verify_timeout: Seconds = 1800
     secrets: tuple[EnvName, ...] = ()

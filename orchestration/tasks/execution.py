@@ -84,6 +84,8 @@ def execute_task(
         )
         agent = run_agent(profile, request, env=agent_env, timeout_s=spec.agent.timeout)
         commit = tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
+        if commit is None and tree.resolve("HEAD") != base:
+            commit = tree.resolve("HEAD")  # the agent committed its work itself
         diff = tree.diff_stats(base, commit or base)
         verification = None
         if agent.ok and spec.verify:

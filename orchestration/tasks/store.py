@@ -138,14 +138,20 @@ class TaskStore:
             "created_at": now,
             "updated_at": now,
         }
-        with self.engine.begin() as conn:
-            if source_key is not None:
+        if source_key is not None:
+            with self.engine.connect() as conn:
                 exists = conn.execute(
                     sa.select(tasks_table.c.id).where(tasks_table.c.source_key == source_key)
                 ).first()
-                if exists:
-                    return None
-            conn.execute(tasks_table.insert().values(**row))
+            if exists:
+                return None
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(tasks_table.insert().values(**row))
+        except sa.exc.IntegrityError:
+            if source_key is None:
+                raise
+            return None  # another process imported the same item a moment ago
         return self.get(row["id"])
 
     def get(self, task_id: str) -> Task | None:

@@ -8,7 +8,7 @@ Failures are re-raised as `GitError` saying what was being done and where.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,7 +160,7 @@ class GitRepo:
 
     def add_worktree(self, path: Path, ref: str, *, branch: str | None = None) -> GitRepo:
         args = ["worktree", "add", "--quiet"]
-        args += ["-b", branch] if branch else ["--detach"]
+        args += ["--no-track", "-b", branch] if branch else ["--detach"]
         self.run(*args, "--", str(path), ref, what=f"create a worktree at {path} from {ref}")
         return GitRepo(path, timeout_s=self.timeout_s)
 
@@ -211,6 +211,75 @@ class GitRepo:
         self.run(
             "worktree", "remove", "--force", "--", str(path), what=f"remove the worktree at {path}"
         )
+
+
+def read_branch_sha(repo_path: Path, branch: str) -> str | None:
+    """The sha `refs/heads/<branch>` points at, read from the ref files without running git.
+
+    Cheap enough to check a thousand repositories for changes in milliseconds; None when the
+    repository or branch is not there (callers then fall back to git itself).
+    """
+    git_dir = _git_dir(Path(repo_path))
+    if git_dir is None:
+        return None
+    common = git_dir
+    commondir = git_dir / "commondir"
+    if commondir.is_file():
+        common = (git_dir / commondir.read_text().strip()).resolve()
+    ref = f"refs/heads/{branch}"
+    for base in (git_dir, common):
+        loose = base / ref
+        if loose.is_file():
+            value = loose.read_text().strip()
+            if value.startswith("ref: "):
+                return None
+            return value or None
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text().splitlines():
+            if line.endswith(" " + ref) and not line.startswith(("#", "^")):
+                return line.split(" ", 1)[0]
+    return None
+
+
+def _git_dir(path: Path) -> Path | None:
+    dot_git = path / ".git"
+    if dot_git.is_dir():
+        return dot_git
+    if dot_git.is_file():
+        text = dot_git.read_text().strip()
+        if text.startswith("gitdir: "):
+            return (path / text[len("gitdir: ") :]).resolve()
+    if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        return path  # a bare repository
+    return None
+
+
+def read_tree_files(
+    repo_path: Path,
+    commit: str,
+    wanted: Callable[[str], bool],
+    skipped_dirs: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """The text of every file at `commit` whose path `wanted` accepts, read from git's object
+    store (one `cat-file --batch` process for the whole tree), never from the work tree."""
+    try:
+        repo = git.Repo(str(repo_path))
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise GitError(f"git could not open {repo_path}: {exc}") from None
+    try:
+        tree = repo.commit(commit).tree
+        files: dict[str, str] = {}
+        for item in tree.traverse(
+            predicate=lambda i, _d: i.type == "blob" and wanted(i.path),
+            prune=lambda i, _d: i.type == "tree" and i.name in skipped_dirs,
+        ):
+            files[item.path] = item.data_stream.read().decode("utf-8", errors="replace")
+        return files
+    except (ValueError, git.GitCommandError) as exc:
+        raise GitError(f"git could not read {commit} in {repo_path}: {exc}") from None
+    finally:
+        repo.close()
 
 
 def remote_head(url: str, branch: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:

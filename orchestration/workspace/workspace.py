@@ -5,6 +5,7 @@ The user's own checkout is only ever read; everything that writes works on the p
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -47,14 +48,21 @@ class ProjectWorkspace:
         return f"refs/remotes/origin/{self.spec.branch}"
 
     def sync(self) -> GitRepo:
-        """Create the private clone if needed and fetch the latest commits into it."""
-        repo = GitRepo(self.clone_path)
-        if not repo.is_repository():
-            if self.clone_path.exists():
-                shutil.rmtree(self.clone_path)
-            repo = GitRepo.clone_bare(self.spec.repo, self.clone_path)
-        repo.fetch()
-        return repo
+        """Create the private clone if needed and fetch the latest commits into it.
+
+        Runs of one project may sync at the same moment; an exclusive lock on a file beside the
+        clone makes them take turns, so neither sees a half-made clone or a locked ref.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".sync.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            repo = GitRepo(self.clone_path)
+            if not repo.is_repository():
+                if self.clone_path.exists():
+                    shutil.rmtree(self.clone_path)
+                repo = GitRepo.clone_bare(self.spec.repo, self.clone_path)
+            repo.fetch()
+            return repo
 
     @contextmanager
     def checkout(self, purpose: str) -> Iterator[Path]:

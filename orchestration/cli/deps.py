@@ -1,0 +1,129 @@
+"""`orch deps` and `orch affected`: the dependency graph between projects and what a change
+touches."""
+
+from __future__ import annotations
+
+import click
+
+from orchestration.cli.output import echo_json, echo_table, fail
+from orchestration.dependencies.affected import SinceError, affected_projects, changed_projects
+from orchestration.dependencies.detection import DetectionCache, detect
+from orchestration.dependencies.graph import DependencyGraph
+from orchestration.registry import load_registry
+from orchestration.settings import Settings
+
+
+@click.group()
+def deps() -> None:
+    """Detect and show dependencies between projects."""
+
+
+def current_graph(settings: Settings, *, refresh: bool = False) -> DependencyGraph:
+    """The last detected graph; detection runs first when there is none (or when asked)."""
+    graph = None if refresh else DetectionCache(settings.home).load_graph()
+    if graph is None:
+        graph, outcomes = detect(load_registry(settings).projects, settings)
+        for project, outcome in outcomes.items():
+            if isinstance(outcome, str):
+                click.echo(f"warning: {project}: {outcome}", err=True)
+    return graph
+
+
+@deps.command("detect")
+@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
+def detect_command(as_json: bool) -> None:
+    """Scan every project's manifests now (unchanged repositories come from the cache)."""
+    settings = Settings.from_env()
+    registry = load_registry(settings)
+    with click.progressbar(
+        length=1, label="detecting", file=click.get_text_stream("stderr")
+    ) as bar:
+        graph, outcomes = detect(registry.projects, settings)
+        bar.update(1)
+    failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
+    for project, error in failed.items():
+        click.echo(f"warning: {project}: {error}", err=True)
+    if as_json:
+        echo_json(graph.to_json())
+        return
+    parsed = sum(1 for o in outcomes.values() if not isinstance(o, str) and not o.cached)
+    click.echo(
+        f"{len(graph.nodes)} project(s), {len(graph.edges)} edge(s), {len(graph.cycles)} "
+        f"cycle(s); {parsed} repository(ies) parsed, {len(outcomes) - parsed - len(failed)} "
+        "unchanged"
+    )
+
+
+@deps.command("graph")
+@click.option("--json", "fmt", flag_value="json", help="JSON: nodes, edges with evidence, cycles.")
+@click.option("--mermaid", "fmt", flag_value="mermaid", help="A Mermaid flowchart.")
+@click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
+def graph_command(fmt: str | None) -> None:
+    """The dependency graph (consumer -> provider), with the evidence of each edge."""
+    graph = current_graph(Settings.from_env())
+    if fmt == "json":
+        echo_json(graph.to_json())
+    elif fmt == "mermaid":
+        click.echo(graph.to_mermaid())
+    elif fmt == "dot":
+        click.echo(graph.to_dot())
+    else:
+        for edge in graph.edges:
+            click.echo(f"{edge.consumer} -> {edge.provider}")
+            for item in edge.evidence:
+                where = f"{item.file}:{item.line}" if item.line else item.file
+                flag = (
+                    f"  [version mismatch: {item.version_mismatch}]"
+                    if item.version_mismatch
+                    else ""
+                )
+                click.echo(f"    {where}: {item.text} ({item.via}){flag}")
+        for cycle in graph.cycles:
+            click.echo(f"cycle: {' -> '.join(cycle)}", err=True)
+        if not graph.edges:
+            click.echo("no dependencies between projects")
+
+
+@deps.command("why")
+@click.argument("consumer")
+@click.argument("provider")
+def why(consumer: str, provider: str) -> None:
+    """Why CONSUMER depends on PROVIDER: the chain of edges and their evidence."""
+    graph = current_graph(Settings.from_env())
+    for name in (consumer, provider):
+        if name not in graph.nodes:
+            fail(f"no project named {name!r} in the graph (projects: {', '.join(graph.nodes)})")
+    paths = graph.why(consumer, provider)
+    if not paths:
+        fail(f"{consumer} does not depend on {provider}")
+    for path in paths:
+        click.echo(" -> ".join([path[0].consumer, *(edge.provider for edge in path)]))
+        for edge in path:
+            for item in edge.evidence:
+                where = f"{item.file}:{item.line}" if item.line else item.file
+                click.echo(f"  {edge.consumer} -> {edge.provider}: {where}: {item.text}")
+
+
+@click.command()
+@click.option("--since", required=True, help="A git ref (tag, branch, sha) or a date.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def affected(since: str, as_json: bool) -> None:
+    """Projects whose repositories changed since SINCE, plus all their transitive consumers,
+    in topological order (providers first)."""
+    settings = Settings.from_env()
+    registry = load_registry(settings)
+    try:
+        changed = changed_projects(registry.projects, since, settings)
+    except SinceError as exc:
+        fail(str(exc))
+    result = affected_projects(current_graph(settings), changed)
+    if as_json:
+        echo_json(
+            {
+                "since": since,
+                "changed": sorted(changed),
+                "affected": [{"project": a.project, "reason": a.reason} for a in result],
+            }
+        )
+    else:
+        echo_table(["project", "reason"], [(a.project, a.reason) for a in result])

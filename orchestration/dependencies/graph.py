@@ -1,0 +1,411 @@
+"""The project dependency graph: edges consumer -> provider with evidence, cycles, orderings.
+
+Pure functions over the scans of each project: no git, no disk. An edge exists when a consumer's
+requirement names a package another project provides, when a path dependency or submodule
+points into another project's repository, or when the consumer lists the provider in
+`depends_on`; `ignore_dependencies` removes detected edges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+
+import semantic_version
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from orchestration.dependencies.model import (
+    Package,
+    ProjectScan,
+    Requirement,
+    normalize_git_url,
+)
+
+REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why an edge exists: the manifest line that declares it, or the registry's depends_on."""
+
+    file: str
+    line: int | None
+    text: str
+    via: str  # package | path | submodule | declared
+    version_mismatch: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DependencyEdge:
+    consumer: str
+    provider: str
+    evidence: tuple[Evidence, ...]
+
+    @property
+    def version_mismatches(self) -> tuple[str, ...]:
+        return tuple(e.version_mismatch for e in self.evidence if e.version_mismatch)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "consumer": self.consumer,
+            "provider": self.provider,
+            "evidence": [e.to_dict() for e in self.evidence],
+        }
+
+
+@dataclass(frozen=True)
+class ProjectInput:
+    """What the graph needs to know about one project."""
+
+    name: str
+    root: str  # local path (absolute) or git URL
+    scan: ProjectScan | None = None
+    depends_on: tuple[str, ...] = ()
+    ignore_dependencies: tuple[str, ...] = ()
+    declared_in: str = ""  # the project file, for evidence of depends_on
+
+
+@dataclass(frozen=True)
+class DependencyGraph:
+    nodes: tuple[str, ...]
+    edges: tuple[DependencyEdge, ...]
+    cycles: tuple[tuple[str, ...], ...] = ()
+    _providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, nodes: Iterable[str], edges: Iterable[DependencyEdge]) -> DependencyGraph:
+        nodes = tuple(sorted(set(nodes)))
+        edges = tuple(sorted(edges, key=lambda e: (e.consumer, e.provider)))
+        providers: dict[str, list[str]] = {node: [] for node in nodes}
+        for edge in edges:
+            providers.setdefault(edge.consumer, []).append(edge.provider)
+        frozen = {k: tuple(sorted(v)) for k, v in providers.items()}
+        return cls(nodes, edges, tuple(find_cycles(nodes, frozen)), frozen)
+
+    def providers_of(self, project: str) -> tuple[str, ...]:
+        return self._providers.get(project, ())
+
+    def consumers_of(self, project: str) -> tuple[str, ...]:
+        return tuple(sorted(e.consumer for e in self.edges if e.provider == project))
+
+    def edge(self, consumer: str, provider: str) -> DependencyEdge | None:
+        for edge in self.edges:
+            if edge.consumer == consumer and edge.provider == provider:
+                return edge
+        return None
+
+    def transitive_consumers(self, projects: Iterable[str]) -> set[str]:
+        """`projects` and everything that depends on them, directly or not."""
+        consumers: dict[str, list[str]] = {}
+        for edge in self.edges:
+            consumers.setdefault(edge.provider, []).append(edge.consumer)
+        seen = set(projects)
+        stack = list(seen)
+        while stack:
+            for consumer in consumers.get(stack.pop(), ()):
+                if consumer not in seen:
+                    seen.add(consumer)
+                    stack.append(consumer)
+        return seen
+
+    def topological_order(self, subset: Iterable[str] | None = None) -> list[str]:
+        """Providers before consumers (ties by name); a cycle's members come together, by name."""
+        wanted = set(self.nodes if subset is None else subset)
+        component = _components(self.nodes, self._providers)
+        members: dict[int, list[str]] = {}
+        for node, comp in component.items():
+            members.setdefault(comp, []).append(node)
+        comp_providers: dict[int, set[int]] = {c: set() for c in members}
+        for node, providers in self._providers.items():
+            for provider in providers:
+                if component[provider] != component[node]:
+                    comp_providers[component[node]].add(component[provider])
+        order: list[str] = []
+        done: set[int] = set()
+        ready = sorted((min(members[c]), c) for c, p in comp_providers.items() if not p)
+        remaining = {c: set(p) for c, p in comp_providers.items()}
+        while ready:
+            _, comp = ready.pop(0)
+            done.add(comp)
+            order.extend(sorted(members[comp]))
+            for other, providers in remaining.items():
+                if comp in providers:
+                    providers.discard(comp)
+                    if not providers and other not in done:
+                        ready.append((min(members[other]), other))
+            ready.sort()
+            remaining.pop(comp, None)
+        return [node for node in order if node in wanted]
+
+    def why(self, consumer: str, provider: str) -> list[list[DependencyEdge]]:
+        """Every shortest chain of edges by which `consumer` depends on `provider`."""
+        paths: list[list[DependencyEdge]] = []
+        frontier: list[list[DependencyEdge]] = [[e] for e in self.edges if e.consumer == consumer]
+        seen = {consumer}
+        while frontier and not paths:
+            next_frontier = []
+            for path in frontier:
+                last = path[-1].provider
+                if last == provider:
+                    paths.append(path)
+                elif last not in seen:
+                    next_frontier.extend([*path, e] for e in self.edges if e.consumer == last)
+            seen.update(p[-1].provider for p in frontier)
+            frontier = next_frontier
+        return paths
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "nodes": list(self.nodes),
+            "edges": [edge.to_dict() for edge in self.edges],
+            "cycles": [list(cycle) for cycle in self.cycles],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> DependencyGraph:
+        edges = [
+            DependencyEdge(
+                e["consumer"],
+                e["provider"],
+                tuple(Evidence(**ev) for ev in e["evidence"]),
+            )
+            for e in data.get("edges", [])  # type: ignore[union-attr]
+        ]
+        return cls.of(data.get("nodes", []), edges)  # type: ignore[arg-type]
+
+    def to_mermaid(self) -> str:
+        lines = ["graph LR"]
+        lines += [f"  {node}" for node in self.nodes]
+        for edge in self.edges:
+            style = "-.->" if edge.version_mismatches else "-->"
+            lines.append(f"  {edge.consumer} {style} {edge.provider}")
+        return "\n".join(lines)
+
+    def to_dot(self) -> str:
+        lines = ["digraph dependencies {", "  rankdir=LR;"]
+        lines += [f"  {json.dumps(node)};" for node in self.nodes]
+        for edge in self.edges:
+            label = ", ".join(sorted({e.via for e in edge.evidence}))
+            style = ' style="dashed" color="red"' if edge.version_mismatches else ""
+            lines.append(
+                f"  {json.dumps(edge.consumer)} -> {json.dumps(edge.provider)} "
+                f'[label="{label}"{style}];'
+            )
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def build_graph(projects: Sequence[ProjectInput]) -> DependencyGraph:
+    """Match every project's requirements against the others' packages and locations."""
+    by_package: dict[tuple[str, str], list[tuple[str, Package]]] = {}
+    for project in projects:
+        for package in project.scan.packages if project.scan else ():
+            by_package.setdefault((package.ecosystem, package.name), []).append(
+                (project.name, package)
+            )
+    local_roots = {
+        _norm(project.root): project.name
+        for project in projects
+        if project.root and not REMOTE.match(project.root)
+    }
+    remote_roots = {
+        normalize_git_url(project.root): project.name
+        for project in projects
+        if project.root and REMOTE.match(project.root)
+    }
+    names = {project.name for project in projects}
+    evidence: dict[tuple[str, str], list[Evidence]] = {}
+
+    def add(consumer: str, provider: str, item: Evidence) -> None:
+        if provider != consumer and provider in names:
+            bucket = evidence.setdefault((consumer, provider), [])
+            if item not in bucket:
+                bucket.append(item)
+
+    for project in projects:
+        for requirement in project.scan.requirements if project.scan else ():
+            for provider, item in _matches(
+                project, requirement, by_package, local_roots, remote_roots
+            ):
+                add(project.name, provider, item)
+        for provider in project.depends_on:
+            add(project.name, provider, Evidence(project.declared_in, None, provider, "declared"))
+        for ignored in project.ignore_dependencies:
+            evidence.pop((project.name, ignored), None)
+    edges = [
+        DependencyEdge(consumer, provider, tuple(items))
+        for (consumer, provider), items in evidence.items()
+    ]
+    return DependencyGraph.of(names, edges)
+
+
+def _matches(
+    project: ProjectInput,
+    requirement: Requirement,
+    by_package: Mapping[tuple[str, str], list[tuple[str, Package]]],
+    local_roots: Mapping[str, str],
+    remote_roots: Mapping[str, str],
+):
+    if requirement.local_path and project.root and not REMOTE.match(project.root):
+        manifest_dir = PurePosixPath(requirement.manifest).parent
+        target = _norm(os.path.join(project.root, str(manifest_dir), requirement.local_path))
+        provider = _owner(target, local_roots)
+        if provider and provider != project.name:
+            yield provider, _evidence(requirement, "path")
+            return
+    if requirement.ecosystem == "git" and requirement.url:
+        url = requirement.url
+        if url.startswith(("./", "../")) and project.root and not REMOTE.match(project.root):
+            provider = local_roots.get(_norm(os.path.join(project.root, url)))
+        else:
+            provider = remote_roots.get(normalize_git_url(url)) or local_roots.get(_norm(url))
+        if provider:
+            yield provider, _evidence(requirement, "submodule")
+        return
+    for provider, package in by_package.get((requirement.ecosystem, requirement.name), ()):
+        yield provider, _evidence(requirement, "package", version_mismatch(requirement, package))
+
+
+def _evidence(requirement: Requirement, via: str, mismatch: str | None = None) -> Evidence:
+    return Evidence(requirement.manifest, requirement.line, requirement.text, via, mismatch)
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path)) if path else path
+
+
+def _owner(path: str, roots: Mapping[str, str]) -> str | None:
+    """The project whose root is `path` or the closest directory above it."""
+    current = path
+    while True:
+        if current in roots:
+            return roots[current]
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def version_mismatch(requirement: Requirement, package: Package) -> str | None:
+    """A sentence when the provider's current version is outside the required range."""
+    spec, version = requirement.specifier.strip(), package.version
+    if not spec or not version or spec.startswith(("workspace:", "file:", "link:", "path:")):
+        return None
+    try:
+        if requirement.ecosystem == "python":
+            ok = SpecifierSet(spec).contains(Version(version), prereleases=True)
+        elif requirement.ecosystem in ("npm", "cargo"):
+            ok = _semver_match(requirement.ecosystem, spec, version)
+        else:
+            return None
+    except (InvalidSpecifier, InvalidVersion, ValueError):
+        return None
+    if ok:
+        return None
+    return f"requires {spec}, but {package.name} is at {version} ({package.manifest})"
+
+
+def _semver_match(ecosystem: str, spec: str, version: str) -> bool:
+    current = semantic_version.Version.coerce(version)
+    if ecosystem == "cargo":
+        # Cargo reads a bare version as a caret requirement and separates clauses with commas.
+        spec = " ".join(
+            f"^{part.strip()}" if part.strip()[:1].isdigit() else part.strip()
+            for part in spec.split(",")
+        )
+    return semantic_version.NpmSpec(spec).match(current)
+
+
+def find_cycles(
+    nodes: Sequence[str], providers: Mapping[str, Sequence[str]]
+) -> list[tuple[str, ...]]:
+    """One cycle path (first node repeated at the end) per strongly connected component."""
+    component = _components(nodes, providers)
+    members: dict[int, set[str]] = {}
+    for node, comp in component.items():
+        members.setdefault(comp, set()).add(node)
+    cycles = []
+    for nodes_in in members.values():
+        start = min(nodes_in)
+        if len(nodes_in) == 1 and start not in providers.get(start, ()):
+            continue
+        cycles.append(_cycle_from(start, nodes_in, providers))
+    return sorted(cycles)
+
+
+def _cycle_from(
+    start: str, allowed: set[str], providers: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
+    """A shortest path start -> ... -> start inside one component (breadth first)."""
+    previous: dict[str, str] = {start: start}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for provider in sorted(providers.get(node, ())):
+                if provider == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return (*reversed(path), start)
+                if provider in allowed and provider not in previous:
+                    previous[provider] = node
+                    following.append(provider)
+        frontier = following
+    return (start, start)
+
+
+def _components(nodes: Sequence[str], providers: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Tarjan's strongly connected components, iteratively: node -> component number."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    component: dict[str, int] = {}
+    counter = 0
+    components = 0
+    for root in sorted(nodes):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(providers.get(root, ()))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(providers.get(child, ())))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component[member] = components
+                    if member == node:
+                        break
+                components += 1
+    return component
