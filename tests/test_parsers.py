@@ -9,16 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration.dependencies.manifests import Manifest, manifest_kind, read_manifest
 from orchestration.dependencies.model import ManifestScan, Requirement, normalize_name
 from orchestration.dependencies.parsers import (
     is_manifest,
+    manifest_ecosystem,
     parse_manifest,
     scan_directory,
     scan_files,
 )
 
-CORPUS = Path("/work/shared/corpus")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
 def lines(*rows: str) -> str:
@@ -61,7 +61,7 @@ def clean(path: str, text: str) -> ManifestScan:
 )
 def test_manifest_file_names_are_recognised(path: str, ecosystem: str) -> None:
     assert is_manifest(path)
-    assert manifest_kind(path) == ecosystem
+    assert manifest_ecosystem(path) == ecosystem
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_manifest_file_names_are_recognised(path: str, ecosystem: str) -> None:
 )
 def test_other_files_and_installed_copies_are_not_manifests(path: str) -> None:
     assert not is_manifest(path)
-    assert manifest_kind(path) is None
+    assert manifest_ecosystem(path) is None
 
 
 def test_parse_manifest_refuses_a_file_that_is_no_manifest() -> None:
@@ -881,20 +881,6 @@ def test_corpus_edges_carry_lines_and_local_paths() -> None:
     root = scan_directory("otel-python", CORPUS / "opentelemetry-python")
     top = next(m for m in root.manifests if m.path == "pyproject.toml")
     assert "exporter/*" in top.workspace_members
-
-
-# -- the old reader's names ---------------------------------------------------------------------
-
-
-def test_read_manifest_wraps_the_new_parsers() -> None:
-    text = '[project]\nname = "Foo_Bar"\ndependencies = ["x"]\n'
-    assert read_manifest("pyproject.toml", text) == Manifest("pyproject.toml", "python", "foo-bar")
-    assert read_manifest("requirements.txt", "x\n") == Manifest("requirements.txt", "python", None)
-    assert read_manifest("go.mod", "module a/b\n").provides == "a/b"
-    with pytest.raises(ValueError, match="package.json"):
-        read_manifest("package.json", "{not json")
-    with pytest.raises(ValueError, match="Cargo.toml"):
-        read_manifest("Cargo.toml", "[package\n")
 
 
 # -- fuzzing ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ def detect(
     settings: Settings,
     *,
     only: Iterable[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[DependencyGraph, dict[str, ScanOutcome | str]]:
     """Scan the projects (all, or `only` those, the rest from cache) and rebuild the graph.
 
@@ -118,6 +119,8 @@ def detect(
                 scan = outcome.scan
             except Exception as exc:  # one broken repository never stops the others
                 outcomes[spec.name] = f"{type(exc).__name__}: {exc}"
+            if progress is not None:
+                progress(spec.name)
         if scan is None:
             cached = cache.load_scan(spec.name)
             scan = cached[1] if cached else None

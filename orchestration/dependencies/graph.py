@@ -327,17 +327,26 @@ def _semver_match(ecosystem: str, spec: str, version: str) -> bool:
 def find_cycles(
     nodes: Sequence[str], providers: Mapping[str, Sequence[str]]
 ) -> list[tuple[str, ...]]:
-    """One cycle path (first node repeated at the end) per strongly connected component."""
+    """Cycle paths (first node repeated at the end) that together cover every project caught
+    in a cycle: per strongly connected component, a shortest cycle through each member not yet
+    on a reported one."""
     component = _components(nodes, providers)
     members: dict[int, set[str]] = {}
     for node, comp in component.items():
         members.setdefault(comp, set()).add(node)
-    cycles = []
+    cycles: list[tuple[str, ...]] = []
     for nodes_in in members.values():
-        start = min(nodes_in)
-        if len(nodes_in) == 1 and start not in providers.get(start, ()):
+        if len(nodes_in) == 1:
+            (only,) = nodes_in
+            if only in providers.get(only, ()):
+                cycles.append((only, only))
             continue
-        cycles.append(_cycle_from(start, nodes_in, providers))
+        covered: set[str] = set()
+        for start in sorted(nodes_in):
+            if start not in covered:
+                cycle = _cycle_from(start, nodes_in, providers)
+                covered.update(cycle)
+                cycles.append(cycle)
     return sorted(cycles)
 
 
