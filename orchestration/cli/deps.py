@@ -36,10 +36,14 @@ def detect_command(as_json: bool) -> None:
     settings = Settings.from_env()
     registry = load_registry(settings)
     with click.progressbar(
-        length=1, label="detecting", file=click.get_text_stream("stderr")
+        length=len(registry.projects),
+        label="scanning manifests",
+        file=click.get_text_stream("stderr"),
+        item_show_func=lambda name: name,
     ) as bar:
-        graph, outcomes = detect(registry.projects, settings)
-        bar.update(1)
+        graph, outcomes = detect(
+            registry.projects, settings, progress=lambda name: bar.update(1, name)
+        )
     failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
     for project, error in failed.items():
         click.echo(f"warning: {project}: {error}", err=True)
