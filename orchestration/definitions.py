@@ -48,6 +48,9 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         if specs
         else [],
         resources={"workspaces": ProjectWorkspaces(**env), "agent_tasks": AgentTasks(**env)},
+        # Task runs have two light steps; running them in the run's own process saves a
+        # process start per step (the `refresh` job keeps the multiprocess executor).
+        executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(
         *project_defs,

@@ -13,8 +13,10 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.allocation.control import project_pool
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry.errors import RegistryError
+from orchestration.registry.loader import GLOBAL_POOL
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.resources import AgentTasks, ProjectWorkspaces
 from orchestration.tasks.execution import TaskOutcome
@@ -60,7 +62,7 @@ def build_project_defs(
     """
     keys = ProjectKeys(spec.name)
     return dg.Definitions(
-        assets=[_repository_assets(spec, keys, providers), _tasks_asset(spec, keys, profile)],
+        assets=[_repository_assets(spec, keys, providers), *_tasks_asset(spec, keys, profile)],
         schedules=[_schedule(spec, keys)] if spec.schedule else [],
     )
 
@@ -267,27 +269,23 @@ def _verification_results(
 
 def _tasks_asset(
     spec: ProjectSpec, keys: ProjectKeys, profile: AgentProfile | None
-) -> dg.AssetsDefinition:
+) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The task asset and its check.
+
+    The agent step holds a slot of the global `agents` pool; the check step holds one of the
+    project's own pool, so a task run needs both before it starts (pool granularity `run`).
+    A profile in another pool (say `heavy`) adds a step that holds that pool's slot too.
+    """
     agent = spec.agent.profile
     offline = profile is not None and profile.offline
     common = _common(spec, "tasks")
     common["tags"] |= {"agent_profile": agent} | ({"agent": "demo"} if offline else {})
-    checks = (
-        [
-            dg.AssetCheckSpec(
-                "verify_passed",
-                asset=keys.tasks,
-                description="The project's verify command passed on the task's branch.",
-            )
-        ]
-        if spec.verify
-        else []
-    )
+    partitions = dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name))
 
     @dg.asset(
         key=keys.tasks,
         deps=[keys.source],
-        partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
+        partitions_def=partitions,
         description=(
             f"Coding-agent work on {spec.name}: one partition per task id, run by the "
             f"`{agent}` agent profile"
@@ -295,8 +293,7 @@ def _tasks_asset(
             + " in its own git worktree and branch `orch/<project>/<task-id>`."
         ),
         kinds={"agent"},
-        check_specs=checks,
-        pool=profile.pool if profile is not None else None,
+        pool=GLOBAL_POOL,
         **common,
     )
     def tasks(context: dg.AssetExecutionContext, agent_tasks: AgentTasks):
@@ -307,19 +304,45 @@ def _tasks_asset(
         metadata = task_metadata(outcome)
         if outcome.task.status is TaskStatus.FAILED and outcome.verification is None:
             raise dg.Failure(description=outcome.task.reason, metadata=metadata)
-        yield dg.MaterializeResult(metadata=metadata)
-        if checks and outcome.verification is not None:
-            yield dg.AssetCheckResult(
-                check_name="verify_passed",
-                passed=outcome.verification.passed,
-                metadata={
-                    "passed": outcome.verification.tests_passed,
-                    "failed": outcome.verification.tests_failed,
-                },
-                description=None if outcome.verification.passed else outcome.task.reason,
-            )
+        return dg.MaterializeResult(metadata=metadata)
 
-    return tasks
+    @dg.asset_check(
+        asset=keys.tasks,
+        name="verify_passed",
+        pool=project_pool(spec.name),
+        description=(
+            f"The project's verify command (`{' '.join(spec.verify)}`) passed on the task's branch."
+            if spec.verify
+            else "The task succeeded (no verify command is configured)."
+        ),
+    )
+    def verify_passed(context: dg.AssetCheckExecutionContext, agent_tasks: AgentTasks):
+        task = agent_tasks.store().require(context.partition_key)
+        extra = task.extra
+        return dg.AssetCheckResult(
+            passed=task.status is TaskStatus.SUCCEEDED,
+            metadata={
+                "passed": int(extra.get("verify_passed") or 0),
+                "failed": int(extra.get("verify_failed") or 0),
+                "status": str(task.status),
+            },
+            description=task.reason,
+        )
+
+    definitions: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = [tasks, verify_passed]
+    if profile is not None and profile.pool != GLOBAL_POOL:
+
+        @dg.asset_check(
+            asset=keys.tasks,
+            name=f"holds_{profile.pool}_slot",
+            pool=profile.pool,
+            description=f"Holds a slot of the `{profile.pool}` pool for the task's run.",
+        )
+        def holds_slot() -> dg.AssetCheckResult:
+            return dg.AssetCheckResult(passed=True)
+
+        definitions.append(holds_slot)
+    return definitions
 
 
 def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
@@ -377,6 +400,7 @@ def refresh_job():
         REFRESH_JOB,
         selection=dg.AssetSelection.all() - dg.AssetSelection.tag(ROLE_TAG, "tasks"),
         description="Observe every project's repository, scan its manifests and run its tests.",
+        executor_def=dg.multiprocess_executor,
     )
 
 

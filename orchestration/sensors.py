@@ -5,9 +5,19 @@ what to do, and turn the answer into run requests.
 """
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from orchestration.allocation.control import (
+    AllocationOverrides,
+    AllocationSettings,
+    apply_pool_limits,
+    current_allocation,
+    effective_settings,
+    rebalance,
+)
+from orchestration.registry.loader import RegistryWatcher
 from orchestration.registry.models import ProjectSpec
 from orchestration.resources import AgentTasks
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
@@ -41,19 +51,31 @@ def task_run_tags(task: Task, spec: ProjectSpec) -> dict[str, str]:
 def build_dispatch_sensor(
     specs: Mapping[str, ProjectSpec], tasks_selection: dg.AssetSelection
 ) -> dg.SensorDefinition:
+    watcher: list[RegistryWatcher] = []  # made on the first tick, when the environment is known
+
     @dg.sensor(
         name="task_dispatch",
         asset_selection=tasks_selection,
         minimum_interval_seconds=DISPATCH_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Launch a run for every queued task whose prerequisites have succeeded; "
-        "fail or requeue tasks whose runs ended without recording them.",
+        description="Launch a run for every queued task whose prerequisites have succeeded, "
+        "ranked by the allocation policy; keep pool limits and queued runs' priorities in line "
+        "with the allocation; fail or requeue tasks whose runs ended without recording them.",
     )
     def task_dispatch(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+        if not watcher:
+            watcher.append(RegistryWatcher(agent_tasks.settings()))
         store = agent_tasks.store()
         try:
+            settings = effective_settings(watcher[0].current(), AllocationOverrides(store).all())
+            changed = apply_pool_limits(context.instance, settings.pool_limits())
+            if changed:
+                context.log.info(f"pool limits set: {', '.join(changed)}")
             reconcile_ended_runs(store, context.instance, context.log)
-            return dg.SensorResult(run_requests=dispatch(store, context.instance, specs))
+            reranked = rebalance(context.instance, store, settings)
+            if reranked:
+                context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
+            return dg.SensorResult(run_requests=dispatch(store, context.instance, specs, settings))
         finally:
             store.dispose()
 
@@ -61,27 +83,40 @@ def build_dispatch_sensor(
 
 
 def dispatch(
-    store: TaskStore, instance: dg.DagsterInstance, specs: Mapping[str, ProjectSpec]
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    specs: Mapping[str, ProjectSpec],
+    settings: AllocationSettings | None = None,
 ) -> list[dg.RunRequest]:
-    """Run requests for the runnable queued tasks; blocked ones are marked so."""
+    """Run requests for the runnable queued tasks, ranked by the allocation policy; blocked
+    ones are marked so."""
     queued = store.list(statuses=[TaskStatus.QUEUED])
     prerequisites = {p for task in queued for p in task.after}
     known = {task.id: task for task in store.list(ids=prerequisites)} if prerequisites else {}
     plan = plan_dispatch(queued, known, specs)
     for task, reason in plan.blocked:
         store.block(task.id, reason)
+    if not plan.runnable:
+        return []
     ensure_partitions(instance, plan.runnable)
+    priorities: Mapping[str, int] = {}
+    if settings is not None:
+        allocation, _, _ = current_allocation(instance, store, settings, plan.runnable)
+        priorities = allocation.priorities
     requests = []
     for task in plan.runnable:
         if not store.mark_dispatched(task.id):
             continue
         spec = specs[task.project]
+        tags = task_run_tags(task, spec)
+        if task.id in priorities:
+            tags[PRIORITY_TAG] = str(priorities[task.id])
         requests.append(
             dg.RunRequest(
                 run_key=f"{task.id}.{task.attempts + 1}",
                 asset_selection=[dg.AssetKey([task.project, "tasks"])],
                 partition_key=task.id,
-                tags=task_run_tags(task, spec),
+                tags=tags,
             )
         )
     return requests
@@ -115,7 +150,7 @@ def reconcile_ended_runs(store: TaskStore, instance: dg.DagsterInstance, log) ->
         else:
             runs = instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task.id}), limit=1)
         if not runs:
-            age = (dg.get_current_datetime() - task.updated_at).total_seconds()
+            age = (datetime.now(UTC) - task.updated_at).total_seconds()
             if age > LAUNCH_GRACE_S and store.requeue(task.id, "its run never started"):
                 log.warning(f"task {task.id}: no run after {age:.0f}s; queued again")
             continue

@@ -3,6 +3,8 @@ touches."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from orchestration.cli.output import echo_json, echo_table, fail
@@ -38,7 +40,7 @@ def detect_command(as_json: bool) -> None:
     with click.progressbar(
         length=len(registry.projects),
         label="scanning manifests",
-        file=click.get_text_stream("stderr"),
+        file=sys.stderr,
         item_show_func=lambda name: name,
     ) as bar:
         graph, outcomes = detect(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestration.cli import config, deps, projects, tasks, up, validate
+from orchestration.cli import allocation, config, deps, projects, tasks, up, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,3 +25,4 @@ main.add_command(tasks.task)
 main.add_command(tasks.session)
 main.add_command(deps.deps)
 main.add_command(deps.affected)
+main.add_command(allocation.allocation)

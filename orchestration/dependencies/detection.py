@@ -21,7 +21,7 @@ from orchestration.dependencies.model import ManifestScan, Package, ProjectScan,
 from orchestration.registry.loader import LoadedProject
 from orchestration.registry.models import ProjectSpec
 from orchestration.settings import Settings
-from orchestration.workspace.git import GitRepo, read_branch_sha, read_tree_files
+from orchestration.workspace.git import GitError, GitRepo, read_branch_sha, read_tree_files
 from orchestration.workspace.workspace import ProjectWorkspace
 
 CACHE_VERSION = 1
@@ -81,7 +81,9 @@ def scan_project(spec: ProjectSpec, settings: Settings, cache: DetectionCache) -
         if commit is None:
             commit = GitRepo(repo_path).resolve(f"refs/heads/{spec.branch}")
     if commit is None:
-        return ScanOutcome(ProjectScan(spec.name, None, ()), cached=False)
+        raise GitError(
+            f"{spec.repo}: branch {spec.branch!r} not found (is the repository still there?)"
+        )
     cached = cache.load_scan(spec.name)
     if cached is not None and cached[0].get("commit") == commit:
         return ScanOutcome(cached[1], cached=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -175,7 +176,7 @@ class DependencyGraph:
             DependencyEdge(
                 e["consumer"],
                 e["provider"],
-                tuple(Evidence(**ev) for ev in e["evidence"]),
+                tuple(Evidence(**{"line": None, **ev}) for ev in e["evidence"]),
             )
             for e in data.get("edges", [])  # type: ignore[union-attr]
         ]
@@ -263,8 +264,12 @@ def _matches(
             return
     if requirement.ecosystem == "git" and requirement.url:
         url = requirement.url
-        if url.startswith(("./", "../")) and project.root and not REMOTE.match(project.root):
-            provider = local_roots.get(_norm(os.path.join(project.root, url)))
+        if url.startswith(("./", "../")) and project.root:
+            if REMOTE.match(project.root):
+                # git resolves a relative submodule URL against the superproject's own URL.
+                provider = remote_roots.get(normalize_git_url(_join_url(project.root, url)))
+            else:
+                provider = local_roots.get(_norm(os.path.join(project.root, url)))
         else:
             provider = remote_roots.get(normalize_git_url(url)) or local_roots.get(_norm(url))
         if provider:
@@ -276,6 +281,17 @@ def _matches(
 
 def _evidence(requirement: Requirement, via: str, mismatch: str | None = None) -> Evidence:
     return Evidence(requirement.manifest, requirement.line, requirement.text, via, mismatch)
+
+
+def _join_url(base: str, relative: str) -> str:
+    """`relative` (./x, ../x) resolved against a repository URL, as git does for submodules."""
+    scp = re.match(r"^([\w.-]+@[\w.-]+:)(.*)$", base)
+    prefix, path = (scp.group(1), scp.group(2)) if scp else ("", base)
+    if not scp:
+        scheme = re.match(r"^([a-z][a-z0-9+.-]*://[^/]*)(.*)$", path)
+        prefix, path = (scheme.group(1), scheme.group(2)) if scheme else ("", path)
+    joined = posixpath.normpath(posixpath.join(path.rstrip("/"), relative))
+    return prefix + joined.lstrip("/") if scp else prefix + joined
 
 
 def _norm(path: str) -> str:

@@ -450,3 +450,44 @@ def _is_plain_name(name: str) -> bool:
 
 def _file_stem(path: str | None) -> str | None:
     return Path(path).stem if path else None
+
+
+class RegistryWatcher:
+    """The registry as it is on disk now, re-read only when a file under it changed.
+
+    Long-lived processes (sensors in the code server) use it so that edits to YAML take effect
+    without restarting anything; checking costs one `stat` per file.
+    """
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.environ = environ
+        self._fingerprint: tuple | None = None
+        self._registry: Registry | None = None
+
+    def current(self) -> Registry:
+        fingerprint = self._fingerprint_now()
+        if self._registry is None or fingerprint != self._fingerprint:
+            self._registry = load_registry(self.settings, self.environ)
+            self._fingerprint = fingerprint
+        return self._registry
+
+    def _fingerprint_now(self) -> tuple:
+        entries = []
+        for directory in (
+            self.settings.projects_dir,
+            self.settings.projects_dir / TEMPLATES_DIR,
+            self.settings.resources_dir,
+        ):
+            try:
+                with os.scandir(directory) as listing:
+                    for entry in listing:
+                        if entry.is_file():
+                            stat = entry.stat()
+                            entries.append((entry.path, stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                continue
+        overrides = sorted(
+            (k, v) for k, v in (self.environ or os.environ).items() if k.startswith("ORCH__")
+        )
+        return tuple(sorted(entries)), tuple(overrides)

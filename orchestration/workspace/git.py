@@ -302,6 +302,9 @@ def run_git(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
     """The one place a git process is started."""
+    if not Path(cwd).is_dir():
+        # GitPython would fall back to this process's directory: never run git elsewhere.
+        raise GitError(f"git could not {what}: {cwd} is not a directory")
     command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
     try:
         return git.Git(str(cwd)).execute(

@@ -1,0 +1,1 @@
+"""Sharing agent slots among projects: the policy (pure) and how it is applied to Dagster."""

@@ -1,0 +1,204 @@
+"""Applying the allocation to Dagster: pool limits in the instance, priorities of queued runs.
+
+Why pools and run priorities, not dagster.yaml's run-queue tag limits: tag limits are read when
+the daemon starts, so changing them needs a restart; pool limits live in the instance's storage
+and the run queue reads them on every pass, and a queued run's `dagster/priority` tag can be
+changed in place. With `concurrency.pools.granularity: run` a run must get a slot in every pool
+its steps use before it starts and keeps them until it ends, so one task run holds a slot of the
+global `agents` pool (its agent step) and one of its project's pool `project_<name>` (its
+`verify_passed` check step) at once: the global and per-project limits both hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import sqlalchemy as sa
+
+from orchestration.allocation.policy import (
+    DEFAULT_AGEING_S,
+    Allocation,
+    ProjectLoad,
+    QueuedTask,
+    allocate,
+)
+from orchestration.registry.loader import GLOBAL_POOL, Registry
+from orchestration.tasks.models import Task
+from orchestration.tasks.store import TaskStore
+
+TASK_TAG = "orch/task"
+PROJECT_TAG = "project"
+PRIORITY_TAG = "dagster/priority"
+IN_PROGRESS = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+_metadata = sa.MetaData()
+allocation_table = sa.Table(
+    "orch_allocation",
+    _metadata,
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
+)
+
+
+def project_pool(project: str) -> str:
+    """The pool that holds one project's concurrent agents to its `max_parallel`."""
+    return f"project_{project}"
+
+
+@dataclass(frozen=True)
+class ProjectLimits:
+    priority: int
+    max_parallel: int
+
+
+@dataclass(frozen=True)
+class AllocationSettings:
+    """The limits in force: YAML values, overridden live by `orch allocation set`."""
+
+    slots: int
+    pools: Mapping[str, int]  # every pool but the per-project ones, `agents` included
+    projects: Mapping[str, ProjectLimits]
+    ageing_s: float = DEFAULT_AGEING_S
+
+    def pool_limits(self) -> dict[str, int]:
+        limits = dict(self.pools)
+        limits[GLOBAL_POOL] = self.slots
+        limits.update({project_pool(n): p.max_parallel for n, p in self.projects.items()})
+        return limits
+
+
+class AllocationOverrides:
+    """Live overrides, kept in the task database so every process sees the same ones."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.engine = store.engine
+        _metadata.create_all(self.engine)
+
+    def all(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {row.key: row.value for row in conn.execute(sa.select(allocation_table))}
+
+    def set(self, values: Mapping[str, int]) -> None:
+        with self.engine.begin() as conn:
+            for key, value in values.items():
+                conn.execute(allocation_table.delete().where(allocation_table.c.key == key))
+                conn.execute(allocation_table.insert().values(key=key, value=value))
+
+    def clear(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(allocation_table.delete())
+
+
+def effective_settings(registry: Registry, overrides: Mapping[str, int]) -> AllocationSettings:
+    """YAML values with the live overrides on top."""
+    pools = {
+        name: pool.slots for name, pool in (registry.pools.pools if registry.pools else {}).items()
+    }
+    ageing = DEFAULT_AGEING_S
+    if registry.pools and GLOBAL_POOL in registry.pools.pools:
+        ageing = float(registry.pools.pools[GLOBAL_POOL].ageing_seconds)
+    projects = {
+        p.name: ProjectLimits(
+            overrides.get(f"priority:{p.name}", p.spec.priority),
+            overrides.get(f"max_parallel:{p.name}", p.spec.agent.max_parallel),
+        )
+        for p in registry.projects
+    }
+    return AllocationSettings(
+        slots=overrides.get("slots", pools.get(GLOBAL_POOL, 0)),
+        pools=pools,
+        projects=projects,
+        ageing_s=ageing,
+    )
+
+
+def apply_pool_limits(instance: dg.DagsterInstance, limits: Mapping[str, int]) -> list[str]:
+    """Set every pool's limit in the instance; the pools that changed."""
+    current = {limit.name: limit.limit for limit in instance.event_log_storage.get_pool_limits()}
+    changed = []
+    for pool, limit in sorted(limits.items()):
+        if current.get(pool) != limit:
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+            changed.append(pool)
+    return changed
+
+
+@dataclass(frozen=True)
+class TaskRuns:
+    queued: Sequence[dg.DagsterRun]
+    running: Sequence[dg.DagsterRun]
+
+
+def task_runs(instance: dg.DagsterInstance) -> TaskRuns:
+    """Queued and in-progress runs that carry a task."""
+    queued = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    running = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
+    return TaskRuns(
+        queued=[r for r in queued if TASK_TAG in r.tags],
+        running=[r for r in running if TASK_TAG in r.tags],
+    )
+
+
+def loads(
+    settings: AllocationSettings,
+    runs: TaskRuns,
+    tasks: Mapping[str, Task],
+    now: float,
+    extra_queued: Iterable[Task] = (),
+) -> list[ProjectLoad]:
+    """Each project's running count and queued tasks, as the policy sees them."""
+    running: dict[str, int] = {}
+    for run in runs.running:
+        running[run.tags.get(PROJECT_TAG, "")] = running.get(run.tags.get(PROJECT_TAG, ""), 0) + 1
+    queued: dict[str, list[QueuedTask]] = {}
+    queued_tasks = [tasks[r.tags[TASK_TAG]] for r in runs.queued if r.tags[TASK_TAG] in tasks]
+    for task in [*queued_tasks, *extra_queued]:
+        created = task.created_at.timestamp()
+        queued.setdefault(task.project, []).append(
+            QueuedTask(task.id, task.priority, max(0.0, now - created), created)
+        )
+    return [
+        ProjectLoad(
+            name=name,
+            priority=limits.priority,
+            max_parallel=limits.max_parallel,
+            running=running.get(name, 0),
+            queued=tuple(queued.get(name, ())),
+        )
+        for name, limits in settings.projects.items()
+    ]
+
+
+def current_allocation(
+    instance: dg.DagsterInstance,
+    store: TaskStore,
+    settings: AllocationSettings,
+    extra_queued: Iterable[Task] = (),
+) -> tuple[Allocation, TaskRuns, list[ProjectLoad]]:
+    runs = task_runs(instance)
+    ids = [r.tags[TASK_TAG] for r in runs.queued]
+    tasks = {t.id: t for t in store.list(ids=ids)} if ids else {}
+    project_loads = loads(settings, runs, tasks, time.time(), extra_queued)
+    return allocate(settings.slots, project_loads, ageing_s=settings.ageing_s), runs, project_loads
+
+
+def rebalance(
+    instance: dg.DagsterInstance, store: TaskStore, settings: AllocationSettings
+) -> dict[str, int]:
+    """Re-rank the queued task runs; run id -> new priority for the runs that changed."""
+    allocation, runs, _ = current_allocation(instance, store, settings)
+    changed = {}
+    for run in runs.queued:
+        wanted = allocation.priorities.get(run.tags[TASK_TAG])
+        if wanted is not None and run.tags.get(PRIORITY_TAG) != str(wanted):
+            instance.add_run_tags(run.run_id, {PRIORITY_TAG: str(wanted)})
+            changed[run.run_id] = wanted
+    return changed

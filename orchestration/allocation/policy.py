@@ -1,0 +1,108 @@
+"""The allocation policy: who should get the next agent slot. Pure functions, no Dagster.
+
+Dagster enforces the limits (pools) and starts the highest `dagster/priority` queued run whenever
+a slot frees; this module only decides those priorities and the target shares they steer to:
+
+- Target shares: weighted water-filling. Every project with work gets slots in proportion to its
+  weight (its priority), never more than its `max_parallel` or its demand (running + queued);
+  what a capped project cannot use is shared among the others (work-conserving), and the sum
+  never exceeds the global slot count.
+- Run priorities: a queued task's rank is its project's "virtual finish time" had it started
+  now, (running + k + 1) / weight for the project's k-th queued task (highest task priority
+  first, then oldest): the project furthest below its share goes first, and over time every
+  backlogged project gets slots in proportion to its weight (weighted fair queueing).
+- Ageing: every `ageing_s` a task waits lifts it by one whole band above every task that waited
+  less, so the lowest-priority task starts within about `ageing_s` plus the time for one
+  running task to finish once it is the oldest waiting one (no starvation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: One band of ageing outranks any share rank (ranks stay below this).
+AGE_BAND = 10_000_000
+#: Resolution of share ranks: (running + k + 1) / weight is multiplied by this.
+RANK_SCALE = 1_000
+DEFAULT_AGEING_S = 300.0
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    task_id: str
+    priority: int  # the task's own priority, 0-100
+    waited_s: float  # since it was queued
+    order: float  # arrival order (e.g. creation timestamp); earlier first
+
+
+@dataclass(frozen=True)
+class ProjectLoad:
+    name: str
+    priority: int  # the project's priority, 0-100: its weight
+    max_parallel: int
+    running: int
+    queued: tuple[QueuedTask, ...] = ()
+
+    @property
+    def weight(self) -> float:
+        return max(float(self.priority), 0.5)
+
+    @property
+    def demand(self) -> int:
+        return self.running + len(self.queued)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    slots: int
+    targets: Mapping[str, float]  # slots each project should hold now
+    priorities: Mapping[str, int]  # task id -> dagster/priority for its run
+
+    def target_share(self, project: str) -> float:
+        return self.targets.get(project, 0.0) / self.slots if self.slots else 0.0
+
+
+def target_slots(slots: int, projects: Sequence[ProjectLoad]) -> dict[str, float]:
+    """Weighted water-filling of `slots` over the projects' capped demands."""
+    caps = {p.name: float(min(p.max_parallel, p.demand)) for p in projects}
+    targets = {p.name: 0.0 for p in projects}
+    active = [p for p in projects if caps[p.name] > 0]
+    remaining = float(min(slots, sum(caps.values())))
+    while active and remaining > 1e-9:
+        total_weight = sum(p.weight for p in active)
+        level = remaining / total_weight
+        capped = [p for p in active if caps[p.name] - targets[p.name] <= p.weight * level + 1e-12]
+        if not capped:
+            for p in active:
+                targets[p.name] += p.weight * level
+            break
+        for p in capped:
+            remaining -= caps[p.name] - targets[p.name]
+            targets[p.name] = caps[p.name]
+        active = [p for p in active if p not in capped]
+    return targets
+
+
+def queue_order(project: ProjectLoad) -> list[QueuedTask]:
+    """A project's queued tasks in the order they should start: task priority, then arrival."""
+    return sorted(project.queued, key=lambda t: (-t.priority, t.order, t.task_id))
+
+
+def run_priority(project: ProjectLoad, position: int, task: QueuedTask, ageing_s: float) -> int:
+    """`dagster/priority` for the task at `position` in its project's queue."""
+    finish = (project.running + position + 1) / project.weight
+    rank = max(0, AGE_BAND - 1 - int(finish * RANK_SCALE))
+    bands = int(task.waited_s // ageing_s) if ageing_s > 0 else 0
+    return bands * AGE_BAND + rank
+
+
+def allocate(
+    slots: int, projects: Sequence[ProjectLoad], *, ageing_s: float = DEFAULT_AGEING_S
+) -> Allocation:
+    """Target shares and the run priority of every queued task."""
+    priorities: dict[str, int] = {}
+    for project in projects:
+        for position, task in enumerate(queue_order(project)):
+            priorities[task.task_id] = run_priority(project, position, task, ageing_s)
+    return Allocation(slots, target_slots(slots, projects), priorities)

@@ -1,0 +1,167 @@
+"""`orch allocation`: see and change how agent slots are shared, live."""
+
+from __future__ import annotations
+
+import click
+import dagster as dg
+
+from orchestration.allocation.control import (
+    PROJECT_TAG,
+    TASK_TAG,
+    AllocationOverrides,
+    AllocationSettings,
+    apply_pool_limits,
+    current_allocation,
+    effective_settings,
+    rebalance,
+)
+from orchestration.cli.output import echo_json, echo_table, fail
+from orchestration.cli.state import dagster_instance
+from orchestration.registry import PRIORITY_CLASSES, load_registry
+from orchestration.registry.models import _priority
+from orchestration.settings import Settings
+from orchestration.tasks.store import TaskStore
+
+
+@click.group()
+def allocation() -> None:
+    """Share agent slots among projects: show, set, apply, rebalance."""
+
+
+def _context() -> tuple[Settings, dg.DagsterInstance, TaskStore]:
+    settings = Settings.from_env()
+    instance = dagster_instance(settings)
+    if instance is None:
+        fail("no Dagster instance yet: start it with `orch up`, or set DAGSTER_HOME")
+    return settings, instance, TaskStore.from_settings(settings)
+
+
+def _settings(settings: Settings, store: TaskStore) -> AllocationSettings:
+    registry = load_registry(settings)
+    return effective_settings(registry, AllocationOverrides(store).all())
+
+
+def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSettings) -> None:
+    changed = apply_pool_limits(instance, current.pool_limits())
+    reranked = rebalance(instance, store, current)
+    click.echo(
+        f"pool limits changed: {', '.join(changed) or 'none'}; "
+        f"queued runs re-prioritised: {len(reranked)}",
+        err=True,
+    )
+
+
+@allocation.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def show(as_json: bool) -> None:
+    """Slots, who holds them, queue depth, target and actual share per project."""
+    settings, instance, store = _context()
+    current = _settings(settings, store)
+    result, runs, loads = current_allocation(instance, store, current)
+    holders = [
+        {"project": r.tags.get(PROJECT_TAG), "task": r.tags.get(TASK_TAG), "run_id": r.run_id}
+        for r in runs.running
+    ]
+    projects = [
+        {
+            "name": load.name,
+            "priority": load.priority,
+            "max_parallel": load.max_parallel,
+            "running": load.running,
+            "queued": len(load.queued),
+            "target_share": round(result.target_share(load.name), 4),
+            "actual_share": round(load.running / current.slots, 4) if current.slots else 0.0,
+        }
+        for load in loads
+    ]
+    if as_json:
+        echo_json(
+            {
+                "slots": current.slots,
+                "in_use": len(runs.running),
+                "ageing_s": current.ageing_s,
+                "pools": current.pool_limits(),
+                "holders": holders,
+                "projects": projects,
+            }
+        )
+        return
+    click.echo(f"slots: {len(runs.running)} of {current.slots} in use")
+    echo_table(
+        ["project", "priority", "max", "running", "queued", "target", "actual"],
+        [
+            (
+                p["name"],
+                p["priority"],
+                p["max_parallel"],
+                p["running"],
+                p["queued"],
+                f"{p['target_share']:.0%}",
+                f"{p['actual_share']:.0%}",
+            )
+            for p in projects
+        ],
+    )
+
+
+@allocation.command("set")
+@click.argument("project", required=False)
+@click.option("--priority", help=f"{', '.join(PRIORITY_CLASSES)} or 0-100.")
+@click.option("--max-parallel", type=click.IntRange(1, 1000))
+@click.option("--slots", type=click.IntRange(0, 100_000), help="The global agent slot count.")
+def set_command(
+    project: str | None, priority: str | None, max_parallel: int | None, slots: int | None
+) -> None:
+    """Change a project's priority or parallelism, or the slot count, live (until the next
+    `orch allocation apply`)."""
+    settings, instance, store = _context()
+    values: dict[str, int] = {}
+    if slots is not None:
+        values["slots"] = slots
+    if project is None:
+        if priority is not None or max_parallel is not None:
+            fail("--priority and --max-parallel need a PROJECT")
+    else:
+        registry = load_registry(settings)
+        try:
+            registry.project(project)
+        except KeyError as exc:
+            fail(exc.args[0])
+        if priority is not None:
+            try:
+                value = int(_priority(priority.strip()))
+            except ValueError as exc:
+                fail(f"--priority: {exc}")
+            if not 0 <= value <= 100:
+                fail("--priority: use 0-100 or a class name")
+            values[f"priority:{project}"] = value
+        if max_parallel is not None:
+            values[f"max_parallel:{project}"] = max_parallel
+    if not values:
+        fail("nothing to set: give --priority, --max-parallel or --slots")
+    overrides = AllocationOverrides(store)
+    overrides.set(values)
+    _apply(instance, store, _settings(settings, store))
+    click.echo("set " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@allocation.command("apply")
+def apply_command() -> None:
+    """Take the YAML (projects, pools.yaml) as the allocation now: clears `set` overrides,
+    sets pool limits, re-prioritises queued runs."""
+    settings, instance, store = _context()
+    registry = load_registry(settings)
+    if registry.errors:
+        for error in registry.errors:
+            click.echo(str(error), err=True)
+        fail("the registry has errors; fix them first (`orch validate`)")
+    AllocationOverrides(store).clear()
+    _apply(instance, store, effective_settings(registry, {}))
+
+
+@allocation.command("rebalance")
+def rebalance_command() -> None:
+    """Re-prioritise queued task runs by the allocation policy now."""
+    settings, instance, store = _context()
+    reranked = rebalance(instance, store, _settings(settings, store))
+    click.echo(f"re-prioritised {len(reranked)} queued run(s)")
