@@ -5,7 +5,6 @@ import dagster as dg
 from orchestration.dependencies.detection import DetectionCache
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.factory import (
-    ROLE_TAG,
     build_project_defs,
     build_registry_defs,
     refresh_job,
@@ -13,6 +12,7 @@ from orchestration.factory import (
 from orchestration.registry import ProjectSpec, Registry, load_registry
 from orchestration.resources import AgentTasks, ProjectWorkspaces
 from orchestration.sensors import build_dispatch_sensor, build_import_sensor
+from orchestration.tags import ROLE_TAG
 
 
 def build_definitions(registry: Registry) -> dg.Definitions:

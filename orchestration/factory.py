@@ -19,12 +19,11 @@ from orchestration.registry.errors import RegistryError
 from orchestration.registry.loader import GLOBAL_POOL
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.resources import AgentTasks, ProjectWorkspaces
+from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, ROLE_TAG
 from orchestration.tasks.execution import TaskOutcome
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskError
 
-ROLE_TAG = "orch/role"
-PROJECT_TAG = "project"
 REGISTRY_GROUP = "orchestration"
 REGISTRY_KEY = dg.AssetKey(["orchestration", "registry"])
 REFRESH_JOB = "refresh"
@@ -388,7 +387,7 @@ def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
     def refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         return dg.RunRequest(
             asset_selection=keys.repository,
-            tags={PROJECT_TAG: spec.name, "dagster/priority": str(spec.priority)},
+            tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(spec.priority)},
         )
 
     return refresh_schedule

@@ -20,16 +20,13 @@ from orchestration.allocation.control import (
 from orchestration.registry.loader import RegistryWatcher
 from orchestration.registry.models import ProjectSpec
 from orchestration.resources import AgentTasks
+from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, SESSION_TAG, TASK_TAG
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
 from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
-TASK_TAG = "orch/task"
-PROJECT_TAG = "project"
-PRIORITY_TAG = "dagster/priority"
-SESSION_TAG = "orch/session"
 DISPATCH_INTERVAL_S = 5
 IMPORT_INTERVAL_S = 120
 #: A dispatched task whose run has not appeared after this long is queued again.

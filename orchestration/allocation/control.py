@@ -26,12 +26,10 @@ from orchestration.allocation.policy import (
     allocate,
 )
 from orchestration.registry.loader import GLOBAL_POOL, Registry
+from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, TASK_TAG
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 
-TASK_TAG = "orch/task"
-PROJECT_TAG = "project"
-PRIORITY_TAG = "dagster/priority"
 IN_PROGRESS = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,

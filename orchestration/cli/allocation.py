@@ -6,8 +6,6 @@ import click
 import dagster as dg
 
 from orchestration.allocation.control import (
-    PROJECT_TAG,
-    TASK_TAG,
     AllocationOverrides,
     AllocationSettings,
     apply_pool_limits,
@@ -20,6 +18,7 @@ from orchestration.cli.state import dagster_instance
 from orchestration.registry import PRIORITY_CLASSES, load_registry
 from orchestration.registry.models import _priority
 from orchestration.settings import Settings
+from orchestration.tags import PROJECT_TAG, TASK_TAG
 from orchestration.tasks.store import TaskStore
 
 

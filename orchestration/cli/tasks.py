@@ -14,8 +14,9 @@ from orchestration.cli.state import dagster_instance
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry import load_registry
 from orchestration.registry.loader import load_agents
-from orchestration.sensors import TASK_TAG, ensure_partitions
+from orchestration.sensors import ensure_partitions
 from orchestration.settings import Settings
+from orchestration.tags import TASK_TAG
 from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.models import Task, TaskStatus, is_task_id, new_task_id
 from orchestration.tasks.store import TaskError, TaskStore
