@@ -153,6 +153,10 @@ class GitRepo:
             "+refs/heads/*:refs/remotes/origin/*",
             what="configure fetching",
         )
+        # Several runs write to this clone at once (commits in their worktrees, fetches):
+        # automatic repacking under them would race, so it is off here.
+        repo.run("config", "gc.auto", "0", what="turn off automatic gc")
+        repo.run("config", "maintenance.auto", "false", what="turn off automatic maintenance")
         return repo
 
     def fetch(self) -> None:

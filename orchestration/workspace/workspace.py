@@ -47,35 +47,42 @@ class ProjectWorkspace:
         """The project's branch as last fetched into the private clone."""
         return f"refs/remotes/origin/{self.spec.branch}"
 
-    def sync(self) -> GitRepo:
-        """Create the private clone if needed and fetch the latest commits into it.
-
-        Runs of one project may sync at the same moment; an exclusive lock on a file beside the
-        clone makes them take turns, so neither sees a half-made clone or a locked ref.
-        """
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Runs of one project take turns at the private clone's refs and configuration."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".sync.lock", "w") as lock:
+        with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            repo = GitRepo(self.clone_path)
-            if not repo.is_repository():
-                if self.clone_path.exists():
-                    shutil.rmtree(self.clone_path)
-                repo = GitRepo.clone_bare(self.spec.repo, self.clone_path)
-            repo.fetch()
-            return repo
+            yield
+
+    def sync(self) -> GitRepo:
+        """Create the private clone if needed and fetch the latest commits into it."""
+        with self._exclusive():
+            return self._sync()
+
+    def _sync(self) -> GitRepo:
+        repo = GitRepo(self.clone_path)
+        if not repo.is_repository():
+            if self.clone_path.exists():
+                shutil.rmtree(self.clone_path)
+            repo = GitRepo.clone_bare(self.spec.repo, self.clone_path)
+        repo.fetch()
+        return repo
 
     @contextmanager
     def checkout(self, purpose: str) -> Iterator[Path]:
         """A fresh worktree of the branch tip, removed afterwards whatever happens."""
-        repo = self.sync()
         worktrees = self.root / "worktrees"
-        worktrees.mkdir(parents=True, exist_ok=True)
         path = path_inside(worktrees, f"{purpose}-{uuid.uuid4().hex[:12]}")
-        repo.add_worktree(path, self.upstream_ref)
+        with self._exclusive():
+            repo = self._sync()
+            worktrees.mkdir(parents=True, exist_ok=True)
+            repo.add_worktree(path, self.upstream_ref)
         try:
             yield path
         finally:
-            repo.remove_worktree(path)
+            with self._exclusive():
+                repo.remove_worktree(path)
 
     def task_branch(self, task_id: str) -> str:
         """The branch a task's work is committed on."""
@@ -86,18 +93,19 @@ class ProjectWorkspace:
 
         A task run again (after a failure) continues on its existing branch.
         """
-        repo = self.sync()
-        worktrees = self.root / "worktrees"
-        worktrees.mkdir(parents=True, exist_ok=True)
-        path = path_inside(worktrees, task_id)
-        if path.exists():
-            repo.remove_worktree(path)
-        repo.prune_worktrees()
-        branch = self.task_branch(task_id)
-        if repo.has_branch(branch):
-            tree = repo.add_worktree(path, branch)
-        else:
-            tree = repo.add_worktree(path, self.upstream_ref, branch=branch)
+        with self._exclusive():
+            repo = self._sync()
+            worktrees = self.root / "worktrees"
+            worktrees.mkdir(parents=True, exist_ok=True)
+            path = path_inside(worktrees, task_id)
+            if path.exists():
+                repo.remove_worktree(path)
+            repo.prune_worktrees()
+            branch = self.task_branch(task_id)
+            if repo.has_branch(branch):
+                tree = repo.add_worktree(path, branch)
+            else:
+                tree = repo.add_worktree(path, self.upstream_ref, branch=branch)
         base = tree.resolve("HEAD")
         assert base is not None
         return tree, base
@@ -106,7 +114,8 @@ class ProjectWorkspace:
         """Remove the task's worktree directory; its branch stays in the private clone."""
         path = path_inside(self.root / "worktrees", task_id)
         if path.exists():
-            GitRepo(self.clone_path).remove_worktree(path)
+            with self._exclusive():
+                GitRepo(self.clone_path).remove_worktree(path)
 
     def agent_config_dir(self, profile: str) -> Path:
         """A per-project, per-profile directory for an agent CLI's sessions and settings."""
