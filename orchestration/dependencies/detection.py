@@ -8,10 +8,13 @@ from all scans is written to `graph.json` beside them, where definitions read it
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from orchestration.settings import Settings
 from orchestration.workspace.git import GitError, GitRepo, read_branch_sha, read_tree_files
 from orchestration.workspace.workspace import ProjectWorkspace
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+PARSE_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -34,30 +38,60 @@ class ScanOutcome:
 
 
 class DetectionCache:
-    """Scans and the last graph, as JSON files under ORCH_HOME/cache/dependencies."""
+    """Scans and the last graph, under ORCH_HOME/cache/dependencies.
+
+    All scans live in one index file (`scans.json`, read once per detection), changed under an
+    exclusive lock so that `manifest` runs of several projects can detect at the same time.
+    """
 
     def __init__(self, home: Path) -> None:
         self.root = home / "cache" / "dependencies"
+        self._index: dict[str, Any] | None = None
 
     @property
     def graph_path(self) -> Path:
         return self.root / "graph.json"
 
+    @property
+    def index_path(self) -> Path:
+        return self.root / "scans.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._index = None  # re-read what another process may have written
+            yield
+
+    def _entries(self) -> dict[str, Any]:
+        if self._index is None:
+            try:
+                data = json.loads(self.index_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            if data.get("version") != CACHE_VERSION:
+                data = {"version": CACHE_VERSION, "projects": {}}
+            self._index = data
+        return self._index["projects"]
+
     def load_scan(self, project: str) -> tuple[dict[str, Any], ProjectScan] | None:
-        path = self.root / f"{project}.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        entry = self._entries().get(project)
+        if entry is None:
             return None
-        if data.get("version") != CACHE_VERSION:
-            return None
-        return data["key"], _scan_from_dict(data["scan"])
+        return entry["key"], _scan_from_dict(entry["scan"])
+
+    def cached_commit(self, project: str) -> str | None:
+        entry = self._entries().get(project)
+        return entry["key"].get("commit") if entry else None
 
     def save_scan(self, key: Mapping[str, Any], scan: ProjectScan) -> None:
-        _write_json(
-            self.root / f"{scan.project}.json",
-            {"version": CACHE_VERSION, "key": dict(key), "scan": asdict(scan)},
-        )
+        """Record a scan; written to disk by `flush`."""
+        self._entries()[scan.project] = {"key": dict(key), "scan": asdict(scan)}
+
+    def flush(self) -> None:
+        if self._index is not None:
+            _write_json(self.index_path, self._index)
 
     def load_graph(self) -> DependencyGraph | None:
         try:
@@ -71,6 +105,18 @@ class DetectionCache:
 
 def scan_project(spec: ProjectSpec, settings: Settings, cache: DetectionCache) -> ScanOutcome:
     """The project's scan at its branch tip; parsed again only when the commit changed."""
+    repo_path, commit = _branch_tip(spec, settings)
+    if cache.cached_commit(spec.name) == commit:
+        cached = cache.load_scan(spec.name)
+        assert cached is not None
+        return ScanOutcome(cached[1], cached=True)
+    key, scan = _parse(spec.name, repo_path, commit)
+    cache.save_scan(key, scan)
+    return ScanOutcome(scan, cached=False)
+
+
+def _branch_tip(spec: ProjectSpec, settings: Settings) -> tuple[Path, str]:
+    """Where to read the project's objects from, and the commit its branch points at."""
     if spec.is_remote:
         workspace = ProjectWorkspace(settings.home, spec)
         repo = workspace.sync()
@@ -84,15 +130,14 @@ def scan_project(spec: ProjectSpec, settings: Settings, cache: DetectionCache) -
         raise GitError(
             f"{spec.repo}: branch {spec.branch!r} not found (is the repository still there?)"
         )
-    cached = cache.load_scan(spec.name)
-    if cached is not None and cached[0].get("commit") == commit:
-        return ScanOutcome(cached[1], cached=True)
+    return repo_path, commit
+
+
+def _parse(project: str, repo_path: Path, commit: str) -> tuple[dict[str, Any], ProjectScan]:
     from orchestration.dependencies.parsers import SKIPPED_DIRECTORIES, is_manifest, scan_files
 
     files = read_tree_files(repo_path, commit, is_manifest, SKIPPED_DIRECTORIES)
-    scan = scan_files(spec.name, files, commit)
-    cache.save_scan({"commit": commit, "manifests": sorted(files)}, scan)
-    return ScanOutcome(scan, cached=False)
+    return {"commit": commit, "manifests": sorted(files)}, scan_files(project, files, commit)
 
 
 def detect(
@@ -111,33 +156,62 @@ def detect(
     wanted = None if only is None else set(only)
     inputs: list[ProjectInput] = []
     outcomes: dict[str, ScanOutcome | str] = {}
-    for project in projects:
-        spec = project.spec
-        scan: ProjectScan | None = None
-        if wanted is None or spec.name in wanted:
+    with cache.locked():
+        projects = list(projects)
+        to_parse: dict[str, tuple[Path, str]] = {}
+        for project in projects:
+            spec = project.spec
+            if wanted is not None and spec.name not in wanted:
+                continue
             try:
-                outcome = scan_project(spec, settings, cache)
-                outcomes[spec.name] = outcome
-                scan = outcome.scan
+                repo_path, commit = _branch_tip(spec, settings)
+                if cache.cached_commit(spec.name) == commit:
+                    outcomes[spec.name] = ScanOutcome(cache.load_scan(spec.name)[1], cached=True)
+                    if progress is not None:
+                        progress(spec.name)
+                else:
+                    to_parse[spec.name] = (repo_path, commit)
             except Exception as exc:  # one broken repository never stops the others
                 outcomes[spec.name] = f"{type(exc).__name__}: {exc}"
-            if progress is not None:
-                progress(spec.name)
-        if scan is None:
-            cached = cache.load_scan(spec.name)
-            scan = cached[1] if cached else None
-        inputs.append(
-            ProjectInput(
-                name=spec.name,
-                root=spec.repo,
-                scan=scan,
-                depends_on=spec.depends_on,
-                ignore_dependencies=spec.ignore_dependencies,
-                declared_in=_relative(project.path),
+        # Reading objects is mostly waiting on git processes: a few at a time overlap well.
+        with ThreadPoolExecutor(max_workers=PARSE_WORKERS) as pool:
+            futures = {
+                pool.submit(_parse, name, path, commit): name
+                for name, (path, commit) in to_parse.items()
+            }
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    key, scan = future.result()
+                    cache.save_scan(key, scan)
+                    outcomes[name] = ScanOutcome(scan, cached=False)
+                except Exception as exc:  # one broken repository never stops the others
+                    outcomes[name] = f"{type(exc).__name__}: {exc}"
+                if progress is not None:
+                    progress(name)
+        for project in projects:
+            spec = project.spec
+            outcome = outcomes.get(spec.name)
+            if isinstance(outcome, ScanOutcome):
+                scan: ProjectScan | None = outcome.scan
+            else:
+                cached = cache.load_scan(spec.name)
+                scan = cached[1] if cached else None
+            inputs.append(
+                ProjectInput(
+                    name=spec.name,
+                    root=spec.repo,
+                    scan=scan,
+                    depends_on=spec.depends_on,
+                    ignore_dependencies=spec.ignore_dependencies,
+                    declared_in=_relative(project.path),
+                )
             )
-        )
-    graph = build_graph(inputs)
-    cache.save_graph(graph)
+        if any(isinstance(o, ScanOutcome) and not o.cached for o in outcomes.values()):
+            cache.flush()
+        graph = build_graph(inputs)
+        if graph != cache.load_graph():
+            cache.save_graph(graph)
     return graph, outcomes
 
 
@@ -153,7 +227,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
+        out.write(json.dumps(data, separators=(",", ":")))  # compact: the C encoder
     os.replace(temporary, path)
 
 

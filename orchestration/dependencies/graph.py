@@ -8,6 +8,7 @@ points into another project's repository, or when the consumer lists the provide
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -276,7 +277,11 @@ def _matches(
             yield provider, _evidence(requirement, "submodule")
         return
     for provider, package in by_package.get((requirement.ecosystem, requirement.name), ()):
-        yield provider, _evidence(requirement, "package", version_mismatch(requirement, package))
+        if provider != project.name:
+            yield (
+                provider,
+                _evidence(requirement, "package", version_mismatch(requirement, package)),
+            )
 
 
 def _evidence(requirement: Requirement, via: str, mismatch: str | None = None) -> Evidence:
@@ -329,6 +334,7 @@ def version_mismatch(requirement: Requirement, package: Package) -> str | None:
     return f"requires {spec}, but {package.name} is at {version} ({package.manifest})"
 
 
+@functools.lru_cache(maxsize=4096)
 def _semver_match(ecosystem: str, spec: str, version: str) -> bool:
     current = semantic_version.Version.coerce(version)
     if ecosystem == "cargo":

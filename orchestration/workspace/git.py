@@ -8,10 +8,12 @@ Failures are re-raised as `GitError` saying what was being done and where.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import git
 
@@ -266,24 +268,55 @@ def read_tree_files(
     skipped_dirs: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """The text of every file at `commit` whose path `wanted` accepts, read from git's object
-    store (one `cat-file --batch` process for the whole tree), never from the work tree."""
-    try:
-        repo = git.Repo(str(repo_path))
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise GitError(f"git could not open {repo_path}: {exc}") from None
-    try:
-        tree = repo.commit(commit).tree
-        files: dict[str, str] = {}
-        for item in tree.traverse(
-            predicate=lambda i, _d: i.type == "blob" and wanted(i.path),
-            prune=lambda i, _d: i.type == "tree" and i.name in skipped_dirs,
-        ):
-            files[item.path] = item.data_stream.read().decode("utf-8", errors="replace")
-        return files
-    except (ValueError, git.GitCommandError) as exc:
-        raise GitError(f"git could not read {commit} in {repo_path}: {exc}") from None
-    finally:
-        repo.close()
+    store, never from the work tree: one `ls-tree` and one `cat-file --batch` process."""
+    listing = run_git(
+        ("ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit),
+        cwd=Path(repo_path),
+        what=f"list the files of {commit}",
+    )
+    blobs: dict[str, str] = {}
+    for entry in listing.split("\x00"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if len(parts) != 3 or parts[1] != "blob":
+            continue
+        if skipped_dirs and any(d in skipped_dirs for d in path.split("/")[:-1]):
+            continue
+        if wanted(path):
+            blobs[path] = parts[2]
+    if not blobs:
+        return {}
+    with tempfile.TemporaryFile() as request:
+        request.write("".join(f"{sha}\n" for sha in blobs.values()).encode())
+        request.seek(0)
+        raw = run_git(
+            ("cat-file", "--batch"),
+            cwd=Path(repo_path),
+            what=f"read the manifests of {commit}",
+            stdin=request,
+        )
+    contents = _parse_batch(raw)
+    return {path: contents[sha] for path, sha in blobs.items() if sha in contents}
+
+
+def _parse_batch(raw: bytes) -> dict[str, str]:
+    """`git cat-file --batch` output: a header line `<sha> <type> <size>`, then the content."""
+    contents: dict[str, str] = {}
+    position = 0
+    while position < len(raw):
+        end = raw.index(b"\n", position)
+        header = raw[position:end].split()
+        position = end + 1
+        if len(header) < 3:  # `<sha> missing`
+            continue
+        size = int(header[2])
+        contents[header[0].decode()] = raw[position : position + size].decode(
+            "utf-8", errors="replace"
+        )
+        position += size + 1
+    return contents
 
 
 def remote_head(url: str, branch: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
@@ -304,8 +337,10 @@ def run_git(
     what: str,
     env: Mapping[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> str:
-    """The one place a git process is started."""
+    stdin: Any = None,
+) -> Any:
+    """The one place a git process is started. Returns stdout as text, or as bytes when a
+    `stdin` file is given (batch commands whose output is binary-safe)."""
     if not Path(cwd).is_dir():
         # GitPython would fall back to this process's directory: never run git elsewhere.
         raise GitError(f"git could not {what}: {cwd} is not a directory")
@@ -315,7 +350,9 @@ def run_git(
             command,
             env={**os.environ, **QUIET_GIT_ENV, **(env or {})},
             kill_after_timeout=timeout_s,
-            strip_newline_in_stdout=True,
+            strip_newline_in_stdout=stdin is None,
+            istream=stdin,
+            stdout_as_string=stdin is None,
         )
     except git.GitCommandError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().removeprefix("stderr:").strip(" '\n")
