@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 import sqlalchemy as sa
@@ -30,6 +31,8 @@ from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, TASK_TAG
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 
+#: How far back the policy remembers each project's slot-time when ranking.
+SERVICE_WINDOW_S = 3600.0
 IN_PROGRESS = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
@@ -151,8 +154,11 @@ def loads(
     tasks: Mapping[str, Task],
     now: float,
     extra_queued: Iterable[Task] = (),
+    served: Mapping[str, float] | None = None,
 ) -> list[ProjectLoad]:
-    """Each project's running count and queued tasks, as the policy sees them."""
+    """Each project's running count, queued tasks and recent service, as the policy sees
+    them."""
+    served = served or {}
     running: dict[str, int] = {}
     for run in runs.running:
         running[run.tags.get(PROJECT_TAG, "")] = running.get(run.tags.get(PROJECT_TAG, ""), 0) + 1
@@ -170,9 +176,30 @@ def loads(
             max_parallel=limits.max_parallel,
             running=running.get(name, 0),
             queued=tuple(queued.get(name, ())),
+            served=served.get(name, 0.0),
         )
         for name, limits in settings.projects.items()
     ]
+
+
+def service(
+    history: Iterable[tuple[str, datetime, datetime | None]], now: float, window_s: float
+) -> dict[str, float]:
+    """Slot-time of each project's finished tasks in the last `window_s`, counted in tasks of
+    average length."""
+    start = now - window_s
+    seconds: dict[str, float] = {}
+    durations = []
+    for project, started, finished in history:
+        if finished is None:
+            continue  # running tasks count in the policy's `running`
+        begin, end = started.timestamp(), finished.timestamp()
+        durations.append(max(end - begin, 1.0))
+        overlap = min(end, now) - max(begin, start)
+        if overlap > 0:
+            seconds[project] = seconds.get(project, 0.0) + overlap
+    typical = sum(durations) / len(durations) if durations else 1.0
+    return {project: value / typical for project, value in seconds.items()}
 
 
 def current_allocation(
@@ -184,7 +211,10 @@ def current_allocation(
     runs = task_runs(instance)
     ids = [r.tags[TASK_TAG] for r in runs.queued]
     tasks = {t.id: t for t in store.list(ids=ids)} if ids else {}
-    project_loads = loads(settings, runs, tasks, time.time(), extra_queued)
+    now = time.time()
+    window = max(SERVICE_WINDOW_S, 4 * settings.ageing_s)
+    history = store.service_since(datetime.fromtimestamp(now - window, UTC))
+    project_loads = loads(settings, runs, tasks, now, extra_queued, service(history, now, window))
     return allocate(settings.slots, project_loads, ageing_s=settings.ageing_s), runs, project_loads
 
 

@@ -8,12 +8,14 @@ a slot frees; this module only decides those priorities and the target shares th
   what a capped project cannot use is shared among the others (work-conserving), and the sum
   never exceeds the global slot count.
 - Run priorities: a queued task's rank is its project's "virtual finish time" had it started
-  now, (running + k + 1) / weight for the project's k-th queued task (highest task priority
-  first, then oldest): the project furthest below its share goes first, and over time every
-  backlogged project gets slots in proportion to its weight (weighted fair queueing).
-- Ageing: every `ageing_s` a task waits lifts it by one whole band above every task that waited
-  less, so the lowest-priority task starts within about `ageing_s` plus the time for one
-  running task to finish once it is the oldest waiting one (no starvation).
+  now, (served + running + k + 1) / weight for the project's k-th queued task (highest task
+  priority first, then oldest), where `served` is the slot-time the project had in a recent
+  window, counted in tasks: the project furthest below its share goes first, and over the
+  window every backlogged project gets slot-time in proportion to its weight (weighted fair
+  queueing; the memory of service is what makes up the fractional part of a share).
+- Ageing: a task that has waited `ageing_s` outranks every task that has not, and aged tasks go
+  oldest first, so the lowest-priority task starts within about `ageing_s` plus the time for
+  one running task to finish once it is the oldest waiting one (no starvation).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ProjectLoad:
     max_parallel: int
     running: int
     queued: tuple[QueuedTask, ...] = ()
+    served: float = 0.0  # slot-time in the recent window, in tasks
 
     @property
     def weight(self) -> float:
@@ -91,10 +94,13 @@ def queue_order(project: ProjectLoad) -> list[QueuedTask]:
 
 def run_priority(project: ProjectLoad, position: int, task: QueuedTask, ageing_s: float) -> int:
     """`dagster/priority` for the task at `position` in its project's queue."""
-    finish = (project.running + position + 1) / project.weight
+    finish = (project.served + project.running + position + 1) / project.weight
     rank = max(0, AGE_BAND - 1 - int(finish * RANK_SCALE))
-    bands = int(task.waited_s // ageing_s) if ageing_s > 0 else 0
-    return bands * AGE_BAND + rank
+    if ageing_s > 0 and task.waited_s >= ageing_s:
+        # Aged: above every task that is not, oldest first (to the hundredth of a second),
+        # then by share rank.
+        return (1 + int(task.waited_s * 100)) * AGE_BAND + rank
+    return rank
 
 
 def allocate(

@@ -286,6 +286,20 @@ class TaskStore:
         )
         return self.require(task_id)
 
+    def service_since(self, since: datetime) -> list[tuple[str, datetime, datetime | None]]:
+        """(project, started_at, finished_at) of every task that ran after `since`."""
+        query = sa.select(
+            tasks_table.c.project, tasks_table.c.started_at, tasks_table.c.finished_at
+        ).where(
+            tasks_table.c.started_at.is_not(None),
+            sa.or_(tasks_table.c.finished_at.is_(None), tasks_table.c.finished_at >= since),
+        )
+        with self.engine.connect() as conn:
+            return [
+                (row.project, _utc(row.started_at), _utc(row.finished_at))
+                for row in conn.execute(query)
+            ]
+
     # Sessions --------------------------------------------------------------------------------
 
     def save_session(self, project: str, profile: str, session_id: str, task_id: str) -> None:
@@ -327,6 +341,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def _task(row: Mapping[str, Any]) -> Task:
