@@ -1,0 +1,127 @@
+"""A real `dagster-daemon` for tests: instance and workspace in a temp dir, started in its own
+process group, stopped with everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from orchestration.tasks.store import TaskStore
+
+DAEMON_START_TIMEOUT_S = 120.0
+
+#: The shipped dagster.yaml with shorter polling, so a test waits seconds, not minutes.
+FAST_POLLING = {
+    "run_queue": {"dequeue_interval_seconds": 1},
+    "run_monitoring": {"poll_interval_seconds": 2},
+}
+
+
+def write_instance(root: Path, overrides: Mapping[str, Mapping] = FAST_POLLING) -> Path:
+    """DAGSTER_HOME under `root`: the repository's dagster.yaml with `overrides` merged in."""
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir()
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dagster_home
+
+
+def write_workspace(root: Path) -> Path:
+    """A workspace loading orchestration.definitions from the repository."""
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        textwrap.dedent(
+            f"""\
+            load_from:
+              - python_module:
+                  module_name: orchestration.definitions
+                  working_directory: {REPO_ROOT}
+                  location_name: orchestration
+            """
+        )
+    )
+    return workspace
+
+
+def create_storage(dagster_home: Path, orch_home: Path) -> None:
+    """Create the instance's and the task store's databases before any other process opens
+    them: two processes creating the same fresh SQLite storage at once can both stamp its
+    schema version (alembic then sees two heads)."""
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_daemon_heartbeats()
+        instance.event_log_storage.get_concurrency_keys()
+        instance.all_instigator_state()
+    orch_home.mkdir(parents=True, exist_ok=True)
+    TaskStore(f"sqlite:///{orch_home / 'tasks.db'}").dispose()
+
+
+def start_daemon(
+    root: Path, workspace: Path, env: Mapping[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+            cwd=root,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the daemon's whole process group (it starts a code server and run workers)."""
+    for signum, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # run workers and agents may outlive the daemon in its group
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_healthy(
+    daemon: subprocess.Popen[bytes],
+    instance: dg.DagsterInstance,
+    log_path: Path,
+    needed: Iterable[str] = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"),
+) -> None:
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+    while True:
+        if daemon.poll() is not None:
+            pytest.fail(
+                f"dagster-daemon exited ({daemon.returncode}):\n"
+                + log_path.read_text(errors="replace")[-4000:]
+            )
+        beats = instance.get_daemon_heartbeats()
+        if set(needed) <= set(beats):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"dagster-daemon not up after {DAEMON_START_TIMEOUT_S:.0f}s (heartbeats: "
+                f"{sorted(beats)}):\n" + log_path.read_text(errors="replace")[-4000:]
+            )
+        time.sleep(0.5)
