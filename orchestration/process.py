@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -209,6 +209,7 @@ def run_process(
     output_cap_bytes: int = 1_000_000,
     kill_grace_s: float = 5.0,
     stdin_text: str | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (never through a shell) in ``cwd`` with exactly ``env`` and capture its output.
 
@@ -217,6 +218,8 @@ def run_process(
     child's process group gets SIGTERM, then SIGKILL after ``kill_grace_s``; the group is killed
     in every other case too, so no descendant outlives the call. Raises
     ExecutableNotFoundError if ``argv[0]`` cannot be found, and OSError if it cannot be started.
+    ``on_start`` is called with the child's process group id as soon as it runs, so a caller can
+    record it and kill the group should this process itself die.
     """
     argv_tuple = tuple(argv)
     if not argv_tuple:
@@ -259,6 +262,13 @@ def run_process(
 
     # The child is its session's and group's leader, so its pid is the group id.
     pgid = process.pid
+    if on_start is not None:
+        try:
+            on_start(pgid)
+        except Exception:
+            _signal_group(pgid, signal.SIGKILL)
+            process.wait()
+            raise
     stdout_buffer = _CappedBuffer(output_cap_bytes)
     stderr_buffer = _CappedBuffer(output_cap_bytes)
     threads: list[threading.Thread] = []
@@ -317,3 +327,28 @@ def run_process(
         duration_s=ended - started,
         truncated=stdout_truncated or stderr_truncated,
     )
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc); None elsewhere or
+    when it is gone. With the pid it identifies one process even after pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may contain spaces) start after the last ')'.
+    fields = stat.rsplit(")", 1)[1].split()
+    return float(fields[19])
+
+
+def kill_process_group(pgid: int, started: float | None) -> bool:
+    """SIGKILL a process group left behind by a dead caller, if its leader is still the same
+    process (same start time); True when a signal was sent."""
+    current = process_start_time(pgid)
+    if started is not None and current is not None and current != started:
+        return False  # the id belongs to another process now
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

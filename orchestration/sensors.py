@@ -17,10 +17,11 @@ from orchestration.allocation.control import (
     effective_settings,
     rebalance,
 )
+from orchestration.process import kill_process_group
 from orchestration.registry.loader import RegistryWatcher
 from orchestration.registry.models import ProjectSpec
 from orchestration.resources import AgentTasks
-from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, SESSION_TAG, TASK_TAG
+from orchestration.tags import MAX_RUNTIME_TAG, PRIORITY_TAG, PROJECT_TAG, SESSION_TAG, TASK_TAG
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
 from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.models import Task, TaskStatus
@@ -29,6 +30,8 @@ from orchestration.workspace.workspace import ProjectWorkspace
 
 DISPATCH_INTERVAL_S = 5
 IMPORT_INTERVAL_S = 120
+#: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
+RUN_OVERHEAD_S = 600
 #: A dispatched task whose run has not appeared after this long is queued again.
 LAUNCH_GRACE_S = 600
 
@@ -39,6 +42,9 @@ def task_run_tags(task: Task, spec: ProjectSpec) -> dict[str, str]:
         PROJECT_TAG: spec.name,
         TASK_TAG: task.id,
         PRIORITY_TAG: str(run_priority(spec.priority, task.priority)),
+        # Run monitoring ends a run that outlives its agent and tests by far, even when its
+        # worker died unseen (the default launcher cannot check a worker's health).
+        MAX_RUNTIME_TAG: str(spec.agent.timeout + spec.verify_timeout + RUN_OVERHEAD_S),
     }
     if task.session:
         tags[SESSION_TAG] = task.session
@@ -155,12 +161,19 @@ def reconcile_ended_runs(store: TaskStore, instance: dg.DagsterInstance, log) ->
         if not latest.is_finished:
             continue
         if latest.status == dg.DagsterRunStatus.CANCELED:
-            if store.fail_run(task.id, task.run_id, f"run {latest.run_id} was cancelled"):
+            ended = store.fail_run(task.id, task.run_id, f"run {latest.run_id} was cancelled")
+            if ended:
                 log.info(f"task {task.id}: run {latest.run_id} cancelled")
         elif latest.status == dg.DagsterRunStatus.FAILURE or task.status is TaskStatus.RUNNING:
             reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
-            if store.fail_run(task.id, task.run_id, reason):
+            ended = store.fail_run(task.id, task.run_id, reason)
+            if ended:
                 log.warning(f"task {task.id}: {reason}")
+        else:
+            ended = False
+        pgid = task.extra.get("agent_pgid")
+        if ended and pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
+            log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
 
 
 def build_import_sensor(specs: Mapping[str, ProjectSpec]) -> dg.SensorDefinition:

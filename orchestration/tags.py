@@ -10,3 +10,5 @@ TASK_TAG = "orch/task"
 SESSION_TAG = "orch/session"
 #: Run tag read by Dagster's run queue: higher starts first.
 PRIORITY_TAG = "dagster/priority"
+#: Run tag read by Dagster's run monitoring: a run still going after this many seconds is ended.
+MAX_RUNTIME_TAG = "dagster/max_runtime"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +68,7 @@ def run_agent(
     *,
     env: Mapping[str, str],
     timeout_s: float,
+    on_start: Callable[[int], None] | None = None,
 ) -> AgentResult:
     """Run one agent to completion (or timeout) and normalise what it reported."""
     argv = build_argv(profile, request)
@@ -78,6 +79,7 @@ def run_agent(
             env=env,
             timeout_s=timeout_s,
             output_cap_bytes=OUTPUT_CAP_BYTES,
+            on_start=on_start,
         )
     except ExecutableNotFoundError as exc:
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"agent binary not found: {exc}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.result import AgentResult, AgentStatus
+from orchestration.process import process_start_time
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
@@ -82,7 +83,13 @@ def execute_task(
             f"task {task.id}: running agent profile {profile_name!r} in {tree.path}"
             + (f" (resuming session {resume})" if resume else "")
         )
-        agent = run_agent(profile, request, env=agent_env, timeout_s=spec.agent.timeout)
+        agent = run_agent(
+            profile,
+            request,
+            env=agent_env,
+            timeout_s=spec.agent.timeout,
+            on_start=lambda pgid: store.note_agent(task.id, pgid, process_start_time(pgid)),
+        )
         commit = tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
         if commit is None and tree.resolve("HEAD") != base:
             commit = tree.resolve("HEAD")  # the agent committed its work itself

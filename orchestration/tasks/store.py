@@ -252,6 +252,18 @@ class TaskStore:
         )
         return self.require(task_id)
 
+    def note_agent(self, task_id: str, process_group: int, started: float | None) -> None:
+        """Record the running agent's process group (and the leader's start time, to tell it
+        from a later process with the same id), so it can be stopped if its run dies."""
+        task = self.require(task_id)
+        extra = {**task.extra, "agent_pgid": process_group, "agent_started": started}
+        with self.engine.begin() as conn:
+            conn.execute(
+                tasks_table.update()
+                .where(tasks_table.c.id == task_id)
+                .values(extra=json.dumps(extra), updated_at=_now())
+            )
+
     def fail_run(self, task_id: str, run_id: str | None, reason: str) -> bool:
         """A run ended without recording its task: running (or dispatched) -> failed."""
         where = tasks_table.c.run_id == run_id if run_id else None
