@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
+import sqlalchemy as sa
 
 from orchestration.allocation.control import (
     AllocationOverrides,
@@ -28,7 +29,7 @@ from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
-DISPATCH_INTERVAL_S = 5
+DISPATCH_INTERVAL_S = 2
 IMPORT_INTERVAL_S = 120
 #: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
 RUN_OVERHEAD_S = 600
@@ -136,7 +137,13 @@ def ensure_partitions(instance: dg.DagsterInstance, tasks: list[Task]) -> None:
         name = tasks_partitions_name(project)
         missing = [i for i in ids if not instance.has_dynamic_partition(name, i)]
         if missing:
-            instance.add_dynamic_partitions(name, missing)
+            try:
+                instance.add_dynamic_partitions(name, missing)
+            except sa.exc.IntegrityError:
+                # Another process (the CLI, the sensor) added some of them a moment ago.
+                for key in missing:
+                    if not instance.has_dynamic_partition(name, key):
+                        instance.add_dynamic_partitions(name, [key])
 
 
 def reconcile_ended_runs(store: TaskStore, instance: dg.DagsterInstance, log) -> None:

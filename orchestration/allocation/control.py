@@ -185,21 +185,19 @@ def loads(
 def service(
     history: Iterable[tuple[str, datetime, datetime | None]], now: float, window_s: float
 ) -> dict[str, float]:
-    """Slot-time of each project's finished tasks in the last `window_s`, counted in tasks of
-    average length."""
+    """How many tasks each project finished in the last `window_s`; a task that straddles the
+    window's start counts for the part inside it."""
     start = now - window_s
-    seconds: dict[str, float] = {}
-    durations = []
+    served: dict[str, float] = {}
     for project, started, finished in history:
         if finished is None:
             continue  # running tasks count in the policy's `running`
         begin, end = started.timestamp(), finished.timestamp()
-        durations.append(max(end - begin, 1.0))
-        overlap = min(end, now) - max(begin, start)
-        if overlap > 0:
-            seconds[project] = seconds.get(project, 0.0) + overlap
-    typical = sum(durations) / len(durations) if durations else 1.0
-    return {project: value / typical for project, value in seconds.items()}
+        length = max(end - begin, 1e-6)
+        inside = min(end, now) - max(begin, start)
+        if inside > 0:
+            served[project] = served.get(project, 0.0) + min(1.0, inside / length)
+    return served
 
 
 def current_allocation(

@@ -9,10 +9,10 @@ a slot frees; this module only decides those priorities and the target shares th
   never exceeds the global slot count.
 - Run priorities: a queued task's rank is its project's "virtual finish time" had it started
   now, (served + running + k + 1) / weight for the project's k-th queued task (highest task
-  priority first, then oldest), where `served` is the slot-time the project had in a recent
-  window, counted in tasks: the project furthest below its share goes first, and over the
-  window every backlogged project gets slot-time in proportion to its weight (weighted fair
-  queueing; the memory of service is what makes up the fractional part of a share).
+  priority first, then oldest), where `served` is how many tasks the project finished in a
+  recent window: the project furthest below its share goes first, and over the window every
+  backlogged project starts tasks in proportion to its weight (weighted fair queueing; the
+  memory of service is what makes up the fractional part of a share).
 - Ageing: a task that has waited `ageing_s` outranks every task that has not, and aged tasks go
   oldest first, so the lowest-priority task starts within about `ageing_s` plus the time for
   one running task to finish once it is the oldest waiting one (no starvation).
@@ -45,7 +45,7 @@ class ProjectLoad:
     max_parallel: int
     running: int
     queued: tuple[QueuedTask, ...] = ()
-    served: float = 0.0  # slot-time in the recent window, in tasks
+    served: float = 0.0  # tasks finished in the recent window
 
     @property
     def weight(self) -> float:
