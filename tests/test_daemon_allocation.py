@@ -34,7 +34,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import REPO_ROOT, make_git_repo
+from daemon import stop, write_instance, write_workspace
 from sqlalchemy.exc import IntegrityError
 
 from orchestration.cli import main
@@ -404,51 +404,6 @@ def _write_registry(root: Path, stand_in: Path) -> dict[str, str]:
     }
 
 
-def _write_instance(root: Path) -> Path:
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    for section, values in INSTANCE_CHANGES.items():
-        config.setdefault(section, {}).update(values)
-    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return dagster_home
-
-
-def _write_workspace(root: Path) -> Path:
-    workspace = root / "workspace.yaml"
-    workspace.write_text(
-        textwrap.dedent(
-            f"""\
-            load_from:
-              - python_module:
-                  module_name: orchestration.definitions
-                  working_directory: {REPO_ROOT}
-                  location_name: orchestration
-            """
-        )
-    )
-    return workspace
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the daemon's whole process group (code server, run workers, agents)."""
-    for signum, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -463,9 +418,9 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
     stand_in.write_text(STAND_IN, encoding="utf-8")
     (root / "agents" / "release").mkdir(parents=True)
     env = _write_registry(root, stand_in)
-    env["DAGSTER_HOME"] = str(_write_instance(root))
+    env["DAGSTER_HOME"] = str(write_instance(root, INSTANCE_CHANGES))
     env[LOG_VAR] = str(root / "agents" / "calls.log")
-    workspace = _write_workspace(root)
+    workspace = write_workspace(root)
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_", LOG_VAR))
     }
@@ -497,7 +452,7 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
     finally:
         for path in (root / "agents" / "release").iterdir():
             path.unlink()
-        _stop(daemon)
+        stop(daemon)
         orchestrator.close()
 
 
