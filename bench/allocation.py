@@ -1,0 +1,828 @@
+"""Allocation benchmark: how agent slots are shared among many projects of three priority classes,
+against plain Dagster (FIFO, one global pool) on the same workload, through one real daemon.
+
+Workload: N projects (a third each critical, normal, low, round robin), T tasks each, all queued
+at once in round-robin order (task 0 of every project, then task 1, ...), 4 slots, stand-in
+agents (the `command` profile) that work for a random, seeded time. The same daemon and instance
+then run the baseline, the same tasks as runs of a plain asset job in pool `agents` (same limit,
+no priorities, no rebalancing: Dagster's FIFO), and the floor: empty runs through the same queue
+on a pool of one slot. This file is also the code location of the baseline and the floor
+(`allocation_baseline`, attribute `baseline_defs`). See bench/README.md.
+"""
+
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import dagster as dg
+import yaml
+from dagster import AssetExecutionContext
+
+from orchestration.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_FILE = REPO_ROOT / "bench" / "results" / "allocation.json"
+BASELINE_LOCATION = "allocation_baseline"
+TRIGGER_VAR = "BENCH_ALLOCATION_TRIGGERS"
+LOG_VAR = "ALLOC_LOG"  # the stand-in's log; a `secrets` variable of every bench project
+STAND_IN_VAR = "ALLOC_STAND_IN"  # the stand-in script, for the baseline's op
+SLOTS = 4
+FLOOR_POOL = "bench_floor"
+CLASSES = {"critical": 100, "normal": 50, "low": 25}
+STARTUP_TIMEOUT_S = 180.0
+
+STAND_IN = '''\
+"""Stand-in agent: logs `start|end <project> <task> <time> <pid>`, works SLEEP<seconds>."""
+import os, re, sys, time
+from pathlib import Path
+
+cwd = Path.cwd()  # for tasks: ORCH_HOME/workspaces/<project>/worktrees/<task id>
+project = os.environ.get("ALLOC_PROJECT") or cwd.parent.parent.name
+task = os.environ.get("ALLOC_TASK") or cwd.name
+log = Path(os.environ["ALLOC_LOG"])
+
+
+def write(event):
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"{event} {project} {task} {time.time():.3f} {os.getpid()}\\n")
+
+
+write("start")
+work = re.search(r"SLEEP(\\d+(?:\\.\\d+)?)", sys.argv[-1])
+time.sleep(float(work.group(1)) if work else 0)
+write("end")
+'''
+
+
+# --------------------------------------------------------------------------------------------
+# The baseline and the floor: plain Dagster, requested by a sensor as tasks are.
+
+
+@dg.asset(pool="agents", group_name=BASELINE_LOCATION)
+def fifo_work(context: AssetExecutionContext) -> None:
+    """Runs the stand-in agent for the run's `bench/seconds`, as a task's run would."""
+    tags = context.run.tags
+    subprocess.run(
+        [sys.executable, os.environ[STAND_IN_VAR], f"SLEEP{tags['bench/seconds']}"],
+        env={
+            **os.environ,
+            "ALLOC_PROJECT": tags["bench/project"],
+            "ALLOC_TASK": tags["bench/task"],
+        },
+        check=True,
+    )
+
+
+@dg.asset(pool=FLOOR_POOL, group_name=BASELINE_LOCATION)
+def floor_noop() -> None:
+    """Does nothing: every second between two of its runs is Dagster's."""
+
+
+_jobs = [
+    dg.define_asset_job("fifo_work_job", selection=[fifo_work]),
+    dg.define_asset_job("floor_job", selection=[floor_noop]),
+]
+
+
+@dg.sensor(
+    jobs=_jobs,
+    minimum_interval_seconds=DISPATCH_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def bench_requests(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    """One run request per new line of the trigger file."""
+    path = os.environ.get(TRIGGER_VAR)
+    if not path or not Path(path).exists():
+        return dg.SkipReason("no trigger file")
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text[: text.rfind("\n") + 1].splitlines()
+    done = int(context.cursor or 0)
+    requests = [
+        dg.RunRequest(run_key=item["id"], job_name=item["job"], tags=item["tags"])
+        for item in map(json.loads, lines[done:])
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=str(len(lines)))
+
+
+baseline_defs = dg.Definitions(
+    assets=[fifo_work, floor_noop],
+    jobs=_jobs,
+    sensors=[bench_requests],
+    executor=dg.in_process_executor,  # as orchestration.definitions
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The workload
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: a project's task, agent time in seconds."""
+
+    key: str
+    project: str
+    cls: str
+    seconds: float
+
+
+def workload(projects: int, tasks: int, low: float, high: float, seed: int) -> list[Item]:
+    """Round robin over projects, task 0 of each first; classes critical, normal, low in turn."""
+    rng = random.Random(seed)
+    classes = list(CLASSES)
+    return [
+        Item(f"w{j:03d}p{i:02d}", f"p{i:02d}", classes[i % 3], round(rng.uniform(low, high), 2))
+        for j in range(tasks)
+        for i in range(projects)
+    ]
+
+
+@dataclass
+class Sample:
+    """One task's life: when it was asked for, its run held a slot, its agent worked."""
+
+    key: str
+    project: str
+    cls: str
+    added: float
+    launched: float
+    worker_up: float
+    agent_start: float
+    agent_end: float
+    run_end: float
+
+
+# --------------------------------------------------------------------------------------------
+# The system
+
+
+@dataclass
+class Bench:
+    root: Path
+    env: dict[str, str]
+    daemon: subprocess.Popen[bytes]
+    log: Path
+    instance: dg.DagsterInstance
+    store: Any  # orchestration.tasks.store.TaskStore
+    _triggers: int = 0
+
+    @property
+    def agent_log(self) -> Path:
+        return Path(self.env[LOG_VAR])
+
+    @property
+    def trigger_file(self) -> Path:
+        return Path(self.env[TRIGGER_VAR])
+
+    def agents(self) -> dict[str, tuple[float, float | None]]:
+        """Per task (or baseline item), the stand-in's start and end."""
+        found: dict[str, tuple[float, float | None]] = {}
+        if not self.agent_log.exists():
+            return found
+        for line in self.agent_log.read_text(encoding="utf-8").splitlines():
+            event, _, task, at, _ = line.split()
+            if event == "start":
+                found[task] = (float(at), None)
+            elif task in found:
+                found[task] = (found[task][0], float(at))
+        return found
+
+    def trigger(self, items: Sequence[tuple[str, str, dict[str, str]]]) -> float:
+        """Append run requests (id, job, tags) in one write; when."""
+        lines = "".join(
+            json.dumps({"id": key, "job": job, "tags": tags}) + "\n" for key, job, tags in items
+        )
+        with self.trigger_file.open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+        return time.time()
+
+    def wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if self.daemon.poll() is not None:
+                raise click.ClickException(f"the daemon exited while waiting for {what}")
+            if time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise click.ClickException(f"timed out waiting for {what}; daemon log:\n{tail}")
+            time.sleep(0.5)
+
+    def runs_by_tag(self, key: str, values: Sequence[str]) -> dict[str, dg.DagsterRun]:
+        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={key: list(values)}))
+        return {run.tags[key]: run for run in runs}
+
+
+def write_setup(
+    root: Path, items: Sequence[Item], dequeue_workers: int | None
+) -> tuple[dict[str, str], Path]:
+    """Registry (one git repository per project), instance, workspace, stand-in; environment."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import make_git_repo
+
+    shutil.copytree(REPO_ROOT / "resources", root / "resources")
+    pools_file = root / "resources" / "pools.yaml"
+    pools = yaml.safe_load(pools_file.read_text())
+    pools["agents"]["slots"] = SLOTS
+    pools[FLOOR_POOL] = {"slots": 1, "description": "The floor's single slot."}
+    pools_file.write_text(yaml.safe_dump(pools, sort_keys=False))
+    stand_in = root / "stand_in_agent.py"
+    stand_in.write_text(STAND_IN, encoding="utf-8")
+    projects = root / "projects"
+    (projects / "templates").mkdir(parents=True)
+    for name, cls in sorted({(i.project, i.cls) for i in items}):
+        repo = make_git_repo(root / "repos" / name, {"README.md": f"{name}\n"})
+        spec = {
+            "name": name,
+            "repo": str(repo),
+            "priority": cls,
+            "agent": {
+                "profile": "command",
+                "command": [sys.executable, str(stand_in)],
+                "max_parallel": SLOTS,  # never binds: the baseline has no per-project limit
+                "timeout": 3600,
+            },
+            "secrets": [LOG_VAR],
+        }
+        (projects / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir()
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())  # as shipped, unless
+    if dequeue_workers is not None:
+        config["run_queue"]["dequeue_num_workers"] = dequeue_workers
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: orchestration.definitions\n"
+        f"      working_directory: {REPO_ROOT}\n"
+        "      location_name: orchestration\n"
+        "  - python_file:\n"
+        f"      relative_path: {Path(__file__).resolve()}\n"
+        "      attribute: baseline_defs\n"
+        f"      working_directory: {REPO_ROOT}\n"
+        f"      location_name: {BASELINE_LOCATION}\n"
+    )
+    (root / "home").mkdir()
+    env = {
+        "ORCH_PROJECTS_DIR": str(projects),
+        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_HOME": str(root / "home"),
+        "DAGSTER_HOME": str(dagster_home),
+        TRIGGER_VAR: str(root / "triggers.jsonl"),
+        LOG_VAR: str(root / "agents.log"),
+        STAND_IN_VAR: str(stand_in),
+    }
+    return env, workspace
+
+
+@contextmanager
+def running_daemon(
+    root: Path, items: Sequence[Item], dequeue_workers: int | None
+) -> Iterator[Bench]:
+    from orchestration.tasks.store import TaskStore
+
+    env, workspace = write_setup(root, items, dequeue_workers)
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ORCH_", "DAGSTER_", "BENCH_", "ALLOC_"))
+    }
+    log = root / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+            cwd=root,
+            env={**inherited, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
+    bench = Bench(root, env, daemon, log, instance, store)
+    try:
+        needed = {"SENSOR", "QUEUED_RUN_COORDINATOR"}
+        bench.wait(
+            "the daemon", lambda: needed <= set(instance.get_daemon_heartbeats()), STARTUP_TIMEOUT_S
+        )
+        # The dispatch sensor sets these from pools.yaml too, but perhaps not before the floor.
+        instance.event_log_storage.set_concurrency_slots("agents", SLOTS)
+        instance.event_log_storage.set_concurrency_slots(FLOOR_POOL, 1)
+        yield bench
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(daemon.pid, signum)
+                daemon.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        try:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        store.dispose()
+        instance.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# Running the three phases
+
+
+def _event_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    kinds = {
+        dg.DagsterEventType.RUN_STARTING: "launched",
+        dg.DagsterEventType.RUN_START: "worker_up",
+        dg.DagsterEventType.STEP_START: "step_start",
+        dg.DagsterEventType.STEP_SUCCESS: "step_end",
+        dg.DagsterEventType.STEP_FAILURE: "step_end",
+        dg.DagsterEventType.RUN_SUCCESS: "run_end",
+        dg.DagsterEventType.RUN_FAILURE: "run_end",
+        dg.DagsterEventType.RUN_CANCELED: "run_end",
+    }
+    times: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is not None and event.event_type in kinds:
+            times.setdefault(kinds[event.event_type], entry.timestamp)
+    return times
+
+
+def _timeout(items: Sequence[Item]) -> float:
+    return 300 + sum(i.seconds + 30 for i in items) / SLOTS
+
+
+def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
+    """The tasks, queued through the task store (as `orch task add` does) all at once."""
+    ids: dict[str, Item] = {}
+    added: dict[str, float] = {}
+    for item in items:
+        task = bench.store.add(item.project, f"bench {item.key} SLEEP{item.seconds}")
+        ids[task.id] = item
+        added[task.id] = task.created_at.timestamp()
+    _progress(f"ours: {len(items)} tasks queued")
+
+    def done() -> bool:
+        tasks = bench.store.list(ids=list(ids))
+        if not all(t.status.finished for t in tasks):
+            return False
+        runs = bench.runs_by_tag("orch/task", list(ids))
+        return len(runs) == len(ids) and all(r.is_finished for r in runs.values())
+
+    bench.wait("our tasks", done, _timeout(items))
+    failed = [t for t in bench.store.list(ids=list(ids)) if t.status.value != "succeeded"]
+    if failed:
+        raise click.ClickException(f"task {failed[0].id} {failed[0].status}: {failed[0].reason}")
+    agents = bench.agents()
+    runs = bench.runs_by_tag("orch/task", list(ids))
+    samples = []
+    for task_id, item in ids.items():
+        times = _event_times(bench.instance, runs[task_id].run_id)
+        start, end = agents[task_id]
+        assert end is not None
+        samples.append(
+            Sample(
+                item.key,
+                item.project,
+                item.cls,
+                added[task_id],
+                times["launched"],
+                times["worker_up"],
+                start,
+                end,
+                times["run_end"],
+            )
+        )
+    return samples
+
+
+def run_baseline(bench: Bench, items: Sequence[Item]) -> list[Sample]:
+    """The same work as runs of a plain job in pool `agents`: equal priority, FIFO."""
+    requests = [
+        (
+            f"fifo-{item.key}",
+            "fifo_work_job",
+            {
+                "bench/item": item.key,
+                "bench/project": item.project,
+                "bench/task": f"fifo-{item.key}",
+                "bench/seconds": str(item.seconds),
+            },
+        )
+        for item in items
+    ]
+    added = bench.trigger(requests)
+    _progress(f"baseline: {len(items)} runs requested")
+    keys = [i.key for i in items]
+
+    def done() -> bool:
+        runs = bench.runs_by_tag("bench/item", keys)
+        return len(runs) == len(keys) and all(r.is_finished for r in runs.values())
+
+    bench.wait("the baseline runs", done, _timeout(items))
+    runs = bench.runs_by_tag("bench/item", keys)
+    failed = [r for r in runs.values() if r.status is not dg.DagsterRunStatus.SUCCESS]
+    if failed:
+        raise click.ClickException(f"baseline run {failed[0].run_id} {failed[0].status.value}")
+    agents = bench.agents()
+    samples = []
+    for item in items:
+        times = _event_times(bench.instance, runs[item.key].run_id)
+        start, end = agents[f"fifo-{item.key}"]
+        assert end is not None
+        samples.append(
+            Sample(
+                item.key,
+                item.project,
+                item.cls,
+                added,
+                times["launched"],
+                times["worker_up"],
+                start,
+                end,
+                times["run_end"],
+            )
+        )
+    return samples
+
+
+def run_floor(bench: Bench, count: int, tag: str) -> list[dict[str, float]]:
+    """`count` empty runs queued at once on a one-slot pool; each run's event times."""
+    requests = [
+        (f"{tag}-{i:03d}", "floor_job", {"bench/floor": f"{tag}-{i:03d}"}) for i in range(count)
+    ]
+    bench.trigger(requests)
+    keys = [key for key, _, _ in requests]
+
+    def done() -> bool:
+        runs = bench.runs_by_tag("bench/floor", keys)
+        return len(runs) == len(keys) and all(r.is_finished for r in runs.values())
+
+    bench.wait("the floor runs", done, 120 + 30 * count)
+    runs = bench.runs_by_tag("bench/floor", keys)
+    return [_event_times(bench.instance, runs[key].run_id) for key in keys]
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _overlap(start: float, end: float, lo: float, hi: float) -> float:
+    return max(0.0, min(end, hi) - max(start, lo))
+
+
+def _summary(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "mean": round(statistics.fmean(values), 2),
+        "median": round(statistics.median(values), 2),
+        "max": round(max(values), 2),
+        "n": len(values),
+    }
+
+
+def slot_gaps(samples: Sequence[Sample]) -> list[float]:
+    """Agent end -> the next agent start on the freed slot, while work waits: each end is paired
+    with the first unpaired start after it (ends in order)."""
+    last_start = max(s.agent_start for s in samples)
+    starts = sorted(s.agent_start for s in samples)
+    gaps = []
+    used = 0
+    for end in sorted(s.agent_end for s in samples if s.agent_end < last_start):
+        while used < len(starts) and starts[used] < end:
+            used += 1
+        if used == len(starts):
+            break
+        gaps.append(starts[used] - end)
+        used += 1
+    return gaps
+
+
+def jain(values: Sequence[float]) -> float | None:
+    total, squares = sum(values), sum(v * v for v in values)
+    return round(total * total / (len(values) * squares), 4) if squares > 0 else None
+
+
+def measure(samples: Sequence[Sample], ageing_s: float, floor_gap: float | None) -> dict:
+    first_start = min(s.agent_start for s in samples)
+    last_start = max(s.agent_start for s in samples)
+    window = last_start - first_start
+    busy = sum(_overlap(s.agent_start, s.agent_end, first_start, last_start) for s in samples)
+    held = sum(_overlap(s.launched, s.run_end, first_start, last_start) for s in samples)
+
+    waits = {
+        cls: _summary([s.agent_start - s.added for s in samples if s.cls == cls]) for cls in CLASSES
+    }
+    # Fairness: slot-seconds per project over the window where every project has backlog (from
+    # the last first request to the first project's last start), divided by its weight.
+    projects = sorted({s.project for s in samples})
+    fair_lo = max(min(s.added for s in samples if s.project == p) for p in projects)
+    fair_hi = min(max(s.agent_start for s in samples if s.project == p) for p in projects)
+    weight = {s.project: CLASSES[s.cls] for s in samples}
+    shares = {
+        p: sum(_overlap(s.launched, s.run_end, fair_lo, fair_hi) for s in samples if s.project == p)
+        / weight[p]
+        for p in projects
+    }
+    lowest = list(CLASSES)[-1]
+    longest = max(s.agent_end - s.agent_start for s in samples)
+    bound = ageing_s + longest + (floor_gap or 0.0)
+    gaps = slot_gaps(samples)
+    return {
+        "tasks": len(samples),
+        "makespan_s": round(max(s.run_end for s in samples) - min(s.added for s in samples), 1),
+        "backlog_window_s": round(window, 1),
+        "utilisation_agents": round(busy / (SLOTS * window), 4) if window > 0 else None,
+        "utilisation_slots": round(held / (SLOTS * window), 4) if window > 0 else None,
+        "wait_s": waits,
+        "fairness_window_s": round(max(0.0, fair_hi - fair_lo), 1),
+        "weighted_shares": {p: round(v, 4) for p, v in shares.items()},
+        "jain": jain(list(shares.values())) if fair_hi > fair_lo else None,
+        "starvation": {
+            "lowest_class": lowest,
+            "max_wait_s": waits[lowest]["max"] if waits[lowest] else None,
+            "ageing_s": ageing_s,
+            "bound_s": round(bound, 1),
+        },
+        "gap_s": _summary(gaps),
+        "launch_to_worker_s": _summary([s.worker_up - s.launched for s in samples]),
+        "worker_to_agent_s": _summary([s.agent_start - s.worker_up for s in samples]),
+        "agent_to_run_end_s": _summary([s.run_end - s.agent_end for s in samples]),
+    }
+
+
+def sensor_ticks(instance: dg.DagsterInstance, since: float, until: float) -> dict[str, dict]:
+    """Per sensor: how long its ticks took and how far apart they started, in a window."""
+    from dagster._core.definitions.run_request import InstigatorType
+
+    found: dict[str, dict[str, Any]] = {}
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        ticks = [
+            tick
+            for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id)
+            if since <= tick.timestamp <= until and tick.end_timestamp
+        ]
+        starts = sorted(tick.timestamp for tick in ticks)
+        found[state.instigator_name] = {
+            "ticks": len(ticks),
+            "duration_s": _summary([t.end_timestamp - t.timestamp for t in ticks]),
+            "interval_s": _summary([b - a for a, b in zip(starts, starts[1:], strict=False)]),
+        }
+    return found
+
+
+def floor_gaps(runs: Sequence[dict[str, float]]) -> list[float]:
+    ordered = sorted(runs, key=lambda r: r["step_start"])
+    return [b["step_start"] - a["step_end"] for a, b in zip(ordered, ordered[1:], strict=False)]
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _f(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _verdict(ok: bool | None, applies: bool = True, why: str = "") -> str:
+    if not applies:
+        return f"not judged{f' ({why})' if why else ''}"
+    if ok is None:
+        return "no data"
+    return "**met**" if ok else "**missed**"
+
+
+def _ticks(results: dict[str, Any], phase: str) -> str:
+    ticks = results.get(f"sensors_during_{phase}", {}).get("task_dispatch", {})
+    duration = ticks.get("duration_s")
+    return f"{duration['median']:.2f} / {duration['max']:.2f}" if duration else "-"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    ours, base = results["ours"], results["baseline"]
+    floor = results["floor"]["gap_s"]
+    long_agents = results["agent_seconds"][0] >= 30
+    short_agents = results["agent_seconds"][1] <= 5
+    crit_ours, crit_base = ours["wait_s"]["critical"], base["wait_s"]["critical"]
+    gap_ratio = ours["gap_s"]["median"] / floor["median"] if ours["gap_s"] and floor else None
+    starving = ours["starvation"]
+    lines = [
+        f"{results['projects']} projects x {results['tasks_per_project']} tasks, "
+        f"{SLOTS} slots, agents {results['agent_seconds'][0]}-{results['agent_seconds'][1]} s, "
+        f"seed {results['seed']}, dequeue workers {results['dequeue_workers']}, wall "
+        f"{results['wall_s']:.0f} s, load average {results['machine']['loadavg_at_start']} -> "
+        f"{results['machine']['loadavg_at_end']}:",
+        "",
+        "| measure | ours | plain Dagster (FIFO) | goal | verdict |",
+        "|---|---:|---:|---|---|",
+        f"| slot utilisation while backlog (agents working) | {_pct(ours['utilisation_agents'])} "
+        f"| {_pct(base['utilisation_agents'])} | >= 90% (30-60 s agents) | "
+        + _verdict(
+            (ours["utilisation_agents"] or 0) >= 0.9, long_agents, "goal is for 30-60 s agents"
+        )
+        + " |",
+        f"| slot utilisation while backlog (runs holding slots) | "
+        f"{_pct(ours['utilisation_slots'])} | {_pct(base['utilisation_slots'])} | | |",
+        f"| agent end -> next agent start on the freed slot, median (max) | "
+        f"{_f(ours['gap_s'] and ours['gap_s']['median'], ' s')} "
+        f"({_f(ours['gap_s'] and ours['gap_s']['max'], ' s')}) | "
+        f"{_f(base['gap_s'] and base['gap_s']['median'], ' s')} "
+        f"({_f(base['gap_s'] and base['gap_s']['max'], ' s')}) | <= 1.5x floor "
+        f"({_f(floor and floor['median'], ' s')}); ours is {_f(gap_ratio, 'x')} | "
+        + _verdict(
+            gap_ratio is not None and gap_ratio <= 1.5, short_agents, "goal is for 2-5 s agents"
+        )
+        + " |",
+        f"| critical mean wait | {_f(crit_ours and crit_ours['mean'], ' s')} | "
+        f"{_f(crit_base and crit_base['mean'], ' s')} | <= half the baseline's | "
+        + _verdict(
+            crit_ours is not None
+            and crit_base is not None
+            and crit_ours["mean"] <= crit_base["mean"] / 2
+        )
+        + " |",
+        f"| Jain's index of weighted shares (window s) | {_f(ours['jain'], '', 3)} "
+        f"({_f(ours['fairness_window_s'])}) | {_f(base['jain'], '', 3)} "
+        f"({_f(base['fairness_window_s'])}) | >= 0.9 | "
+        + _verdict(ours["jain"] is not None and ours["jain"] >= 0.9)
+        + " |",
+        f"| starvation: max wait of `{starving['lowest_class']}` vs ageing bound | "
+        f"{_f(starving['max_wait_s'], ' s')} | {_f(base['starvation']['max_wait_s'], ' s')} | "
+        f"<= {starving['bound_s']} s (ageing {starving['ageing_s']:.0f} s + longest agent + "
+        f"floor gap) | "
+        + _verdict(
+            starving["max_wait_s"] is not None and starving["max_wait_s"] <= starving["bound_s"],
+            ours["makespan_s"] > starving["bound_s"],
+            "the whole batch is shorter than the bound",
+        )
+        + " |",
+        "",
+        "Wait (request -> agent start) per class, seconds, mean / max:",
+        "",
+        "| class | ours | plain Dagster (FIFO) |",
+        "|---|---:|---:|",
+    ]
+    for cls in CLASSES:
+        a, b = ours["wait_s"][cls], base["wait_s"][cls]
+        lines.append(
+            f"| {cls} | {_f(a and a['mean'])} / {_f(a and a['max'])} | "
+            f"{_f(b and b['mean'])} / {_f(b and b['max'])} |"
+        )
+    lines += [
+        "",
+        "| other | ours | plain Dagster (FIFO) |",
+        "|---|---:|---:|",
+        f"| makespan s | {ours['makespan_s']} | {base['makespan_s']} |",
+        f"| run launched -> run worker up s, median | {ours['launch_to_worker_s']['median']} | "
+        f"{base['launch_to_worker_s']['median']} |",
+        f"| run worker up -> agent start s, median | {ours['worker_to_agent_s']['median']} | "
+        f"{base['worker_to_agent_s']['median']} |",
+        f"| agent end -> run end s, median | {ours['agent_to_run_end_s']['median']} | "
+        f"{base['agent_to_run_end_s']['median']} |",
+        f"| `task_dispatch` sensor tick s, median / max | {_ticks(results, 'ours')} | "
+        f"{_ticks(results, 'baseline')} |",
+        f"| floor: empty run end -> next start on one slot s, median / max ({floor and floor['n']} "
+        f"gaps) | {_f(floor and floor['median'], '', 2)} / {_f(floor and floor['max'], '', 2)} | |",
+    ]
+    return "\n".join(lines)
+
+
+def _machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "dagster": version("dagster"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_at_start": _loadavg(),
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _progress(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="6 projects x 4 tasks, agents 2-5 s.")
+@click.option("--short", is_flag=True, help="20 projects x 10 tasks, agents 2-5 s.")
+@click.option("--projects", type=click.IntRange(3, 500), default=None, help="Default 20.")
+@click.option("--tasks", type=click.IntRange(1, 1000), default=None, help="Per project; 10.")
+@click.option("--seconds", nargs=2, type=float, default=None, help="Agent time range; 30 60.")
+@click.option("--floor-runs", type=click.IntRange(3, 100), default=None, help="Default 8.")
+@click.option(
+    "--dequeue-workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Override run_queue.dequeue_num_workers of dagster.yaml (shipped: 2).",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (daemon log, state).")
+def main(
+    quick: bool,
+    short: bool,
+    projects: int | None,
+    tasks: int | None,
+    seconds: tuple[float, float] | None,
+    floor_runs: int | None,
+    dequeue_workers: int | None,
+    seed: int,
+    output: Path,
+    keep: bool,
+) -> None:
+    """Share 4 agent slots among many projects through the real daemon, against FIFO."""
+    if quick and short:
+        raise click.UsageError("--quick or --short, not both")
+    projects = projects or (6 if quick else 20)
+    tasks = tasks or (4 if quick else 10)
+    low, high = seconds or ((2.0, 5.0) if quick or short else (30.0, 60.0))
+    floor_runs = floor_runs or (5 if quick else 8)
+    items = workload(projects, tasks, low, high, seed)
+    mode = "quick" if quick else "short" if short else "full"
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "mode": mode,
+        "projects": projects,
+        "tasks_per_project": tasks,
+        "agent_seconds": [low, high],
+        "slots": SLOTS,
+        "seed": seed,
+        "dispatch_interval_s": DISPATCH_INTERVAL_S,
+        "dequeue_workers": dequeue_workers or "as shipped",
+    }
+    root = Path(tempfile.mkdtemp(prefix="orch-bench-allocation-"))
+    began = time.monotonic()
+    try:
+        with running_daemon(root, items, dequeue_workers) as bench:
+            from orchestration.allocation.control import AllocationOverrides, effective_settings
+            from orchestration.registry import load_registry
+            from orchestration.settings import Settings
+
+            registry = load_registry(Settings.from_env(bench.env))
+            ageing_s = effective_settings(registry, AllocationOverrides(bench.store).all()).ageing_s
+            _progress(f"daemon up in {root}; floor ({floor_runs} empty runs, one slot)")
+            floor = run_floor(bench, floor_runs + 1, "floor")[1:]  # the first loads the code
+            gaps = floor_gaps(floor)
+            results["floor"] = {"gap_s": _summary(gaps), "runs": floor}
+            floor_median = statistics.median(gaps) if gaps else None
+            _progress("warming up our code location (one task)")
+            run_ours(bench, [Item("warm", items[0].project, items[0].cls, 0.1)])
+            started, since = time.monotonic(), time.time()
+            ours = run_ours(bench, items)
+            _progress(f"ours done in {time.monotonic() - started:.0f} s")
+            results["sensors_during_ours"] = sensor_ticks(bench.instance, since, time.time())
+            started, since = time.monotonic(), time.time()
+            base = run_baseline(bench, items)
+            _progress(f"baseline done in {time.monotonic() - started:.0f} s")
+            results["sensors_during_baseline"] = sensor_ticks(bench.instance, since, time.time())
+            results["ours"] = measure(ours, ageing_s, floor_median)
+            results["baseline"] = measure(base, ageing_s, floor_median)
+            results["samples"] = {
+                "ours": [asdict(s) for s in ours],
+                "baseline": [asdict(s) for s in base],
+            }
+    finally:
+        if keep:
+            _progress(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["wall_s"] = round(time.monotonic() - began, 1)
+    table = render_table(results)
+    results["table"] = table
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(table)
+    _progress(f"done in {results['wall_s']} s; results in {output}")
+
+
+if __name__ == "__main__":
+    main()
