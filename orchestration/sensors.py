@@ -4,6 +4,7 @@ Both are thin: they read the task store through the `agent_tasks` resource, ask 
 what to do, and turn the answer into run requests.
 """
 
+import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -142,7 +143,7 @@ def ensure_partitions(instance: dg.DagsterInstance, tasks: list[Task]) -> None:
             except sa.exc.IntegrityError:
                 # Another process (the CLI, the sensor) added some of them a moment ago.
                 for key in missing:
-                    if not instance.has_dynamic_partition(name, key):
+                    with contextlib.suppress(sa.exc.IntegrityError):
                         instance.add_dynamic_partitions(name, [key])
 
 

@@ -47,7 +47,6 @@ import yaml
 from click.testing import CliRunner
 from conftest import REPO_ROOT, make_git_repo
 from daemon import stop, write_instance, write_workspace
-from sqlalchemy.exc import IntegrityError
 
 from orchestration.cli import main
 from orchestration.factory import tasks_partitions_name
@@ -162,7 +161,6 @@ class Orchestrator:
     _instance: dg.DagsterInstance | None = field(default=None, repr=False)
     _store: TaskStore | None = field(default=None, repr=False)
     _added: int = 0
-    partition_races: int = 0
 
     @property
     def home(self) -> Path:
@@ -195,22 +193,12 @@ class Orchestrator:
     def orch(self, *args: str) -> str:
         result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False)
         assert result.exit_code == 0, f"orch {' '.join(args)} failed:\n{result.output}"
-        return result.output
+        return result.stdout
 
     def add(self, project: str, prompt: str) -> str:
         """`orch task add`; the task id. Prompts get a serial number, so each is unique."""
         self._added += 1
-        prompt = f"{prompt} #{self._added}"
-        result = CliRunner().invoke(main, ["task", "add", project, prompt], env=self.env)
-        if result.exit_code != 0 and isinstance(result.exception, IntegrityError):
-            # The dispatch sensor added the task's partition between the CLI's check and its
-            # insert (see test_adding_a_partition_the_sensor_just_added_is_harmless): the task
-            # is recorded all the same.
-            self.partition_races += 1
-            (task,) = [t for t in self.store.list(project=project) if t.prompt == prompt]
-            return task.id
-        assert result.exit_code == 0, result.output
-        return result.stdout.strip()
+        return self.orch("task", "add", project, f"{prompt} #{self._added}").strip()
 
     def release(self, name: str) -> None:
         (self.agent_log.parent / "release" / name).touch()
