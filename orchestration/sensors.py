@@ -109,7 +109,9 @@ def dispatch(
         allocation, _, _ = current_allocation(instance, store, settings, plan.runnable)
         priorities = allocation.priorities
     requests = []
-    for task in plan.runnable:
+    # Highest priority first: the run queue may start the first runs before the last exist.
+    ranked = sorted(plan.runnable, key=lambda t: -priorities.get(t.id, 0))
+    for task in ranked:
         if not store.mark_dispatched(task.id):
             continue
         spec = specs[task.project]

@@ -128,7 +128,7 @@ def test_effective_settings_are_the_yaml_values_without_overrides(registry: Regi
         "alpha": ProjectLimits(priority=75, max_parallel=2),
         "beta": ProjectLimits(priority=25, max_parallel=1),
     }
-    assert current.ageing_s == 300.0
+    assert current.ageing_s == 3600.0
     assert current.pool_limits() == YAML_LIMITS
 
 
@@ -308,7 +308,7 @@ def test_show_json(orch: Invoke, instance: dg.DagsterInstance, store: TaskStore)
     result = orch("allocation", "show", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["slots"] == 4 and data["in_use"] == 1 and data["ageing_s"] == 300.0
+    assert data["slots"] == 4 and data["in_use"] == 1 and data["ageing_s"] == 3600.0
     assert data["pools"] == YAML_LIMITS
     assert data["holders"] == [
         {"project": "alpha", "task": "t000000000run", "run_id": data["holders"][0]["run_id"]}

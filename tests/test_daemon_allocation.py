@@ -603,13 +603,14 @@ def _change_live(
 def test_backlogged_low_priority_project_gets_its_weighted_share(
     orchestrator: Orchestrator, idle_after: list[str]
 ) -> None:
-    """While a critical project has backlog, a low one still gets its weighted share (here
-    2 * 25 / 125 = 0.4 slots), not nothing until the critical backlog is gone or ageing_s."""
+    """While a critical project has backlog, a low one still gets its weighted share (weights
+    16 and 2: here 2 * 2 / 18 = 0.22 slots), not nothing until the critical backlog is gone or
+    ageing_s."""
     _hold_slots(orchestrator, idle_after, "e_block")
     # e_hi's first, so that a tie in dagster/priority goes to it (the queue is FIFO within a
     # priority): e_lo can only get in by ranking strictly higher, whenever the sensor last
     # re-ranked. Neither project has run anything before.
-    high = [orchestrator.add("e_hi", f"e_hi work {i} SLEEP1") for i in range(6)]
+    high = [orchestrator.add("e_hi", f"e_hi work {i} SLEEP1") for i in range(10)]
     orchestrator.wait_queued(*high)
     low = [orchestrator.add("e_lo", f"e_lo work {i} SLEEP1") for i in range(2)]
     orchestrator.wait_queued(*low, *high)
@@ -617,8 +618,10 @@ def test_backlogged_low_priority_project_gets_its_weighted_share(
     orchestrator.wait_finished(*low, *high, timeout_s=180)
     calls = orchestrator.calls()
     order = sorted([*low, *high], key=lambda t: calls[t].start)
-    # Weighted fair queueing by tasks started: e_hi's k-th task is due at (k + 1) / 100, e_lo's
-    # first at 1 / 25, so e_lo's first starts right after e_hi's 4th, before its 5th and 6th.
+    # Weighted fair queueing by tasks started: e_hi's k-th task is due at (k + 1) / 16, e_lo's
+    # first at 1 / 2, so e_lo's first starts right after e_hi's 8th (a tie, which the queue
+    # gives to the earlier run), with its 9th (the two slots free together) and before its
+    # 10th.
     assert min(calls[t].start for t in low) < max(calls[t].start for t in high), [
         calls[t].project for t in order
     ]

@@ -238,7 +238,7 @@ class Pool(FrozenModel):
 
     slots: int = Field(ge=0, le=100_000)
     description: str = ""
-    ageing_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    ageing_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     """Only for the global `agents` pool: how long a waiting task takes to outrank any task
     that waited less (starvation protection)."""
 
