@@ -31,6 +31,7 @@ from orchestration.allocation.control import (
     task_runs,
 )
 from orchestration.cli import main
+from orchestration.sensors import dispatch
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 
@@ -324,6 +325,47 @@ def test_show_json(orch: Invoke, instance: dg.DagsterInstance, store: TaskStore)
         "actual_share": 0.25,
     }
     assert projects["beta"]["queued"] == 0 and projects["beta"]["target_share"] == 0.0
+
+    # a task the dispatch sensor has not made a run of yet is queued all the same
+    assert store.add("beta", "not dispatched yet")
+    data = json.loads(orch("allocation", "show", "--json").stdout)
+    projects = {p["name"]: p for p in data["projects"]}
+    assert (projects["alpha"]["queued"], projects["beta"]["queued"]) == (1, 1)
+    assert projects["beta"]["target_share"] == 0.25
+
+
+def test_dispatch_creates_at_most_limit_runs_a_tick_the_highest_ranked_first(
+    instance: dg.DagsterInstance, registry: RegistryDir, store: TaskStore
+) -> None:
+    """An import of many tasks enters the run queue a few per tick, in the policy's order: the
+    high-priority project's tasks before the low one's, whatever order they were added in."""
+    loaded = registry.load()
+    current = effective_settings(loaded, {})
+    specs = {project.name: project.spec for project in loaded.projects}
+    added = [store.add(project, f"task {i}") for i in range(4) for project in ("beta", "alpha")]
+    assert all(added)
+
+    def tick() -> list[dg.RunRequest]:
+        """One tick, whose requests the daemon turns into queued runs."""
+        requests = dispatch(store, instance, specs, current, limit=3)
+        for request in requests:
+            queue_run(instance, store.require(request.tags[TASK_TAG]), request.tags[PRIORITY_TAG])
+        return requests
+
+    first, second, third = tick(), tick(), tick()
+
+    assert [len(first), len(second), len(third)] == [3, 3, 2]
+    requested = [r.partition_key for r in [*first, *second, *third]]
+    assert sorted(requested) == sorted(t.id for t in added if t)  # each once
+    projects = [r.tags[PROJECT_TAG] for r in [*first, *second, *third]]
+    # alpha (high, weight 8) is due at 1/8, 2/8, ...; beta (low, weight 2) at 1/2, 2/2, ...;
+    # alpha's 4th and beta's 1st tie at 1/2, and the earlier task goes first
+    assert projects == ["alpha"] * 3 + ["beta", "alpha"] + ["beta"] * 3
+    for batch in (first, second, third):
+        ranks = [int(r.tags[PRIORITY_TAG]) for r in batch]
+        assert ranks == sorted(ranks, reverse=True)
+    assert all(t.dispatched for t in store.list(ids=requested))
+    assert tick() == []
 
 
 def test_show_table(orch: Invoke) -> None:

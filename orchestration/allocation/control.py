@@ -164,7 +164,9 @@ def loads(
         running[run.tags.get(PROJECT_TAG, "")] = running.get(run.tags.get(PROJECT_TAG, ""), 0) + 1
     queued: dict[str, list[QueuedTask]] = {}
     queued_tasks = [tasks[r.tags[TASK_TAG]] for r in runs.queued if r.tags[TASK_TAG] in tasks]
-    for task in [*queued_tasks, *extra_queued]:
+    seen = {task.id for task in queued_tasks}
+    extra = [task for task in extra_queued if task.id not in seen]
+    for task in [*queued_tasks, *extra]:
         created = task.created_at.timestamp()
         queued.setdefault(task.project, []).append(
             QueuedTask(task.id, task.priority, max(0.0, now - created), created)

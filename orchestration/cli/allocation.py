@@ -19,6 +19,7 @@ from orchestration.registry import PRIORITY_CLASSES, load_registry
 from orchestration.registry.models import _priority
 from orchestration.settings import Settings
 from orchestration.tags import PROJECT_TAG, TASK_TAG
+from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
 
 
@@ -56,7 +57,9 @@ def show(as_json: bool) -> None:
     """Slots, who holds them, queue depth, target and actual share per project."""
     settings, instance, store = _context()
     current = _settings(settings, store)
-    result, runs, loads = current_allocation(instance, store, current)
+    # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
+    waiting = [t for t in store.list(statuses=[TaskStatus.QUEUED]) if not t.dispatched]
+    result, runs, loads = current_allocation(instance, store, current, waiting)
     holders = [
         {"project": r.tags.get(PROJECT_TAG), "task": r.tags.get(TASK_TAG), "run_id": r.run_id}
         for r in runs.running
