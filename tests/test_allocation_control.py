@@ -326,12 +326,26 @@ def test_show_json(orch: Invoke, instance: dg.DagsterInstance, store: TaskStore)
     }
     assert projects["beta"]["queued"] == 0 and projects["beta"]["target_share"] == 0.0
 
-    # a task the dispatch sensor has not made a run of yet is queued all the same
-    assert store.add("beta", "not dispatched yet")
+    # alpha: weight 8 (high), one running: finish (1 + 0 + 1) / 8 = 0.25, rank 9_999_999 - 250
+    assert data["next"] == [{"task": task.id, "project": "alpha", "priority": 9_999_749}]
+
+    # a task the dispatch sensor has not made a run of yet is queued all the same, and the
+    # queue's order is by the policy: beta (low) is behind alpha (high, one running) here
+    beta = store.add("beta", "not dispatched yet")
+    assert beta
     data = json.loads(orch("allocation", "show", "--json").stdout)
     projects = {p["name"]: p for p in data["projects"]}
     assert (projects["alpha"]["queued"], projects["beta"]["queued"]) == (1, 1)
     assert projects["beta"]["target_share"] == 0.25
+    assert [(n["task"], n["project"]) for n in data["next"]] == [
+        (task.id, "alpha"),
+        (beta.id, "beta"),
+    ]
+    assert data["next"][0]["priority"] > data["next"][1]["priority"]
+    assert len(json.loads(orch("allocation", "show", "--json", "--next", "1").stdout)["next"]) == 1
+    assert (
+        "next in the queue (as pool limits allow): " + task.id in orch("allocation", "show").stdout
+    )
 
 
 def test_dispatch_creates_at_most_limit_runs_a_tick_the_highest_ranked_first(

@@ -53,8 +53,17 @@ def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSe
 
 @allocation.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def show(as_json: bool) -> None:
-    """Slots, who holds them, queue depth, target and actual share per project."""
+@click.option(
+    "--next",
+    "next_count",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="How many of the queued tasks that start next to list.",
+)
+def show(as_json: bool, next_count: int) -> None:
+    """Slots, who holds them, queue depth, target and actual share per project, and the queued
+    tasks in the order they will start."""
     settings, instance, store = _context()
     current = _settings(settings, store)
     # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
@@ -76,6 +85,12 @@ def show(as_json: bool) -> None:
         }
         for load in loads
     ]
+    project_of = {task.task_id: load.name for load in loads for task in load.queued}
+    upcoming = sorted(result.priorities.items(), key=lambda item: -item[1])[:next_count]
+    next_up = [
+        {"task": task_id, "project": project_of[task_id], "priority": priority}
+        for task_id, priority in upcoming
+    ]
     if as_json:
         echo_json(
             {
@@ -85,6 +100,7 @@ def show(as_json: bool) -> None:
                 "pools": current.pool_limits(),
                 "holders": holders,
                 "projects": projects,
+                "next": next_up,
             }
         )
         return
@@ -104,6 +120,9 @@ def show(as_json: bool) -> None:
             for p in projects
         ],
     )
+    if next_up:
+        listed = ", ".join(f"{n['task']} ({n['project']})" for n in next_up)
+        click.echo(f"next in the queue (as pool limits allow): {listed}")
 
 
 @allocation.command("set")
