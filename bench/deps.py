@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from machine import loadavg, machine, progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "deps.json"
@@ -658,7 +658,7 @@ def run_worker(
     result = json.loads(done.stdout)
     result["process_s"] = wall
     result["process_cpu_s"] = cpu
-    result["loadavg"] = _loadavg()
+    result["loadavg"] = loadavg()
     result["edges"] = {tuple(edge) for edge in result["edges"]}
     if result["failures"] or result["problems"] or result["version_mismatch_edges"]:
         raise click.ClickException(
@@ -718,7 +718,7 @@ def install_nx(cache_dir: Path) -> tuple[Path | None, str]:
         package = cache_dir / "package.json"
         if not package.exists():
             package.write_text('{"name": "nx-bench-install", "private": true}\n')
-        _progress(f"installing nx@latest into {cache_dir}")
+        progress(f"installing nx@latest into {cache_dir}")
         done = subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund", "nx@latest"],
             cwd=cache_dir,
@@ -819,7 +819,13 @@ def nx_edges(graph_json: Mapping[str, Any]) -> tuple[set[tuple[str, str]], int]:
 def run_benchmark(
     count: int, *, nx: bool, profile: bool, workdir: Path | None, seed: int
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": _machine(), "repositories": count, "seed": seed}
+    results: dict[str, Any] = {
+        "machine": machine(
+            git=_version("git"), node=_version("node") if shutil.which("node") else None
+        ),
+        "repositories": count,
+        "seed": seed,
+    }
     with tempfile.TemporaryDirectory(prefix="orch-bench-deps-") as tmp:
         root = workdir or Path(tmp)
         if workdir is not None:
@@ -827,7 +833,7 @@ def run_benchmark(
             workdir.mkdir(parents=True)
         plans = plan_repositories(count, seed)
         expected = expected_edges(plans)
-        _progress(f"generating {count} git repositories under {root}")
+        progress(f"generating {count} git repositories under {root}")
         results["generation"] = generate(root, plans)
         results["generation"]["by_ecosystem"] = {
             e: sum(1 for p in plans if p.ecosystem == e) for e in ECOSYSTEMS
@@ -840,14 +846,14 @@ def run_benchmark(
             for d in m.dependencies
             if d.path and d.provider != p.name
         )
-        _progress(f"  ... {results['generation']['total_s']:.1f}s ({results['generation']})")
+        progress(f"  ... {results['generation']['total_s']:.1f}s ({results['generation']})")
 
         # (1) Full detection, empty cache.
         home = _fresh_home(root, "all")
-        _progress(f"full detection of {count} repositories (empty cache)")
+        progress(f"full detection of {count} repositories (empty cache)")
         full = run_worker(root, "projects", home)
         _check_edges("full", full["edges"], expected)
-        _progress(f"  ... detect {full['detect_s']:.2f}s, {len(full['edges'])} edges (expected)")
+        progress(f"  ... detect {full['detect_s']:.2f}s, {len(full['edges'])} edges (expected)")
         results["full"] = _public(full)
 
         # (2) Incremental: one new commit in one repository, warm cache.
@@ -864,7 +870,7 @@ def run_benchmark(
                 git_env(root),
             )
             expected.add((consumer.name, provider.name))
-            _progress(
+            progress(
                 f"incremental {attempt + 1}/{INCREMENTAL_RUNS}: {consumer.name} now requires "
                 f"{provider.name} ({manifest.path}, commit {sha[:10]})"
             )
@@ -872,7 +878,7 @@ def run_benchmark(
             _check_edges("incremental", run["edges"], expected)
             if run["scanned"] != 1:
                 raise click.ClickException(f"{run['scanned']} projects were rescanned, not 1")
-            _progress(f"  ... detect {run['detect_s']:.3f}s, new edge present")
+            progress(f"  ... detect {run['detect_s']:.3f}s, new edge present")
             incremental.append(
                 {
                     **_public(run),
@@ -883,7 +889,7 @@ def run_benchmark(
                     "new_edge_found": (consumer.name, provider.name) in run["edges"],
                 }
             )
-        _progress("unchanged: no new commit, warm cache")
+        progress("unchanged: no new commit, warm cache")
         unchanged = run_worker(root, "projects", home)
         _check_edges("unchanged", unchanged["edges"], expected)
         results["incremental"] = incremental
@@ -906,7 +912,7 @@ def run_benchmark(
         npm_expected = {edge for edge in expected if edge[0] in npm_names}
         ours_runs = []
         for attempt in range(COLD_RUNS):
-            _progress(f"ours on the {len(npm_plans)} npm repositories, cold, {attempt + 1}")
+            progress(f"ours on the {len(npm_plans)} npm repositories, cold, {attempt + 1}")
             run = run_worker(root, "projects-npm", _fresh_home(root, "npm"))
             _check_edges("npm subset", run["edges"], npm_expected)
             ours_runs.append(run)
@@ -927,7 +933,7 @@ def run_benchmark(
 
         if profile:
             results["profiles"] = _profiles(root, plans, rng)
-    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["machine"]["loadavg_at_end"] = loadavg()
     results["goals"] = _goals(results)
     return results
 
@@ -937,16 +943,16 @@ def _compare_with_nx(
 ) -> dict[str, Any]:
     nx_js, version = install_nx(NX_CACHE_DIR)
     if nx_js is None:
-        _progress(f"Nx is not available: {version}")
+        progress(f"Nx is not available: {version}")
         return {"nx": {"unavailable": version}}
     workspace = root / "nx-workspace"
     package_jsons = write_nx_workspace(workspace, npm_plans, NX_CACHE_DIR)
     runs, cpus = [], []
     graph: dict[str, Any] = {}
     for attempt in range(COLD_RUNS):
-        _progress(f"nx {version} graph on {package_jsons} package.json files, cold, {attempt + 1}")
+        progress(f"nx {version} graph on {package_jsons} package.json files, cold, {attempt + 1}")
         wall, cpu, graph = run_nx(workspace, nx_js, cold=True)
-        _progress(f"  ... {wall:.2f}s ({cpu:.2f}s CPU)")
+        progress(f"  ... {wall:.2f}s ({cpu:.2f}s CPU)")
         runs.append(wall)
         cpus.append(cpu)
     warm, _, _ = run_nx(workspace, nx_js, cold=False)
@@ -1003,7 +1009,7 @@ def _profiles(root: Path, plans: Sequence[RepoPlan], rng: random.Random) -> dict
     profiles = {}
     home = _fresh_home(root, "profile")
     target = RESULTS_FILE.parent / "deps_full.prof"
-    _progress(f"profiling a full detection into {target}")
+    progress(f"profiling a full detection into {target}")
     run_worker(root, "projects", home, target)
     profiles["full"] = str(target)
     _print_profile(target)
@@ -1011,7 +1017,7 @@ def _profiles(root: Path, plans: Sequence[RepoPlan], rng: random.Random) -> dict
     manifest = add_dependency(consumer, provider)
     commit_manifest(root / "repos" / consumer.name, manifest, "profile", git_env(root))
     target = RESULTS_FILE.parent / "deps_incremental.prof"
-    _progress(f"profiling an incremental detection into {target}")
+    progress(f"profiling an incremental detection into {target}")
     run_worker(root, "projects", home, target)
     profiles["incremental"] = str(target)
     _print_profile(target)
@@ -1025,7 +1031,7 @@ def _print_profile(path: Path, limit: int = 30) -> None:
     for order in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(str(path), stream=out).sort_stats(order).print_stats(limit)
-        _progress(out.getvalue())
+        progress(out.getvalue())
 
 
 def _goals(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -1102,35 +1108,9 @@ def render_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "git": subprocess.run(
-            ["git", "--version"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "node": (
-            subprocess.run(
-                ["node", "--version"], capture_output=True, text=True, check=False
-            ).stdout.strip()
-            if shutil.which("node")
-            else None
-        ),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
+def _version(tool: str) -> str:
+    result = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
 
 
 @click.command()
@@ -1171,7 +1151,7 @@ def main(
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=sorted) + "\n")
-    _progress(f"results written to {output}")
+    progress(f"results written to {output}")
     click.echo(render_table(results))
 
 

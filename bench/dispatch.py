@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -25,11 +24,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import click
 import dagster as dg
+from machine import loadavg, machine, progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
@@ -214,7 +215,7 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
         "  - python_file:\n"
         f"      relative_path: {Path(__file__).resolve()}\n"
         "      attribute: baseline_defs\n"
-        f"      working_directory: {REPO_ROOT}\n"
+        f"      working_directory: {Path(__file__).resolve().parent}\n"  # imports `machine`
         f"      location_name: {BASELINE_LOCATION}\n"
     )
     env = {
@@ -401,7 +402,7 @@ def measure_latency(bench: Bench, samples: int, floors: Sequence[str]) -> dict[s
     """One thing at a time, alternating, so each sample has the machine to itself."""
     found: dict[str, list[dict]] = {"tasks": [], **{kind: [] for kind in floors}}
     for index in range(samples):
-        _progress(f"latency sample {index + 1}/{samples}")
+        progress(f"latency sample {index + 1}/{samples}")
         task_id = bench.add_task(f"NOOP latency sample {index}")
         bench.wait_tasks([task_id], timeout_s=300)
         found["tasks"].append(task_sample(bench, task_id, bench.agent_log()))
@@ -420,12 +421,12 @@ def measure_throughput(bench: Bench, count: int, floor: str, rounds: int) -> dic
     tasks: list[list[dict]] = []
     runs: list[list[dict]] = []
     for index, size in enumerate(batches):
-        _progress(f"throughput round {index + 1}/{rounds}: {size} tasks")
+        progress(f"throughput round {index + 1}/{rounds}: {size} tasks")
         task_ids = [bench.add_task(f"NOOP throughput task {index}.{i}") for i in range(size)]
         bench.wait_tasks(task_ids, timeout_s=60 + size * 30)
         agents = bench.agent_log()
         tasks.append([task_sample(bench, t, agents) for t in task_ids])
-        _progress(f"throughput round {index + 1}/{rounds}: {size} empty runs")
+        progress(f"throughput round {index + 1}/{rounds}: {size} empty runs")
         request_ids = [bench.request_baseline(JOBS[floor]) for _ in range(size)]
         bench.wait_baseline(request_ids, timeout_s=60 + size * 30)
         requested = bench.requested_at()
@@ -510,30 +511,6 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "dagster": version("dagster"),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
-
-
 @click.command()
 @click.option(
     "--quick", is_flag=True, help="1 latency sample, 4 queued tasks, one floor (< 2 min)."
@@ -552,11 +529,11 @@ def main(quick: bool, samples: int | None, count: int | None, output: Path, keep
     samples = samples if samples is not None else 1 if quick else 6
     count = count if count is not None else 4 if quick else 50
     root = Path(tempfile.mkdtemp(prefix="orch-bench-dispatch-"))
-    results: dict[str, Any] = {"machine": _machine(), "quick": quick}
+    results: dict[str, Any] = {"machine": machine(dagster=version("dagster")), "quick": quick}
     began = time.monotonic()
     try:
         with running_daemon(root) as bench:
-            _progress(f"daemon up in {root}; warming up (clone, code servers)")
+            progress(f"daemon up in {root}; warming up (clone, code servers)")
             warm = bench.add_task("NOOP warm-up")
             warm_requests = [bench.request_baseline(job) for job in JOBS.values()]
             bench.wait_tasks([warm], timeout_s=300)
@@ -579,17 +556,17 @@ def main(quick: bool, samples: int | None, count: int | None, output: Path, keep
             results["slots"] = results["pool_limits"].get("agents")
     finally:
         if keep:
-            _progress(f"kept {root}")
+            progress(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["machine"]["loadavg_at_end"] = loadavg()
     results["wall_s"] = round(time.monotonic() - began, 1)
     table = render_table(results)
     results["table"] = table
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     click.echo(table)
-    _progress(f"done in {results['wall_s']} s; results in {output}")
+    progress(f"done in {results['wall_s']} s; results in {output}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -19,10 +18,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from machine import loadavg, machine, progress
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -226,7 +227,7 @@ def measure(factory: str, expected: int, profile_to: Path | None = None) -> dict
         now, cpu_now = time.perf_counter(), time.process_time()
         phases[phase], cpu[phase] = now - started, cpu_now - cpu_started
         started, cpu_started = now, cpu_now
-        _progress(f"    {factory}: {phase} {phases[phase]:.2f}s")
+        progress(f"    {factory}: {phase} {phases[phase]:.2f}s")
 
     import warnings
 
@@ -340,29 +341,33 @@ def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) ->
 
 
 def run_benchmark(sizes: Sequence[int], repeat: int, profile: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"machine": _machine(), "sizes": list(sizes), "cases": []}
+    results: dict[str, Any] = {
+        "machine": machine(dagster=version("dagster")),
+        "sizes": list(sizes),
+        "cases": [],
+    }
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         for count in sizes:
             root = Path(tmp) / f"n{count}"
-            _progress(f"writing a registry of {count} projects under {root}")
+            progress(f"writing a registry of {count} projects under {root}")
             write_registry(root, count)
             runs_wanted = repeat if count <= SMALL_CASE_MAX else 1
             for factory in FACTORIES:
                 runs = []
                 for attempt in range(runs_wanted):
-                    _progress(f"  {factory} N={count} run {attempt + 1}/{runs_wanted}")
+                    progress(f"  {factory} N={count} run {attempt + 1}/{runs_wanted}")
                     began = time.perf_counter()
                     runs.append(run_worker(factory, root, count, None))
-                    _progress(f"  ... {time.perf_counter() - began:.1f}s wall")
+                    progress(f"  ... {time.perf_counter() - began:.1f}s wall")
                 results["cases"].append(_summarise(factory, count, runs))
             if profile and count == max(sizes):
                 for factory in FACTORIES:
                     target = RESULTS_FILE.parent / f"load_{factory}_{count}.prof"
-                    _progress(f"  profiling {factory} N={count} into {target}")
+                    progress(f"  profiling {factory} N={count} into {target}")
                     run_worker(factory, root, count, target)
                     results.setdefault("profiles", {})[f"{factory}_{count}"] = str(target)
                     _print_profile(target)
-    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["machine"]["loadavg_at_end"] = loadavg()
     results["rows"] = _rows(results["cases"], sizes)
     results["goals"] = _goals(results["rows"])
     return results
@@ -375,7 +380,7 @@ def _print_profile(path: Path, limit: int = 25) -> None:
 
     out = io.StringIO()
     pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats(limit)
-    _progress(out.getvalue())
+    progress(out.getvalue())
 
 
 def _summarise(factory: str, count: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -460,31 +465,6 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "dagster": version("dagster"),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    """Other work on the machine inflates wall times; the load average says how much there was."""
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
-
-
 @click.command()
 @click.option("--sizes", default=None, help="Comma-separated project counts (default 10,100,1000).")
 @click.option("--quick", is_flag=True, help="Only 10 and 100 projects (under a minute).")
@@ -520,7 +500,7 @@ def main(
     results = run_benchmark(chosen, repeat, profile)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
-    _progress(f"results written to {output}")
+    progress(f"results written to {output}")
     click.echo(render_table(results))
 
 
