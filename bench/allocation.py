@@ -12,7 +12,6 @@ on a pool of one slot. This file is also the code location of the baseline and t
 
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import click
 import dagster as dg
 import yaml
 from dagster import AssetExecutionContext
+from machine import loadavg, machine, progress
 
 from orchestration.allocation.policy import priority_weight
 from orchestration.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
@@ -284,7 +285,7 @@ def write_setup(
         "  - python_file:\n"
         f"      relative_path: {Path(__file__).resolve()}\n"
         "      attribute: baseline_defs\n"
-        f"      working_directory: {REPO_ROOT}\n"
+        f"      working_directory: {Path(__file__).resolve().parent}\n"  # imports `machine`
         f"      location_name: {BASELINE_LOCATION}\n"
     )
     (root / "home").mkdir()
@@ -388,7 +389,7 @@ def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
         task = bench.store.add(item.project, f"bench {item.key} SLEEP{item.seconds}")
         ids[task.id] = item
         added[task.id] = task.created_at.timestamp()
-    _progress(f"ours: {len(items)} tasks queued")
+    progress(f"ours: {len(items)} tasks queued")
 
     def done() -> bool:
         tasks = bench.store.list(ids=list(ids))
@@ -440,7 +441,7 @@ def run_baseline(bench: Bench, items: Sequence[Item]) -> list[Sample]:
         for item in items
     ]
     added = bench.trigger(requests)
-    _progress(f"baseline: {len(items)} runs requested")
+    progress(f"baseline: {len(items)} runs requested")
     keys = [i.key for i in items]
 
     def done() -> bool:
@@ -612,7 +613,7 @@ def measure_floor(count: int, run_queue: Mapping[str, Any], keep: bool) -> dict[
             runs = run_floor(bench, count + 1, "floor")[1:]  # the first loads the code
     finally:
         if keep:
-            _progress(f"kept {root}")
+            progress(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
     return {"run_queue": dict(run_queue), "gap_s": _summary(floor_gaps(runs)), "runs": runs}
@@ -757,30 +758,6 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "dagster": version("dagster"),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
-
-
 @click.command()
 @click.option("--quick", is_flag=True, help="6 projects x 4 tasks, agents 2-5 s.")
 @click.option("--short", is_flag=True, help="20 projects x 10 tasks, agents 2-5 s.")
@@ -826,7 +803,7 @@ def main(
     items = workload(projects, tasks, low, high, seed)
     mode = "quick" if quick else "short" if short else "full"
     results: dict[str, Any] = {
-        "machine": _machine(),
+        "machine": machine(dagster=version("dagster")),
         "mode": mode,
         "projects": projects,
         "tasks_per_project": tasks,
@@ -841,7 +818,7 @@ def main(
         shipped = shipped_instance_config()["run_queue"]
         run_queue = {**shipped, "dequeue_num_workers": dequeue_workers}
     began = time.monotonic()
-    _progress(f"floor with Dagster's default run queue ({floor_runs} empty runs, one slot)")
+    progress(f"floor with Dagster's default run queue ({floor_runs} empty runs, one slot)")
     results["floor_dagster_defaults"] = measure_floor(floor_runs, run_queue={}, keep=keep)
     root = Path(tempfile.mkdtemp(prefix="orch-bench-allocation-"))
     try:
@@ -852,18 +829,18 @@ def main(
 
             registry = load_registry(Settings.from_env(bench.env))
             ageing_s = effective_settings(registry, AllocationOverrides(bench.store).all()).ageing_s
-            _progress(f"daemon up in {root}; floor ({floor_runs} empty runs, one slot)")
+            progress(f"daemon up in {root}; floor ({floor_runs} empty runs, one slot)")
             floor = run_floor(bench, floor_runs + 1, "floor")[1:]  # the first loads the code
             results["floor"] = {"gap_s": _summary(floor_gaps(floor)), "runs": floor}
-            _progress("warming up our code location (one task)")
+            progress("warming up our code location (one task)")
             run_ours(bench, [Item("warm", items[0].project, items[0].cls, 0.1)])
             started, since = time.monotonic(), time.time()
             ours = run_ours(bench, items)
-            _progress(f"ours done in {time.monotonic() - started:.0f} s")
+            progress(f"ours done in {time.monotonic() - started:.0f} s")
             results["sensors_during_ours"] = sensor_ticks(bench.instance, since, time.time())
             started, since = time.monotonic(), time.time()
             base = run_baseline(bench, items)
-            _progress(f"baseline done in {time.monotonic() - started:.0f} s")
+            progress(f"baseline done in {time.monotonic() - started:.0f} s")
             results["sensors_during_baseline"] = sensor_ticks(bench.instance, since, time.time())
             fifo_max_wait = max(s.agent_start - s.added for s in base)
             results["ours"] = measure(ours, ageing_s, fifo_max_wait)
@@ -874,17 +851,17 @@ def main(
             }
     finally:
         if keep:
-            _progress(f"kept {root}")
+            progress(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["loadavg_at_end"] = _loadavg()
+    results["machine"]["loadavg_at_end"] = loadavg()
     results["wall_s"] = round(time.monotonic() - began, 1)
     table = render_table(results)
     results["table"] = table
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     click.echo(table)
-    _progress(f"done in {results['wall_s']} s; results in {output}")
+    progress(f"done in {results['wall_s']} s; results in {output}")
 
 
 if __name__ == "__main__":
