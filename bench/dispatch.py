@@ -32,6 +32,8 @@ import click
 import dagster as dg
 from machine import loadavg, machine, progress
 
+from orchestration.sensors import DISPATCH_INTERVAL_S
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
 FAKES_DIR = REPO_ROOT / "tests" / "fakes"
@@ -39,8 +41,6 @@ BASELINE_LOCATION = "dispatch_baseline"
 PROJECT = "bench"
 #: The file of baseline run requests the baseline sensor reads (one JSON object per line).
 TRIGGER_VAR = "BENCH_DISPATCH_TRIGGERS"
-#: The same as `orchestration.sensors.DISPATCH_INTERVAL_S`; main() checks that they agree.
-SENSOR_INTERVAL_S = 5
 JOBS = {"multiprocess": "noop_multiprocess", "in_process": "noop_in_process"}
 FAKE_LOG = Path("workspaces") / PROJECT / "agents" / "claude_code" / "fake_claude.jsonl"
 STARTUP_TIMEOUT_S = 180.0
@@ -63,7 +63,7 @@ _noop_jobs = [
 
 @dg.sensor(
     jobs=_noop_jobs,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    minimum_interval_seconds=DISPATCH_INTERVAL_S,  # as the task_dispatch sensor
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def baseline_requests(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
@@ -522,10 +522,6 @@ def render_table(results: dict[str, Any]) -> str:
 def main(quick: bool, samples: int | None, count: int | None, output: Path, keep: bool) -> None:
     """Measure dispatch latency and throughput through the real daemon, against the floor."""
     sys.path.insert(0, str(REPO_ROOT))
-    from orchestration.sensors import DISPATCH_INTERVAL_S
-
-    if DISPATCH_INTERVAL_S != SENSOR_INTERVAL_S:
-        raise click.ClickException("SENSOR_INTERVAL_S must equal sensors.DISPATCH_INTERVAL_S")
     samples = samples if samples is not None else 1 if quick else 6
     count = count if count is not None else 4 if quick else 50
     root = Path(tempfile.mkdtemp(prefix="orch-bench-dispatch-"))
