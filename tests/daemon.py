@@ -10,13 +10,17 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import REPO_ROOT
 
+from orchestration.cli import main
+from orchestration.settings import HOME_VAR
 from orchestration.tasks.store import TaskStore
 
 DAEMON_START_TIMEOUT_S = 120.0
@@ -125,3 +129,44 @@ def wait_healthy(
                 f"{sorted(beats)}):\n" + log_path.read_text(errors="replace")[-4000:]
             )
         time.sleep(0.5)
+
+
+@dataclass
+class DaemonClient:
+    """A running daemon's system seen from outside: its instance, its task store, and `orch`
+    with the same environment."""
+
+    root: Path
+    env: dict[str, str]  # the variables `orch` and the daemon are given
+    daemon: subprocess.Popen[bytes]
+    daemon_log: Path
+    _instance: dg.DagsterInstance | None = field(default=None, repr=False)
+    _store: TaskStore | None = field(default=None, repr=False)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env[HOME_VAR])
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        if self._instance is None:
+            self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+        return self._instance
+
+    @property
+    def store(self) -> TaskStore:
+        if self._store is None:
+            self._store = TaskStore(f"sqlite:///{self.home / 'tasks.db'}")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+        if self._instance is not None:
+            self._instance.dispose()
+
+    def orch(self, *args: str) -> str:
+        """`orch ARGS...` in this process, as a user would run it next to the daemon."""
+        result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False)
+        assert result.exit_code == 0, f"orch {' '.join(args)} failed:\n{result.output}"
+        return result.stdout

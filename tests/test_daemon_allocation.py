@@ -37,18 +37,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
-from click.testing import CliRunner
 from conftest import REPO_ROOT, make_git_repo
-from daemon import stop, write_instance, write_workspace
+from daemon import DaemonClient, stop, write_instance, write_workspace
 
-from orchestration.cli import main
 from orchestration.factory import tasks_partitions_name
 from orchestration.sensors import ensure_partitions
 from orchestration.settings import HOME_VAR, PROJECTS_DIR_VAR, RESOURCES_DIR_VAR
@@ -153,47 +151,14 @@ class Sample:
 
 
 @dataclass
-class Orchestrator:
-    root: Path
-    env: dict[str, str]
-    daemon: subprocess.Popen[bytes]
-    daemon_log: Path
-    _instance: dg.DagsterInstance | None = field(default=None, repr=False)
-    _store: TaskStore | None = field(default=None, repr=False)
+class Orchestrator(DaemonClient):
     _added: int = 0
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env[HOME_VAR])
 
     @property
     def agent_log(self) -> Path:
         return Path(self.env[LOG_VAR])
 
-    @property
-    def instance(self) -> dg.DagsterInstance:
-        if self._instance is None:
-            self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
-        return self._instance
-
-    @property
-    def store(self) -> TaskStore:
-        if self._store is None:
-            self._store = TaskStore(f"sqlite:///{self.home / 'tasks.db'}")
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.dispose()
-        if self._instance is not None:
-            self._instance.dispose()
-
     # --- asking and telling
-
-    def orch(self, *args: str) -> str:
-        result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False)
-        assert result.exit_code == 0, f"orch {' '.join(args)} failed:\n{result.output}"
-        return result.stdout
 
     def add(self, project: str, prompt: str) -> str:
         """`orch task add`; the task id. Prompts get a serial number, so each is unique."""

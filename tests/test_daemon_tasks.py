@@ -20,17 +20,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 import yaml
-from click.testing import CliRunner
 from conftest import REPO_ROOT, make_git_repo
 from daemon import (
+    DaemonClient,
     create_storage,
     start_daemon,
     stop,
@@ -39,10 +37,8 @@ from daemon import (
     write_workspace,
 )
 
-from orchestration.cli import main
 from orchestration.settings import HOME_VAR, PROJECTS_DIR_VAR, RESOURCES_DIR_VAR
 from orchestration.tasks.models import Task, TaskStatus
-from orchestration.tasks.store import TaskStore
 
 pytestmark = pytest.mark.slow
 
@@ -65,53 +61,11 @@ sys.exit(0)
 # --- the running system -------------------------------------------------------------------------
 
 
-@dataclass
-class Orchestrator:
+class Orchestrator(DaemonClient):
     """A daemon on a throwaway registry, instance and state directory, and ways to ask it."""
 
-    root: Path
-    env: dict[str, str]  # the variables `orch` and the daemon are given
-    daemon: subprocess.Popen[bytes]
-    daemon_log: Path
-    _instance: dg.DagsterInstance | None = field(default=None, repr=False)
-    _store: TaskStore | None = field(default=None, repr=False)
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env[HOME_VAR])
-
-    @property
-    def instance(self) -> dg.DagsterInstance:
-        if self._instance is None:
-            self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
-        return self._instance
-
-    @property
-    def store(self) -> TaskStore:
-        if self._store is None:
-            self._store = TaskStore(f"sqlite:///{self.home / 'tasks.db'}")
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.dispose()
-        if self._instance is not None:
-            self._instance.dispose()
-
-    def orch(self, *args: str) -> str:
-        """`orch ARGS...` in this process, as a user would run it next to the daemon."""
-        result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False)
-        assert result.exit_code == 0, f"orch {' '.join(args)} failed:\n{result.output}"
-        return result.stdout
-
     def add(self, project: str, prompt: str, *options: str) -> str:
-        try:
-            return self.orch("task", "add", project, prompt, *options).strip()
-        except sa.exc.IntegrityError as exc:
-            pytest.fail(
-                "`orch task add` lost a race with the dispatch sensor adding the same dynamic "
-                f"partition (known bug: ensure_partitions is check-then-insert): {exc}"
-            )
+        return self.orch("task", "add", project, prompt, *options).strip()
 
     def task(self, task_id: str) -> Task:
         return self.store.require(task_id)
