@@ -30,6 +30,8 @@ from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
+#: The dispatch sensor's minimum interval. Dagster's sensor daemon looks at its sensors about
+#: every 5 s whatever their interval (its loop time), so in practice a tick comes every 5 s.
 DISPATCH_INTERVAL_S = 2
 IMPORT_INTERVAL_S = 120
 #: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
