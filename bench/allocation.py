@@ -31,7 +31,7 @@ import click
 import dagster as dg
 import yaml
 from dagster import AssetExecutionContext
-from machine import loadavg, machine, progress
+from machine import discard, finish, machine, progress
 
 from orchestration.allocation.policy import priority_weight
 from orchestration.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
@@ -612,10 +612,7 @@ def measure_floor(count: int, run_queue: Mapping[str, Any], keep: bool) -> dict[
         with running_daemon(root, [], run_queue) as bench:
             runs = run_floor(bench, count + 1, "floor")[1:]  # the first loads the code
     finally:
-        if keep:
-            progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        discard(root, keep)
     return {"run_queue": dict(run_queue), "gap_s": _summary(floor_gaps(runs)), "runs": runs}
 
 
@@ -850,18 +847,8 @@ def main(
                 "baseline": [asdict(s) for s in base],
             }
     finally:
-        if keep:
-            progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["loadavg_at_end"] = loadavg()
-    results["wall_s"] = round(time.monotonic() - began, 1)
-    table = render_table(results)
-    results["table"] = table
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    click.echo(table)
-    progress(f"done in {results['wall_s']} s; results in {output}")
+        discard(root, keep)
+    finish(results, render_table, output, began)
 
 
 if __name__ == "__main__":

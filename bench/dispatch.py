@@ -30,7 +30,7 @@ from typing import Any
 
 import click
 import dagster as dg
-from machine import loadavg, machine, progress
+from machine import discard, finish, machine, progress
 
 from orchestration.sensors import DISPATCH_INTERVAL_S
 
@@ -551,18 +551,8 @@ def main(quick: bool, samples: int | None, count: int | None, output: Path, keep
             results["pool_limits"] = {limit.name: limit.limit for limit in limits}
             results["slots"] = results["pool_limits"].get("agents")
     finally:
-        if keep:
-            progress(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["loadavg_at_end"] = loadavg()
-    results["wall_s"] = round(time.monotonic() - began, 1)
-    table = render_table(results)
-    results["table"] = table
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    click.echo(table)
-    progress(f"done in {results['wall_s']} s; results in {output}")
+        discard(root, keep)
+    finish(results, render_table, output, began)
 
 
 if __name__ == "__main__":

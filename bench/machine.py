@@ -4,9 +4,13 @@ Other work on the machine inflates wall times; the load average at the start and
 run says how much there was.
 """
 
+import json
 import os
 import platform
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,3 +37,26 @@ def loadavg() -> list[float] | None:
 
 def progress(message: str) -> None:
     click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+def discard(root: Path, keep: bool) -> None:
+    """Remove a run's temporary directory, or say where it is kept (daemon log, state)."""
+    if keep:
+        progress(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def finish(
+    results: dict[str, Any], render: Callable[[dict[str, Any]], str], output: Path, began: float
+) -> None:
+    """Record the load average and wall time (since the monotonic `began`), render the table,
+    write the results with it as JSON to `output`, print it."""
+    results["machine"]["loadavg_at_end"] = loadavg()
+    results["wall_s"] = round(time.monotonic() - began, 1)
+    table = render(results)
+    results["table"] = table
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(table)
+    progress(f"done in {results['wall_s']} s; results in {output}")
