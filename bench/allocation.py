@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -311,6 +310,8 @@ def running_daemon(
     from orchestration.tasks.store import TaskStore
 
     env, workspace = write_setup(root, items, run_queue, ageing_s)
+    from daemon import stop  # tests/daemon.py; write_setup put tests/ on the path
+
     inherited = {
         k: v
         for k, v in os.environ.items()
@@ -340,16 +341,7 @@ def running_daemon(
         instance.event_log_storage.set_concurrency_slots(FLOOR_POOL, 1)
         yield bench
     finally:
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(daemon.pid, signum)
-                daemon.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        try:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop(daemon)  # tests/daemon.py: the whole process group, run workers included
         store.dispose()
         instance.dispose()
 
@@ -381,6 +373,26 @@ def _timeout(items: Sequence[Item]) -> float:
     return 300 + sum(i.seconds + 30 for i in items) / SLOTS
 
 
+def _sample(
+    bench: Bench, item: Item, added: float, run_id: str, agent: tuple[float, float | None]
+) -> Sample:
+    """One item's life from its request time, its run's events and its agent's start and end."""
+    times = _event_times(bench.instance, run_id)
+    start, end = agent
+    assert end is not None
+    return Sample(
+        item.key,
+        item.project,
+        item.cls,
+        added,
+        times["launched"],
+        times["worker_up"],
+        start,
+        end,
+        times["run_end"],
+    )
+
+
 def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
     """The tasks, queued through the task store (as `orch task add` does) all at once."""
     ids: dict[str, Item] = {}
@@ -404,25 +416,10 @@ def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
         raise click.ClickException(f"task {failed[0].id} {failed[0].status}: {failed[0].reason}")
     agents = bench.agents()
     runs = bench.runs_by_tag("orch/task", list(ids))
-    samples = []
-    for task_id, item in ids.items():
-        times = _event_times(bench.instance, runs[task_id].run_id)
-        start, end = agents[task_id]
-        assert end is not None
-        samples.append(
-            Sample(
-                item.key,
-                item.project,
-                item.cls,
-                added[task_id],
-                times["launched"],
-                times["worker_up"],
-                start,
-                end,
-                times["run_end"],
-            )
-        )
-    return samples
+    return [
+        _sample(bench, item, added[task_id], runs[task_id].run_id, agents[task_id])
+        for task_id, item in ids.items()
+    ]
 
 
 def run_baseline(bench: Bench, items: Sequence[Item]) -> list[Sample]:
@@ -454,25 +451,10 @@ def run_baseline(bench: Bench, items: Sequence[Item]) -> list[Sample]:
     if failed:
         raise click.ClickException(f"baseline run {failed[0].run_id} {failed[0].status.value}")
     agents = bench.agents()
-    samples = []
-    for item in items:
-        times = _event_times(bench.instance, runs[item.key].run_id)
-        start, end = agents[f"fifo-{item.key}"]
-        assert end is not None
-        samples.append(
-            Sample(
-                item.key,
-                item.project,
-                item.cls,
-                added,
-                times["launched"],
-                times["worker_up"],
-                start,
-                end,
-                times["run_end"],
-            )
-        )
-    return samples
+    return [
+        _sample(bench, item, added, runs[item.key].run_id, agents[f"fifo-{item.key}"])
+        for item in items
+    ]
 
 
 def run_floor(bench: Bench, count: int, tag: str) -> list[dict[str, float]]:

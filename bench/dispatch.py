@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -233,6 +232,8 @@ def running_daemon(root: Path) -> Iterator[Bench]:
     from orchestration.tasks.store import TaskStore
 
     env, workspace = write_setup(root)
+    from daemon import stop  # tests/daemon.py; write_setup put tests/ on the path
+
     inherited = {
         k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_", "BENCH_"))
     }
@@ -264,16 +265,7 @@ def running_daemon(root: Path) -> Iterator[Bench]:
         )
         yield bench
     finally:
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(daemon.pid, signum)
-                daemon.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        try:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop(daemon)  # tests/daemon.py: the whole process group, run workers included
         store.dispose()
         instance.dispose()
 
