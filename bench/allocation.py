@@ -33,7 +33,7 @@ from dagster import AssetExecutionContext
 from machine import discard, finish, machine, progress
 
 from orchestration.allocation.policy import priority_weight
-from orchestration.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
+from orchestration.defs.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "allocation.json"
@@ -123,7 +123,7 @@ baseline_defs = dg.Definitions(
     assets=[fifo_work, floor_noop],
     jobs=_jobs,
     sensors=[bench_requests],
-    executor=dg.in_process_executor,  # as orchestration.definitions
+    executor=dg.in_process_executor,  # as orchestration.defs.definitions
 )
 
 
@@ -239,10 +239,10 @@ def write_setup(
     """Registry (one git repository per project), instance, workspace, stand-in; environment.
     `run_queue` replaces the shipped dagster.yaml's (`{}`: Dagster's defaults)."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import make_git_repo
+    from tests.support.registry import make_git_repo
 
-    shutil.copytree(REPO_ROOT / "resources", root / "resources")
-    pools_file = root / "resources" / "pools.yaml"
+    shutil.copytree(REPO_ROOT / "config", root / "config")
+    pools_file = root / "config" / "pools.yaml"
     pools = yaml.safe_load(pools_file.read_text())
     pools["agents"]["slots"] = SLOTS
     if ageing_s is not None:
@@ -278,7 +278,7 @@ def write_setup(
     workspace.write_text(
         "load_from:\n"
         "  - python_module:\n"
-        "      module_name: orchestration.definitions\n"
+        "      module_name: orchestration.defs.definitions\n"
         f"      working_directory: {REPO_ROOT}\n"
         "      location_name: orchestration\n"
         "  - python_file:\n"
@@ -290,7 +290,7 @@ def write_setup(
     (root / "home").mkdir()
     env = {
         "ORCH_PROJECTS_DIR": str(projects),
-        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_CONFIG_DIR": str(root / "config"),
         "ORCH_HOME": str(root / "home"),
         "DAGSTER_HOME": str(dagster_home),
         TRIGGER_VAR: str(root / "triggers.jsonl"),
@@ -404,14 +404,14 @@ def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
     progress(f"ours: {len(items)} tasks queued")
 
     def done() -> bool:
-        tasks = bench.store.list(ids=list(ids))
+        tasks = bench.store.tasks(ids=list(ids))
         if not all(t.status.finished for t in tasks):
             return False
         runs = bench.runs_by_tag("orch/task", list(ids))
         return len(runs) == len(ids) and all(r.is_finished for r in runs.values())
 
     bench.wait("our tasks", done, _timeout(items))
-    failed = [t for t in bench.store.list(ids=list(ids)) if t.status.value != "succeeded"]
+    failed = [t for t in bench.store.tasks(ids=list(ids)) if t.status.value != "succeeded"]
     if failed:
         raise click.ClickException(f"task {failed[0].id} {failed[0].status}: {failed[0].reason}")
     agents = bench.agents()

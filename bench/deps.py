@@ -560,7 +560,7 @@ def generate(root: Path, plans: Sequence[RepoPlan]) -> dict[str, Any]:
     """Every repository and both registries (all projects, npm only); timings per step."""
     started = time.perf_counter()
     env = git_env(root)
-    shutil.copytree(REPO_ROOT / "resources", root / "resources")
+    shutil.copytree(REPO_ROOT / "config", root / "config")
     (root / "repos").mkdir(parents=True)
     workers = max(4, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -644,7 +644,7 @@ def run_worker(
     env = {
         **os.environ,
         "ORCH_PROJECTS_DIR": str(root / projects_dir),
-        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_CONFIG_DIR": str(root / "config"),
         "ORCH_HOME": str(home),
         "PYTHONHASHSEED": "0",
     }

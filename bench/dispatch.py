@@ -7,7 +7,7 @@ go through the agent slots. The floor is measured in the same run, through the s
 queue, launcher and pool: an empty asset whose runs are requested by a sensor, as tasks are.
 
 This file is also that floor's code location (`dispatch_baseline`, attribute `baseline_defs`),
-which the benchmark's workspace loads next to `orchestration.definitions`. See bench/README.md.
+which the benchmark's workspace loads next to `orchestration.defs.definitions`. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import click
 import dagster as dg
 from machine import discard, finish, machine, progress
 
-from orchestration.sensors import DISPATCH_INTERVAL_S
+from orchestration.defs.sensors import DISPATCH_INTERVAL_S
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
@@ -166,13 +166,13 @@ class Bench:
 
     def wait_tasks(self, task_ids: Sequence[str], timeout_s: float) -> None:
         def finished() -> bool:
-            tasks = self.store.list(ids=task_ids)
+            tasks = self.store.tasks(ids=task_ids)
             if not all(t.status.finished and t.run_id for t in tasks):
                 return False
             return all(self._run_finished(t.run_id) for t in tasks)
 
         self.wait(f"{len(task_ids)} task(s) and their runs", finished, timeout_s)
-        failed = [t for t in self.store.list(ids=task_ids) if t.status.value != "succeeded"]
+        failed = [t for t in self.store.tasks(ids=task_ids) if t.status.value != "succeeded"]
         if failed:
             raise click.ClickException(
                 f"task {failed[0].id} {failed[0].status}: {failed[0].reason}"
@@ -193,9 +193,9 @@ class Bench:
 def write_setup(root: Path) -> tuple[dict[str, str], Path]:
     """Registry, instance and workspace under `root`: the ORCH_* environment and workspace."""
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from conftest import make_git_repo
+    from tests.support.registry import make_git_repo
 
-    shutil.copytree(REPO_ROOT / "resources", root / "resources")
+    shutil.copytree(REPO_ROOT / "config", root / "config")
     (root / "projects" / "templates").mkdir(parents=True)
     repo = make_git_repo(root / "repos" / PROJECT, {"README.md": "bench\n"})
     (root / "projects" / f"{PROJECT}.yaml").write_text(
@@ -208,7 +208,7 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
     workspace.write_text(
         "load_from:\n"
         "  - python_module:\n"
-        "      module_name: orchestration.definitions\n"
+        "      module_name: orchestration.defs.definitions\n"
         f"      working_directory: {REPO_ROOT}\n"
         "      location_name: orchestration\n"
         "  - python_file:\n"
@@ -219,7 +219,7 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
     )
     env = {
         "ORCH_PROJECTS_DIR": str(root / "projects"),
-        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_CONFIG_DIR": str(root / "config"),
         "ORCH_HOME": str(root / "home"),
         "DAGSTER_HOME": str(dagster_home),
         TRIGGER_VAR: str(root / "triggers.jsonl"),

@@ -1,6 +1,6 @@
 """Load benchmark: what the code server pays to serve N projects to the webserver, ours vs naive.
 
-For each size N a synthetic registry (projects/*.yaml, templates, copies of resources/) is written
+For each size N a synthetic registry (projects/*.yaml, templates, copies of config/) is written
 to a temporary directory, then each case runs in a fresh subprocess that loads the registry,
 builds the definitions, and builds and serializes the repository snapshot the way the gRPC code
 server does for the webserver. See bench/README.md for how to run it and what the numbers mean.
@@ -56,7 +56,7 @@ def write_registry(root: Path, count: int, seed: int = SEED) -> Path:
     """
     rng = random.Random(seed + count)
     projects = root / "projects"
-    shutil.copytree(REPO_ROOT / "resources", root / "resources")
+    shutil.copytree(REPO_ROOT / "config", root / "config")
     (projects / "templates").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "projects" / "_defaults.yaml", projects / "_defaults.yaml")
     for template in (REPO_ROOT / "projects" / "templates").glob("*.yaml"):
@@ -103,8 +103,8 @@ def build_naive_definitions(registry: Registry) -> dg.Definitions:
     """Per project: six assets, one job over its group, one sensor and one schedule."""
     import dagster as dg
 
-    from orchestration.factory import build_registry_defs
-    from orchestration.resources import ProjectWorkspaces
+    from orchestration.defs.orchestration_assets import build_registry_defs
+    from orchestration.defs.resources import ProjectWorkspaces
 
     base_env = list(registry.agents.base_env) if registry.agents else None
     return dg.Definitions.merge(
@@ -241,7 +241,7 @@ def measure(factory: str, expected: int, profile_to: Path | None = None) -> dict
     from dagster._core.snap import JobSnap
     from dagster._serdes import deserialize_value, serialize_value
 
-    from orchestration.definitions import build_definitions
+    from orchestration.defs.definitions import build_definitions
     from orchestration.registry import load_registry
 
     build = build_definitions if factory == "ours" else build_naive_definitions
@@ -255,7 +255,7 @@ def measure(factory: str, expected: int, profile_to: Path | None = None) -> dict
         profiler = cProfile.Profile()
         profiler.enable()
 
-    # What `orchestration.definitions.defs` does when the code server imports it.
+    # What `orchestration.defs.definitions.defs` does when the code server imports it.
     registry = load_registry()
     if registry.errors or len(registry.projects) != expected:
         raise SystemExit(
@@ -319,7 +319,7 @@ def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) ->
     env = {
         **os.environ,
         "ORCH_PROJECTS_DIR": str(root / "projects"),
-        "ORCH_RESOURCES_DIR": str(root / "resources"),
+        "ORCH_CONFIG_DIR": str(root / "config"),
         "ORCH_HOME": str(root / "home"),
         "DAGSTER_HOME": str(root / "home"),
         "PYTHONHASHSEED": "0",

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ExecutableNotFoundError", "ProcessResult", "run_process"]
+__all__ = [
+    "ExecutableNotFoundError",
+    "ProcessResult",
+    "find_executable",
+    "kill_process_group",
+    "process_start_time",
+    "run_process",
+]
 
 _READ_CHUNK_BYTES = 64 * 1024
 # After the group has been killed, how long to wait for the output pipes to reach end-of-file.
@@ -134,7 +141,7 @@ def _feed_stdin(pipe: IO[bytes], data: bytes) -> None:
         pass  # the child stopped reading; its exit status tells the story
 
 
-def _resolve_executable(program: str, *, cwd: Path, env: Mapping[str, str]) -> str:
+def find_executable(program: str, *, cwd: Path, env: Mapping[str, str]) -> str:
     """Find ``program`` the way the child's environment would, or raise."""
     search_path = env.get("PATH", os.defpath)
     if os.sep in program:
@@ -238,7 +245,7 @@ def run_process(
             f"Cannot run {argv_tuple[0]!r}: working directory {cwd} does not exist "
             "or is not a directory."
         )
-    executable = _resolve_executable(argv_tuple[0], cwd=cwd, env=env)
+    executable = find_executable(argv_tuple[0], cwd=cwd, env=env)
 
     started = time.monotonic()
     try:

@@ -1,46 +1,95 @@
-"""Where the registry and the state live: read from the environment when asked, never at import."""
+"""Where the registry and the state live: read from the environment when asked, never at import.
+
+Relative defaults (`./projects`, `./config`, `./.orch`) are resolved against the directory the
+process started in, once: a long-running daemon that later changes directory keeps reading the
+same files, and `orch validate` shows which directories are in use and why.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECTS_DIR_VAR = "ORCH_PROJECTS_DIR"
-RESOURCES_DIR_VAR = "ORCH_RESOURCES_DIR"
+CONFIG_DIR_VAR = "ORCH_CONFIG_DIR"
+#: The name `ORCH_CONFIG_DIR` had before the folder was renamed from `resources/` to `config/`;
+#: still read, with a notice, for one release.
+LEGACY_CONFIG_DIR_VAR = "ORCH_RESOURCES_DIR"
 HOME_VAR = "ORCH_HOME"
+
+DEFAULT_PROJECTS_DIR = "projects"
+DEFAULT_CONFIG_DIR = "config"
+LEGACY_CONFIG_DIR = "resources"
+DEFAULT_HOME = ".orch"
+
+#: The directory relative defaults are resolved against, fixed by the first resolution.
+_start_dir: list[Path] = []
+
+
+def start_directory() -> Path:
+    """The working directory when this process first resolved its settings."""
+    if not _start_dir:
+        _start_dir.append(Path.cwd())
+    return _start_dir[0]
 
 
 @dataclass(frozen=True)
 class Settings:
     """The three locations everything else is derived from.
 
-    `projects_dir` holds one YAML file per project, `resources_dir` the agent profiles and pools,
-    `home` the state: private clones, worktrees, sessions and caches.
+    `projects_dir` holds one YAML file per project, `config_dir` the agent profiles and pools,
+    `home` the state: private clones, worktrees, sessions and caches. `origins` says where each
+    came from (a variable or a default), `notices` what the user should change.
     """
 
     projects_dir: Path
-    resources_dir: Path
+    config_dir: Path
     home: Path
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    notices: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from `ORCH_PROJECTS_DIR`, `ORCH_RESOURCES_DIR` and `ORCH_HOME`.
+        """Settings from `ORCH_PROJECTS_DIR`, `ORCH_CONFIG_DIR` and `ORCH_HOME`.
 
-        Defaults are `./projects`, `./resources` and `./.orch`, relative to the current directory.
+        Defaults are `./projects`, `./config` and `./.orch`, relative to the directory the
+        process started in.
         """
         env = os.environ if environ is None else environ
-        cwd = Path.cwd()
-        return cls(
-            projects_dir=_absolute(env.get(PROJECTS_DIR_VAR) or "projects", cwd),
-            resources_dir=_absolute(env.get(RESOURCES_DIR_VAR) or "resources", cwd),
-            home=_absolute(env.get(HOME_VAR) or ".orch", cwd),
-        )
+        base = start_directory()
+        origins: dict[str, str] = {}
+        notices: list[str] = []
 
-    @property
-    def workspaces_dir(self) -> Path:
-        return self.home / "workspaces"
+        def resolve(key: str, variable: str, default: str) -> Path:
+            value = env.get(variable)
+            if value:
+                origins[key] = variable
+                return _absolute(value, base)
+            origins[key] = f"default ./{default} of {base}"
+            return _absolute(default, base)
+
+        projects_dir = resolve("projects_dir", PROJECTS_DIR_VAR, DEFAULT_PROJECTS_DIR)
+        home = resolve("home", HOME_VAR, DEFAULT_HOME)
+        if not env.get(CONFIG_DIR_VAR) and env.get(LEGACY_CONFIG_DIR_VAR):
+            config_dir = resolve("config_dir", LEGACY_CONFIG_DIR_VAR, DEFAULT_CONFIG_DIR)
+            notices.append(
+                f"{LEGACY_CONFIG_DIR_VAR} is deprecated and will be ignored in the next release; "
+                f"set {CONFIG_DIR_VAR} instead"
+            )
+        else:
+            config_dir = resolve("config_dir", CONFIG_DIR_VAR, DEFAULT_CONFIG_DIR)
+            legacy = _absolute(LEGACY_CONFIG_DIR, base)
+            if not env.get(CONFIG_DIR_VAR) and not config_dir.is_dir() and legacy.is_dir():
+                config_dir = legacy
+                origins["config_dir"] = f"default ./{LEGACY_CONFIG_DIR} of {base} (old name)"
+                notices.append(
+                    f"the folder {legacy} is now called {DEFAULT_CONFIG_DIR}/: rename it "
+                    f"(`git mv {LEGACY_CONFIG_DIR} {DEFAULT_CONFIG_DIR}`); the old name is read "
+                    "for one more release"
+                )
+        return cls(projects_dir, config_dir, home, origins, tuple(notices))
 
     @property
     def samples_dir(self) -> Path:
@@ -49,6 +98,14 @@ class Settings:
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
+
+    def environment(self) -> dict[str, str]:
+        """The variables that give a child process these same settings, as absolute paths."""
+        return {
+            PROJECTS_DIR_VAR: str(self.projects_dir),
+            CONFIG_DIR_VAR: str(self.config_dir),
+            HOME_VAR: str(self.home),
+        }
 
 
 def _absolute(path: str, base: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The tag names the orchestrator puts on assets and runs, in one place."""
+"""The names the orchestrator gives to Dagster things, in one place: tags on assets and runs, slot
+pools, partition sets. Plain strings, so any room can use them without importing Dagster."""
 
 #: Asset tag: which of a project's assets this is (source, manifest, verification, tasks, ...).
 ROLE_TAG = "orch/role"
@@ -12,3 +13,20 @@ SESSION_TAG = "orch/session"
 PRIORITY_TAG = "dagster/priority"
 #: Run tag read by Dagster's run monitoring: a run still going after this many seconds is ended.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+#: Asset tags: the project's priority class, its agent profile, and `demo` for the offline agent.
+PRIORITY_CLASS_TAG = "priority"
+AGENT_PROFILE_TAG = "agent_profile"
+AGENT_TAG = "agent"
+
+#: The global pool: every agent run holds one of its slots.
+GLOBAL_POOL = "agents"
+
+
+def project_pool(project: str) -> str:
+    """The pool that holds one project's concurrent agents to its `max_parallel`."""
+    return f"project_{project}"
+
+
+def tasks_partitions_name(project: str) -> str:
+    """The dynamic partitions definition holding a project's task ids."""
+    return f"{project}_tasks"

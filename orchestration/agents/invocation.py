@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,8 +10,8 @@ from pathlib import Path
 
 from orchestration.agents.adapters import parse_agent_output
 from orchestration.agents.result import AgentOutputError, AgentResult, AgentStatus
-from orchestration.process import ExecutableNotFoundError, run_process
-from orchestration.registry.models import AgentProfile
+from orchestration.process import ExecutableNotFoundError, find_executable, run_process
+from orchestration.registry.models import COMMAND_PLACEHOLDER, AgentProfile
 
 #: How much of an agent's stdout and stderr is kept (each); the rest is cut from the middle.
 OUTPUT_CAP_BYTES = 4 * 1024 * 1024
@@ -25,11 +26,6 @@ class AgentRequest:
     model: str | None = None
     session_id: str | None = None
     command: Sequence[str] = ()
-
-
-def needs_command(profile: AgentProfile) -> bool:
-    """True when the profile runs the project's own `agent.command`."""
-    return any(part == "{command}" for part in profile.argv)
 
 
 def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
@@ -51,15 +47,30 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         template += profile.model_args
     if request.session_id and profile.resume_args:
         template += profile.resume_args
-    if needs_command(profile) and not request.command:
+    if profile.runs_project_command and not request.command:
         raise ValueError("this profile runs the project's agent.command, and none is set")
     argv: list[str] = []
     for part in template:
-        if part == "{command}":
+        if part == COMMAND_PLACEHOLDER:
             argv.extend(request.command)
         else:
             argv.append(part.format_map(values))
     return argv
+
+
+def missing_executable(
+    profile: AgentProfile, command: Sequence[str], env: Mapping[str, str]
+) -> str | None:
+    """The program the profile would start when it is a bare name that is not on `env`'s PATH;
+    None when it is there (or is a path, which only the task's worktree can tell)."""
+    program = build_argv(profile, AgentRequest(prompt="", workdir=Path("."), command=command))[0]
+    if os.sep in program and not os.path.isabs(program):
+        return None
+    try:
+        find_executable(program, cwd=Path("/"), env=env)
+    except ExecutableNotFoundError:
+        return program
+    return None
 
 
 def run_agent(

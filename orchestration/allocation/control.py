@@ -26,8 +26,8 @@ from orchestration.allocation.policy import (
     QueuedTask,
     allocate,
 )
-from orchestration.registry.loader import GLOBAL_POOL, Registry
-from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, TASK_TAG
+from orchestration.registry.loader import Registry
+from orchestration.tags import GLOBAL_POOL, PRIORITY_TAG, PROJECT_TAG, TASK_TAG, project_pool
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 
@@ -47,11 +47,6 @@ allocation_table = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.Integer, nullable=False),
 )
-
-
-def project_pool(project: str) -> str:
-    """The pool that holds one project's concurrent agents to its `max_parallel`."""
-    return f"project_{project}"
 
 
 @dataclass(frozen=True)
@@ -210,7 +205,7 @@ def current_allocation(
 ) -> tuple[Allocation, TaskRuns, list[ProjectLoad]]:
     runs = task_runs(instance)
     ids = [r.tags[TASK_TAG] for r in runs.queued]
-    tasks = {t.id: t for t in store.list(ids=ids)} if ids else {}
+    tasks = {t.id: t for t in store.tasks(ids=ids)} if ids else {}
     now = time.time()
     window = max(SERVICE_WINDOW_S, 4 * settings.ageing_s)
     history = store.service_since(datetime.fromtimestamp(now - window, UTC))

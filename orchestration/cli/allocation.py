@@ -14,9 +14,14 @@ from orchestration.allocation.control import (
     rebalance,
 )
 from orchestration.cli.output import echo_json, echo_table, fail
-from orchestration.cli.state import dagster_instance
-from orchestration.registry import PRIORITY_CLASSES, load_registry
-from orchestration.registry.models import _priority
+from orchestration.cli.state import (
+    current_registry,
+    current_settings,
+    dagster_instance,
+    task_store,
+)
+from orchestration.registry import PRIORITY_CLASSES
+from orchestration.registry.models import parse_priority
 from orchestration.settings import Settings
 from orchestration.tags import PROJECT_TAG, TASK_TAG
 from orchestration.tasks.models import TaskStatus
@@ -29,15 +34,15 @@ def allocation() -> None:
 
 
 def _context() -> tuple[Settings, dg.DagsterInstance, TaskStore]:
-    settings = Settings.from_env()
+    settings = current_settings()
     instance = dagster_instance(settings)
     if instance is None:
         fail("no Dagster instance yet: start it with `orch up`, or set DAGSTER_HOME")
-    return settings, instance, TaskStore.from_settings(settings)
+    return settings, instance, task_store(settings)
 
 
 def _settings(settings: Settings, store: TaskStore) -> AllocationSettings:
-    registry = load_registry(settings)
+    registry = current_registry(settings)
     return effective_settings(registry, AllocationOverrides(store).all())
 
 
@@ -67,7 +72,7 @@ def show(as_json: bool, next_count: int) -> None:
     settings, instance, store = _context()
     current = _settings(settings, store)
     # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
-    waiting = [t for t in store.list(statuses=[TaskStatus.QUEUED]) if not t.dispatched]
+    waiting = [t for t in store.tasks(statuses=[TaskStatus.QUEUED]) if not t.dispatched]
     result, runs, loads = current_allocation(instance, store, current, waiting)
     holders = [
         {"project": r.tags.get(PROJECT_TAG), "task": r.tags.get(TASK_TAG), "run_id": r.run_id}
@@ -143,14 +148,14 @@ def set_command(
         if priority is not None or max_parallel is not None:
             fail("--priority and --max-parallel need a PROJECT")
     else:
-        registry = load_registry(settings)
+        registry = current_registry(settings)
         try:
             registry.project(project)
         except KeyError as exc:
             fail(exc.args[0])
         if priority is not None:
             try:
-                value = int(_priority(priority.strip()))
+                value = int(parse_priority(priority.strip()))
             except ValueError as exc:
                 fail(f"--priority: {exc}")
             if not 0 <= value <= 100:
@@ -171,7 +176,7 @@ def apply_command() -> None:
     """Take the YAML (projects, pools.yaml) as the allocation now: clears `set` overrides,
     sets pool limits, re-prioritises queued runs."""
     settings, instance, store = _context()
-    registry = load_registry(settings)
+    registry = current_registry(settings)
     if registry.errors:
         for error in registry.errors:
             click.echo(str(error), err=True)

@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from orchestration.cli.output import echo_json, fail
-from orchestration.registry import LoadedProject, load_registry
+from orchestration.cli.state import current_registry
+from orchestration.registry import LoadedProject
 from orchestration.registry.layers import BUILTIN
 
 
@@ -24,7 +25,7 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def show(project: str, origin: bool, as_json: bool) -> None:
     """Print PROJECT's configuration after defaults, templates and overrides."""
-    registry = load_registry()
+    registry = current_registry()
     try:
         loaded = registry.project(project)
     except KeyError as exc:

@@ -8,10 +8,10 @@ import sys
 import click
 
 from orchestration.cli.output import echo_json, echo_table, fail
+from orchestration.cli.state import current_registry, current_settings
 from orchestration.dependencies.affected import SinceError, affected_projects, changed_projects
-from orchestration.dependencies.detection import DetectionCache, detect
+from orchestration.dependencies.detection import detect, last_or_detect
 from orchestration.dependencies.graph import DependencyGraph
-from orchestration.registry import load_registry
 from orchestration.settings import Settings
 
 
@@ -20,23 +20,21 @@ def deps() -> None:
     """Detect and show dependencies between projects."""
 
 
-def current_graph(settings: Settings, *, refresh: bool = False) -> DependencyGraph:
-    """The last detected graph; detection runs first when there is none (or when asked)."""
-    graph = None if refresh else DetectionCache(settings.home).load_graph()
-    if graph is None:
-        graph, outcomes = detect(load_registry(settings).projects, settings)
-        for project, outcome in outcomes.items():
-            if isinstance(outcome, str):
-                click.echo(f"warning: {project}: {outcome}", err=True)
-    return graph
+def current_graph(settings: Settings) -> DependencyGraph:
+    """The last detected graph; detection runs first when there is none."""
+    return last_or_detect(
+        current_registry(settings).projects,
+        settings,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
 
 
 @deps.command("detect")
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def detect_command(as_json: bool) -> None:
     """Scan every project's manifests now (unchanged repositories come from the cache)."""
-    settings = Settings.from_env()
-    registry = load_registry(settings)
+    settings = current_settings()
+    registry = current_registry(settings)
     with click.progressbar(
         length=len(registry.projects),
         label="scanning manifests",
@@ -66,7 +64,7 @@ def detect_command(as_json: bool) -> None:
 @click.option("--dot", "fmt", flag_value="dot", help="Graphviz DOT.")
 def graph_command(fmt: str | None) -> None:
     """The dependency graph (consumer -> provider), with the evidence of each edge."""
-    graph = current_graph(Settings.from_env())
+    graph = current_graph(current_settings())
     if fmt == "json":
         echo_json(graph.to_json())
     elif fmt == "mermaid":
@@ -95,7 +93,7 @@ def graph_command(fmt: str | None) -> None:
 @click.argument("provider")
 def why(consumer: str, provider: str) -> None:
     """Why CONSUMER depends on PROVIDER: the chain of edges and their evidence."""
-    graph = current_graph(Settings.from_env())
+    graph = current_graph(current_settings())
     for name in (consumer, provider):
         if name not in graph.nodes:
             fail(f"no project named {name!r} in the graph (projects: {', '.join(graph.nodes)})")
@@ -116,8 +114,8 @@ def why(consumer: str, provider: str) -> None:
 def affected(since: str, as_json: bool) -> None:
     """Projects whose repositories changed since SINCE, plus all their transitive consumers,
     in topological order (providers first)."""
-    settings = Settings.from_env()
-    registry = load_registry(settings)
+    settings = current_settings()
+    registry = current_registry(settings)
     try:
         changed = changed_projects(registry.projects, since, settings)
     except SinceError as exc:

@@ -11,8 +11,8 @@ from orchestration.cli import allocation, config, deps, projects, tasks, up, val
 def main() -> None:
     """Run coding agents across many projects, on Dagster.
 
-    Paths come from ORCH_PROJECTS_DIR (default ./projects), ORCH_RESOURCES_DIR (default
-    ./resources) and ORCH_HOME (default ./.orch).
+    Paths come from ORCH_PROJECTS_DIR (default ./projects), ORCH_CONFIG_DIR (default
+    ./config) and ORCH_HOME (default ./.orch); `orch validate` shows the ones in use.
     """
 
 

@@ -9,9 +9,9 @@ import click
 import yaml
 
 from orchestration.cli.output import echo_json, echo_table, fail
-from orchestration.registry import PRIORITY_CLASSES, load_registry
-from orchestration.registry.models import REMOTE_REPO_PATTERN, _project_name
-from orchestration.settings import Settings
+from orchestration.cli.state import current_registry, current_settings
+from orchestration.registry import PRIORITY_CLASSES
+from orchestration.registry.models import is_remote_url, validate_project_name
 
 
 @click.group()
@@ -23,7 +23,7 @@ def projects() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the projects as JSON.")
 def list_projects(as_json: bool) -> None:
     """The valid projects, with their priority, agent and repository."""
-    registry = load_registry()
+    registry = current_registry()
     if as_json:
         echo_json(
             [
@@ -63,14 +63,14 @@ def list_projects(as_json: bool) -> None:
 def create_project(name: str, repo: str, priority: str | None, template: str | None) -> None:
     """Write projects/NAME.yaml and validate it; refuse to overwrite an existing file."""
     try:
-        _project_name(name)
+        validate_project_name(name)
     except ValueError as exc:
         fail(f"project name: {exc}")
-    settings = Settings.from_env()
+    settings = current_settings()
     path = settings.projects_dir / f"{name}.yaml"
     if path.exists():
         fail(f"{path} already exists; edit it or choose another name")
-    before = load_registry(settings)
+    before = current_registry(settings)
     if name in before.names:
         fail(f"{before.project(name).path} already defines project {name!r}; choose another name")
     document: dict[str, object] = {"name": name, "repo": _repo_for_file(repo, path.parent)}
@@ -81,7 +81,7 @@ def create_project(name: str, repo: str, priority: str | None, template: str | N
     settings.projects_dir.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as handle:
         yaml.safe_dump(document, handle, sort_keys=False)
-    after = load_registry(settings)
+    after = current_registry(settings)
     if name not in after.names or len(after.errors) > len(before.errors):
         path.unlink()
         old = {str(error) for error in before.errors}
@@ -94,6 +94,6 @@ def create_project(name: str, repo: str, priority: str | None, template: str | N
 
 def _repo_for_file(repo: str, directory: Path) -> str:
     """A local path as the new file should say it: relative to the file's directory."""
-    if REMOTE_REPO_PATTERN.match(repo) or repo.startswith("${ORCH_HOME}"):
+    if is_remote_url(repo) or repo.startswith("${ORCH_HOME}"):
         return repo
     return os.path.relpath(Path(repo).expanduser().resolve(), directory.resolve())

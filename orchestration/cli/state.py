@@ -1,12 +1,31 @@
-"""Where the CLI finds the Dagster instance: DAGSTER_HOME, else the one `orch up` uses."""
+"""What every command works on: the settings, the live registry, the task store and (only for
+the commands that need it) the Dagster instance, imported when first asked for."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import dagster as dg
-
+from orchestration.registry.live import LiveRegistry
+from orchestration.registry.loader import Registry
 from orchestration.settings import Settings
+from orchestration.tasks.store import TaskStore
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+
+def current_settings() -> Settings:
+    return Settings.from_env()
+
+
+def current_registry(settings: Settings | None = None) -> Registry:
+    """The registry as its files say now, through the same live registry the daemon uses."""
+    return LiveRegistry.of(settings or current_settings()).current()
+
+
+def task_store(settings: Settings | None = None) -> TaskStore:
+    return TaskStore.from_settings(settings or current_settings())
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance | None:
@@ -17,4 +36,6 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance | None:
     )
     if not home:
         return None
+    import dagster as dg  # only the commands that talk to the instance pay for the import
+
     return dg.DagsterInstance.from_config(home)

@@ -1,25 +1,25 @@
-"""`orch task` and `orch session`: add, list, show, cancel and import tasks; list sessions."""
+"""`orch task` and `orch session`: add, list, show, cancel, retry and import tasks; list
+sessions."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 
 import click
 
-from orchestration.agents.invocation import needs_command
 from orchestration.cli.deps import current_graph
 from orchestration.cli.output import echo_json, echo_table, fail
-from orchestration.cli.state import dagster_instance
-from orchestration.dependencies.graph import DependencyGraph
-from orchestration.registry import load_registry
-from orchestration.registry.loader import load_agents
-from orchestration.sensors import ensure_partitions
-from orchestration.settings import Settings
-from orchestration.tags import TASK_TAG
+from orchestration.cli.state import (
+    current_registry,
+    current_settings,
+    dagster_instance,
+    task_store,
+)
+from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.tasks.intake import import_task_lists
-from orchestration.tasks.models import Task, TaskStatus, is_task_id, new_task_id
-from orchestration.tasks.store import TaskError, TaskStore
+from orchestration.tasks.models import Task, TaskStatus, is_task_id
+from orchestration.tasks.propagate import follow_up_tasks, new_session_id
+from orchestration.tasks.store import TaskError
 from orchestration.workspace.workspace import ProjectWorkspace
 
 #: Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN), and the prompt is one.
@@ -59,67 +59,39 @@ def add(
         fail("the prompt is empty")
     if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
         fail(f"the prompt is larger than {MAX_PROMPT_BYTES // 1024} KiB")
-    settings = Settings.from_env()
-    registry = load_registry(settings)
+    settings = current_settings()
+    registry = current_registry(settings)
     try:
-        registry.project(project)
+        spec = registry.project(project).spec
     except KeyError as exc:
         fail(exc.args[0])
     if profile is not None:
-        profiles = load_agents(settings).profiles
-        if profile not in profiles:
-            fail(f"unknown agent profile {profile!r}; profiles: {', '.join(profiles)}")
-        if needs_command(profiles[profile]) and not registry.project(project).spec.agent.command:
-            fail(f"profile {profile!r} runs the project's agent.command, and {project} sets none")
-    store = TaskStore.from_settings(settings)
+        if registry.agents is None:
+            fail("the agents file has errors; run `orch validate`")
+        try:
+            resolve_profile(registry.agents, spec, profile)
+        except ProfileError as exc:
+            fail(f"--profile: {exc}")
+    store = task_store(settings)
     for prerequisite in after:
         if not is_task_id(prerequisite) or store.get(prerequisite) is None:
             fail(f"--after {prerequisite}: no such task")
-    session_id = f"s{new_task_id()[1:]}" if propagate else None
+    session_id = new_session_id() if propagate else None
     created = store.add(
         project, prompt, priority=priority, after=after, profile=profile, session=session_id
     )
-    assert created is not None
+    if created is None:
+        fail("the task was not recorded")
     queued = [created]
     if propagate:
         queued += follow_up_tasks(store, current_graph(settings), created, registry.names)
-    instance = dagster_instance(settings)
-    if instance is not None:
-        ensure_partitions(instance, queued)
+    _add_partitions(queued)
     if propagate:
         for item in queued:
             click.echo(f"{item.id}  {item.project}")
         click.echo(f"linked session {session_id}: {len(queued)} task(s)", err=True)
     else:
         click.echo(created.id)
-
-
-def follow_up_tasks(
-    store: TaskStore, graph: DependencyGraph, origin: Task, valid: Iterable[str]
-) -> list[Task]:
-    """A task in every transitive consumer of the origin's project, in topological order, each
-    after the tasks of its own providers in the same linked session."""
-    affected = graph.transitive_consumers([origin.project]) & set(valid)
-    task_of = {origin.project: origin.id}
-    created = []
-    for consumer in graph.topological_order(affected):
-        if consumer in task_of:
-            continue
-        prerequisites = [task_of[p] for p in graph.providers_of(consumer) if p in task_of]
-        follow_up = store.add(
-            consumer,
-            f"Follow-up in {consumer} of task {origin.id} in {origin.project}, which a change "
-            f"there may affect. Adapt {consumer} to it and keep its tests passing.\n\n"
-            f"The change in {origin.project}:\n{origin.prompt}",
-            priority=origin.priority,
-            after=prerequisites or [origin.id],
-            session=origin.session,
-            source="propagate",
-        )
-        assert follow_up is not None
-        task_of[consumer] = follow_up.id
-        created.append(follow_up)
-    return created
 
 
 @task.command("list")
@@ -130,8 +102,8 @@ def follow_up_tasks(
 @click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
 def list_tasks(project: str | None, statuses: tuple[str, ...], as_json: bool) -> None:
     """Tasks, oldest first, optionally of one PROJECT and in some states."""
-    store = TaskStore.from_settings(Settings.from_env())
-    tasks = store.list(
+    store = task_store(current_settings())
+    tasks = store.tasks(
         project=project, statuses=[TaskStatus(s) for s in statuses] if statuses else None
     )
     if as_json:
@@ -159,7 +131,7 @@ def list_tasks(project: str | None, statuses: tuple[str, ...], as_json: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 def show(task_id: str, as_json: bool) -> None:
     """Everything recorded about one task."""
-    found = TaskStore.from_settings(Settings.from_env()).get(task_id)
+    found = task_store(current_settings()).get(task_id)
     if found is None:
         fail(f"no task with id {task_id!r}")
     data = found.to_dict()
@@ -175,44 +147,44 @@ def show(task_id: str, as_json: bool) -> None:
 @click.argument("task_id")
 def cancel(task_id: str) -> None:
     """Cancel a task; a run carrying it out is terminated, which kills its agent."""
-    settings = Settings.from_env()
-    store = TaskStore.from_settings(settings)
+    from orchestration.tasks import lifecycle  # imports Dagster: only when cancelling
+
+    settings = current_settings()
     try:
-        cancelled = store.cancel(task_id)
+        _, stopped = lifecycle.cancel(task_store(settings), dagster_instance(settings), task_id)
     except TaskError as exc:
         fail(str(exc))
-    instance = dagster_instance(settings)
-    stopped = []
-    if instance is not None:
-        import dagster as dg
-
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task_id}))
-        if cancelled.run_id and all(run.run_id != cancelled.run_id for run in runs):
-            run = instance.get_run_by_id(cancelled.run_id)
-            runs = [run, *runs] if run else runs
-        for run in runs:
-            if not run.is_finished:
-                instance.run_coordinator.cancel_run(run.run_id)
-                stopped.append(run.run_id)
     click.echo(
         f"cancelled {task_id}" + (f" (terminated run {', '.join(stopped)})" if stopped else "")
     )
+
+
+@task.command("retry")
+@click.argument("task_id")
+def retry(task_id: str) -> None:
+    """Queue a failed, blocked or cancelled task again, as a new attempt."""
+    from orchestration.tasks import lifecycle  # imports Dagster: only when retrying
+
+    settings = current_settings()
+    try:
+        retried = lifecycle.retry(task_store(settings), dagster_instance(settings), task_id)
+    except TaskError as exc:
+        fail(str(exc))
+    click.echo(f"queued {retried.id} again (attempt {retried.attempts + 1})")
 
 
 @task.command("import")
 @click.argument("project")
 def import_tasks(project: str) -> None:
     """Add a task for each unchecked `- [ ]` item of PROJECT's .agent-os/specs/*/tasks.md."""
-    settings = Settings.from_env()
+    settings = current_settings()
     try:
-        spec = load_registry(settings).project(project).spec
+        spec = current_registry(settings).project(project).spec
     except KeyError as exc:
         fail(exc.args[0])
-    store = TaskStore.from_settings(settings)
+    store = task_store(settings)
     added = import_task_lists(spec, ProjectWorkspace(settings.home, spec), store)
-    instance = dagster_instance(settings)
-    if instance is not None and added:
-        ensure_partitions(instance, added)
+    _add_partitions(added)
     for new in added:
         click.echo(f"{new.id}  {_short(new.prompt, 70)}")
     click.echo(f"imported {len(added)} new task(s) for {project}", err=True)
@@ -228,7 +200,7 @@ def session() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the sessions as JSON.")
 def list_sessions(project: str | None, as_json: bool) -> None:
     """The last agent session of each project (and profile)."""
-    sessions = TaskStore.from_settings(Settings.from_env()).sessions(project)
+    sessions = task_store(current_settings()).sessions(project)
     if as_json:
         echo_json(sessions)
         return
@@ -239,6 +211,16 @@ def list_sessions(project: str | None, as_json: bool) -> None:
             for s in sessions
         ],
     )
+
+
+def _add_partitions(tasks: list[Task]) -> None:
+    """Give new tasks their partitions now, when there is an instance (else the dispatch sensor
+    adds them)."""
+    instance = dagster_instance(current_settings()) if tasks else None
+    if instance is not None:
+        from orchestration.tasks.lifecycle import ensure_partitions
+
+        ensure_partitions(instance, tasks)
 
 
 def _short(text: str, width: int) -> str:

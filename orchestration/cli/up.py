@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from orchestration.cli.state import current_settings
+from orchestration.defs.reload import WEBSERVER_URL_VAR
 from orchestration.samples import ensure_sample_repos
 from orchestration.settings import Settings
 
@@ -30,15 +32,19 @@ def up(host: str, port: int, workspace: Path) -> None:
     State is kept in ORCH_HOME/dagster (SQLite), whose dagster.yaml links to the one beside the
     workspace file, so it survives restarts.
     """
-    settings = Settings.from_env()
+    settings = current_settings()
     ensure_sample_repos(settings.samples_dir)
     dagster_home = prepare_dagster_home(settings, workspace.resolve().parent / INSTANCE_CONFIG)
+    for notice in settings.notices:
+        click.echo(f"warning: {notice}", err=True)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     env = {
         **os.environ,
+        # Absolute paths: the webserver, daemon and code servers read the same files wherever
+        # they run from.
+        **settings.environment(),
         "DAGSTER_HOME": str(dagster_home),
-        "ORCH_HOME": str(settings.home),
-        "ORCH_PROJECTS_DIR": str(settings.projects_dir),
-        "ORCH_RESOURCES_DIR": str(settings.resources_dir),
+        WEBSERVER_URL_VAR: f"http://{shown_host}:{port}",
     }
     click.echo(f"Dagster UI on http://{host}:{port} (state in {dagster_home})", err=True)
     argv = [
@@ -64,7 +70,7 @@ def samples() -> None:
 @samples.command("init")
 def samples_init() -> None:
     """Create the sample repositories under ORCH_HOME/samples (existing ones are kept)."""
-    for name, path in ensure_sample_repos(Settings.from_env().samples_dir).items():
+    for name, path in ensure_sample_repos(current_settings().samples_dir).items():
         click.echo(f"{name}: {path}")
 
 

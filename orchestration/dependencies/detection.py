@@ -103,18 +103,6 @@ class DetectionCache:
         _write_json(self.graph_path, graph.to_json())
 
 
-def scan_project(spec: ProjectSpec, settings: Settings, cache: DetectionCache) -> ScanOutcome:
-    """The project's scan at its branch tip; parsed again only when the commit changed."""
-    repo_path, commit = _branch_tip(spec, settings)
-    if cache.cached_commit(spec.name) == commit:
-        cached = cache.load_scan(spec.name)
-        assert cached is not None
-        return ScanOutcome(cached[1], cached=True)
-    key, scan = _parse(spec.name, repo_path, commit)
-    cache.save_scan(key, scan)
-    return ScanOutcome(scan, cached=False)
-
-
 def _branch_tip(spec: ProjectSpec, settings: Settings) -> tuple[Path, str]:
     """Where to read the project's objects from, and the commit its branch points at."""
     if spec.is_remote:
@@ -213,6 +201,24 @@ def detect(
         if graph != cache.load_graph():
             cache.save_graph(graph)
     return graph, outcomes
+
+
+def last_or_detect(
+    projects: Iterable[LoadedProject],
+    settings: Settings,
+    *,
+    refresh: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> DependencyGraph:
+    """The last detected graph; detection runs first when there is none (or when asked), and
+    `warn` hears of every repository it could not read."""
+    graph = None if refresh else DetectionCache(settings.home).load_graph()
+    if graph is None:
+        graph, outcomes = detect(projects, settings)
+        for project, outcome in outcomes.items():
+            if isinstance(outcome, str) and warn is not None:
+                warn(f"{project}: {outcome}")
+    return graph
 
 
 def _relative(path: Path) -> str:

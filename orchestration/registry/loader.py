@@ -32,14 +32,15 @@ from orchestration.registry.layers import (
     merge,
     read_yaml_layer,
 )
-from orchestration.registry.models import REMOTE_REPO_PATTERN, AgentsFile, PoolsFile, ProjectSpec
+from orchestration.registry.models import AgentsFile, PoolsFile, ProjectSpec, is_remote_url
+from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import Settings
+from orchestration.tags import GLOBAL_POOL
 
 DEFAULTS_FILE = "_defaults.yaml"
 TEMPLATES_DIR = "templates"
 AGENTS_FILE = "agents.yaml"
 POOLS_FILE = "pools.yaml"
-GLOBAL_POOL = "agents"
 HOME_PLACEHOLDER = "${ORCH_HOME}"
 
 Loc = tuple[str | int, ...]
@@ -67,6 +68,29 @@ class Registry:
     agents: AgentsFile | None
     pools: PoolsFile | None
     errors: tuple[RegistryError, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def config_errors(self) -> tuple[RegistryError, ...]:
+        """Errors in `agents.yaml` or `pools.yaml`: with these, no task may start."""
+        files = {
+            display_path(self.settings.config_dir / AGENTS_FILE),
+            display_path(self.settings.config_dir / POOLS_FILE),
+        }
+        return tuple(error for error in self.errors if error.file in files)
+
+    def spec(self, name: str) -> ProjectSpec | None:
+        """The valid project called `name`, or None."""
+        for project in self.projects:
+            if project.name == name:
+                return project.spec
+        return None
+
+    def has_file_for(self, name: str) -> bool:
+        """True when a project file for `name` exists, valid or not."""
+        return name in self.names or any(
+            _file_stem(error.project_file) == name for error in self.errors
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -91,8 +115,8 @@ def load_registry(
     env = os.environ if environ is None else environ
     settings = settings or Settings.from_env(env)
     errors: list[RegistryError] = []
-    agents = _load_resource(settings.resources_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
-    pools = _load_resource(settings.resources_dir / POOLS_FILE, PoolsFile, errors, wrap="pools")
+    agents = _load_resource(settings.config_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
+    pools = _load_resource(settings.config_dir / POOLS_FILE, PoolsFile, errors, wrap="pools")
     _check_resources(agents, pools, settings, errors)
 
     loader = _ProjectLoader(settings, env, agents)
@@ -103,13 +127,14 @@ def load_registry(
         agents=agents,
         pools=pools,
         errors=tuple(errors),
+        warnings=settings.notices,
     )
 
 
 def load_agents(settings: Settings) -> AgentsFile:
     """Only `agents.yaml`, for a run that needs profiles; RegistryLoadError when it is broken."""
     errors: list[RegistryError] = []
-    agents = _load_resource(settings.resources_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
+    agents = _load_resource(settings.config_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
     if agents is None:
         raise RegistryLoadError(errors)
     return agents
@@ -148,8 +173,8 @@ def _check_resources(
     settings: Settings,
     errors: list[RegistryError],
 ) -> None:
-    pools_file = display_path(settings.resources_dir / POOLS_FILE)
-    agents_file = display_path(settings.resources_dir / AGENTS_FILE)
+    pools_file = display_path(settings.config_dir / POOLS_FILE)
+    agents_file = display_path(settings.config_dir / AGENTS_FILE)
     if pools is not None and GLOBAL_POOL not in pools.pools:
         errors.append(
             RegistryError(
@@ -343,7 +368,7 @@ class _ProjectLoader:
         repo = layer.data.get("repo")
         if not isinstance(repo, str) or not repo.strip():
             return layer  # validation reports the missing or mistyped value
-        if REMOTE_REPO_PATTERN.match(repo.strip()):
+        if is_remote_url(repo):
             return layer
         origin = layer.origins.get(("repo",))
         text = repo.strip()
@@ -400,23 +425,10 @@ class _ProjectLoader:
     def _check_profile(self, spec: ProjectSpec) -> list[tuple[Loc, str]]:
         if self.agents is None:
             return []  # agents.yaml itself is broken; that error is already reported
-        profile = self.agents.profiles.get(spec.agent.profile)
-        if profile is None:
-            valid = ", ".join(sorted(self.agents.profiles))
-            return [
-                (
-                    ("agent", "profile"),
-                    f"unknown agent profile {spec.agent.profile!r}; profiles: {valid}",
-                )
-            ]
-        if any("{command}" in part for part in profile.argv) and not spec.agent.command:
-            return [
-                (
-                    ("agent", "command"),
-                    f"profile {spec.agent.profile!r} runs a command of the project's: "
-                    "set agent.command to an argv list",
-                )
-            ]
+        try:
+            resolve_profile(self.agents, spec)
+        except ProfileError as exc:
+            return [(exc.key, exc.message)]
         return []
 
 
@@ -450,44 +462,3 @@ def _is_plain_name(name: str) -> bool:
 
 def _file_stem(path: str | None) -> str | None:
     return Path(path).stem if path else None
-
-
-class RegistryWatcher:
-    """The registry as it is on disk now, re-read only when a file under it changed.
-
-    Long-lived processes (sensors in the code server) use it so that edits to YAML take effect
-    without restarting anything; checking costs one `stat` per file.
-    """
-
-    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-        self.settings = settings
-        self.environ = environ
-        self._fingerprint: tuple | None = None
-        self._registry: Registry | None = None
-
-    def current(self) -> Registry:
-        fingerprint = self._fingerprint_now()
-        if self._registry is None or fingerprint != self._fingerprint:
-            self._registry = load_registry(self.settings, self.environ)
-            self._fingerprint = fingerprint
-        return self._registry
-
-    def _fingerprint_now(self) -> tuple:
-        entries = []
-        for directory in (
-            self.settings.projects_dir,
-            self.settings.projects_dir / TEMPLATES_DIR,
-            self.settings.resources_dir,
-        ):
-            try:
-                with os.scandir(directory) as listing:
-                    for entry in listing:
-                        if entry.is_file():
-                            stat = entry.stat()
-                            entries.append((entry.path, stat.st_mtime_ns, stat.st_size))
-            except OSError:
-                continue
-        overrides = sorted(
-            (k, v) for k, v in (self.environ or os.environ).items() if k.startswith("ORCH__")
-        )
-        return tuple(sorted(entries)), tuple(overrides)

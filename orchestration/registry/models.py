@@ -11,7 +11,16 @@ import re
 import string
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from orchestration.tags import GLOBAL_POOL
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -21,6 +30,16 @@ TAG_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 REMOTE_REPO_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+#: The argv element that stands for the project's whole `agent.command` list.
+COMMAND_PLACEHOLDER = "{command}"
+#: The variables every agent and test command may see when `agents.yaml` names none.
+DEFAULT_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
+
+
+def is_remote_url(repo: str) -> bool:
+    """True when `repo` is a git URL (`https://`, `ssh://`, `git@host:org/repo`), not a path."""
+    return bool(REMOTE_REPO_PATTERN.match(repo.strip()))
+
 
 #: Named priority classes and the integer each one stands for.
 PRIORITY_CLASSES: dict[str, int] = {"critical": 100, "high": 75, "normal": 50, "low": 25}
@@ -47,14 +66,14 @@ def _suggest_slug(value: str) -> str:
     return cleaned[:63] or "my_project"
 
 
-def _project_name(value: str) -> str:
+def validate_project_name(value: str) -> str:
     _slug(value)
     if value in RESERVED_NAMES:
         raise ValueError(f"{value!r} is reserved; choose another project name")
     return value
 
 
-def _priority(value: object) -> object:
+def parse_priority(value: object) -> object:
     if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
         try:
             return PRIORITY_CLASSES[value.strip().lower()]
@@ -146,8 +165,8 @@ def _argv_placeholders(argv: tuple[str, ...]) -> tuple[str, ...]:
 
 
 Slug = Annotated[str, AfterValidator(_slug)]
-ProjectName = Annotated[str, AfterValidator(_project_name)]
-Priority = Annotated[int, BeforeValidator(_priority), Field(ge=0, le=100)]
+ProjectName = Annotated[str, AfterValidator(validate_project_name)]
+Priority = Annotated[int, BeforeValidator(parse_priority), Field(ge=0, le=100)]
 Seconds = Annotated[int, BeforeValidator(_duration), Field(ge=1, le=7 * 24 * 3600)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 BranchName = Annotated[str, AfterValidator(_branch)]
@@ -198,7 +217,7 @@ class ProjectSpec(FrozenModel):
     @property
     def is_remote(self) -> bool:
         """True when `repo` is a git URL rather than a local path."""
-        return bool(REMOTE_REPO_PATTERN.match(self.repo))
+        return is_remote_url(self.repo)
 
     @property
     def priority_class(self) -> str:
@@ -222,14 +241,31 @@ class AgentProfile(FrozenModel):
     model_args: Argv = ()
     resume_args: Argv = ()
     config_dir_env: EnvName | None = None
-    pool: Slug = "agents"
+    pool: Slug = GLOBAL_POOL
     offline: bool = False
+
+    @model_validator(mode="after")
+    def _command_is_a_whole_argument(self) -> AgentProfile:
+        for key in ("argv", "model_args", "resume_args"):
+            for part in getattr(self, key):
+                if COMMAND_PLACEHOLDER in part and (key != "argv" or part != COMMAND_PLACEHOLDER):
+                    raise ValueError(
+                        f"{key}: {COMMAND_PLACEHOLDER} stands for the project's whole "
+                        "agent.command list, so it must be an argv element of its own "
+                        f"(found {part!r})"
+                    )
+        return self
+
+    @property
+    def runs_project_command(self) -> bool:
+        """True when the profile runs the project's own `agent.command`."""
+        return COMMAND_PLACEHOLDER in self.argv
 
 
 class AgentsFile(FrozenModel):
     """`resources/agents.yaml`: the environment every agent gets, and the profiles."""
 
-    base_env: tuple[EnvName, ...] = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
+    base_env: tuple[EnvName, ...] = DEFAULT_BASE_ENV
     profiles: dict[Slug, AgentProfile]
 
 

@@ -10,31 +10,42 @@ from orchestration.tasks.models import Task, TaskStatus
 
 @dataclass(frozen=True)
 class DispatchPlan:
-    """Tasks to launch now (in order), and tasks to mark blocked with a reason."""
+    """Tasks to launch now (in order), tasks to mark blocked with a reason, and tasks that stay
+    queued for a reason that may go away."""
 
     runnable: tuple[Task, ...]
     blocked: tuple[tuple[Task, str], ...]
+    waiting: tuple[tuple[Task, str], ...] = ()
 
 
 def plan_dispatch(
     queued: Iterable[Task],
     known: Mapping[str, Task],
     projects: Iterable[str],
+    broken: Iterable[str] = (),
 ) -> DispatchPlan:
     """Pick the queued, not yet dispatched tasks whose `after` tasks all succeeded.
 
     A task whose prerequisite failed, was cancelled or is blocked, or whose prerequisite or
-    project does not exist, is blocked with the reason. Runnable tasks come highest priority
+    project does not exist, is blocked with the reason. A task of a project whose file has
+    errors (`broken`) waits: fixing the file lets it run. Runnable tasks come highest priority
     first, then oldest first.
     """
     valid_projects = set(projects)
+    broken_projects = set(broken)
     runnable: list[Task] = []
     blocked: list[tuple[Task, str]] = []
+    waiting: list[tuple[Task, str]] = []
     for task in queued:
         if task.status is not TaskStatus.QUEUED or task.dispatched:
             continue
+        if task.project in broken_projects and task.project not in valid_projects:
+            waiting.append(
+                (task, f"project {task.project!r} has registry errors; see orch validate")
+            )
+            continue
         if task.project not in valid_projects:
-            blocked.append((task, f"project {task.project!r} is not in the registry (or broken)"))
+            blocked.append((task, f"project {task.project!r} is not in the registry"))
             continue
         reason = _blocking_reason(task, known)
         if reason:
@@ -42,7 +53,7 @@ def plan_dispatch(
         elif all(known[p].status is TaskStatus.SUCCEEDED for p in task.after):
             runnable.append(task)
     runnable.sort(key=lambda t: (-t.priority, t.created_at, t.id))
-    return DispatchPlan(tuple(runnable), tuple(blocked))
+    return DispatchPlan(tuple(runnable), tuple(blocked), tuple(waiting))
 
 
 def _blocking_reason(task: Task, known: Mapping[str, Task]) -> str | None:

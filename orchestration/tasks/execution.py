@@ -1,7 +1,8 @@
-"""Running one task: its own worktree and branch, the agent, the commit, the project's tests.
+"""Running one task: claim it, check it may run, then its own worktree and branch, the agent,
+the commit, the project's tests, and the outcome recorded.
 
 The steps are plain calls on the workspace, the agent runner and the task store, so the same
-function serves Dagster runs and tests.
+functions serve Dagster runs and tests.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.result import AgentResult, AgentStatus
 from orchestration.process import process_start_time
+from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentProfile, ProjectSpec
+from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.tasks.models import Task, TaskStatus
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.git import DiffStats
 from orchestration.workspace.isolation import child_environment
@@ -39,9 +42,67 @@ class TaskOutcome:
     diff: DiffStats
     verification: VerificationResult | None
 
-    @property
-    def succeeded(self) -> bool:
-        return self.task.status is TaskStatus.SUCCEEDED
+
+def run_task(
+    *,
+    store: TaskStore,
+    registry: Registry,
+    project: str,
+    task_id: str,
+    run_id: str,
+    home: Path,
+    parent_env: Mapping[str, str],
+    log: Logger,
+) -> TaskOutcome:
+    """Claim the task for the run `run_id`, check that it may run now, and carry it out.
+
+    TaskError when it may not run. A task claimed while the set-up is broken (the agents file,
+    the project file or its profile) goes back to the queue rather than failing: fixing the
+    files lets it run.
+    """
+    task = store.claim(task_id, run_id)
+    if task.project != project:
+        store.finish(task_id, TaskStatus.FAILED, f"task belongs to {task.project}")
+        raise TaskError(f"task {task_id} belongs to project {task.project}, not {project}")
+    try:
+        spec, profile_name, profile, base_env = _runnable(registry, task)
+    except TaskError as exc:
+        store.requeue(task_id, str(exc))
+        raise
+    try:
+        return execute_task(
+            task=task,
+            spec=spec,
+            profile_name=profile_name,
+            profile=profile,
+            base_env=base_env,
+            workspace=ProjectWorkspace(home, spec),
+            store=store,
+            parent_env=parent_env,
+            log=log,
+        )
+    except Exception as exc:
+        store.fail_run(task_id, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _runnable(
+    registry: Registry, task: Task
+) -> tuple[ProjectSpec, str, AgentProfile, tuple[str, ...]]:
+    """The project, profile and base environment a task runs with; TaskError saying what is
+    broken."""
+    if registry.config_errors:
+        raise TaskError("; ".join(str(error) for error in registry.config_errors))
+    assert registry.agents is not None
+    spec = registry.spec(task.project)
+    if spec is None:
+        raise TaskError(f"project {task.project!r} is not valid in the registry now")
+    profile_name = task.profile or spec.agent.profile
+    try:
+        profile = resolve_profile(registry.agents, spec, profile_name)
+    except ProfileError as exc:
+        raise TaskError(str(exc)) from None
+    return spec, profile_name, profile, registry.agents.base_env
 
 
 def execute_task(

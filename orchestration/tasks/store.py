@@ -67,8 +67,20 @@ sessions_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+holds_table = sa.Table(
+    "orch_holds",
+    _metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("task_id", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: Statuses from which a run may take a task (a failed task may be run again from the UI).
 CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
+#: Statuses `retry` puts back in the queue.
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
 
 
 class TaskError(Exception):
@@ -165,7 +177,7 @@ class TaskStore:
             raise TaskError(f"no task with id {task_id!r}")
         return task
 
-    def list(
+    def tasks(
         self,
         *,
         project: str | None = None,
@@ -282,6 +294,41 @@ class TaskStore:
             {"status": TaskStatus.QUEUED, "dispatched": False, "reason": reason, "run_id": None},
         )
 
+    def retry(self, task_id: str) -> Task:
+        """Put a failed, blocked or cancelled task back in the queue as a new attempt."""
+        task = self.require(task_id)
+        if task.status not in RETRYABLE:
+            raise TaskError(
+                f"task {task_id} is {task.status}; only a failed, blocked or cancelled task can "
+                "be retried"
+            )
+        moved = self._transition(
+            task_id,
+            RETRYABLE,
+            {
+                "status": TaskStatus.QUEUED,
+                "dispatched": False,
+                "reason": None,
+                "run_id": None,
+                "finished_at": None,
+            },
+        )
+        if not moved:
+            raise TaskError(f"task {task_id} changed state meanwhile; look again")
+        return self.require(task_id)
+
+    def note_waiting(self, task_id: str, reason: str) -> bool:
+        """Say why a queued task is not dispatched yet (it stays queued)."""
+        return self._transition(
+            task_id,
+            [TaskStatus.QUEUED],
+            {"reason": reason},
+            extra_where=sa.and_(
+                tasks_table.c.dispatched.is_(False),
+                sa.or_(tasks_table.c.reason.is_(None), tasks_table.c.reason != reason),
+            ),
+        )
+
     def block(self, task_id: str, reason: str) -> bool:
         return self._transition(
             task_id, [TaskStatus.QUEUED], {"status": TaskStatus.BLOCKED, "reason": reason}
@@ -311,6 +358,39 @@ class TaskStore:
                 (row.project, _utc(row.started_at), _utc(row.finished_at))
                 for row in conn.execute(query)
             ]
+
+    # Holds ---------------------------------------------------------------------------------
+
+    def hold(self, name: str, fingerprint: str, reason: str, task_id: str | None = None) -> None:
+        """Hold back what `name` stands for (say `profile:claude_code`) while the state it was
+        found in (`fingerprint`) lasts."""
+        with self.engine.begin() as conn:
+            conn.execute(holds_table.delete().where(holds_table.c.name == name))
+            conn.execute(
+                holds_table.insert().values(
+                    name=name,
+                    fingerprint=fingerprint,
+                    reason=reason,
+                    task_id=task_id,
+                    created_at=_now(),
+                )
+            )
+
+    def holding(self, name: str, fingerprint: str) -> str | None:
+        """The reason `name` is held in the state `fingerprint`; None when it is not (a hold
+        taken in another state is dropped)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(holds_table).where(holds_table.c.name == name)).first()
+            if row is None:
+                return None
+            if row.fingerprint != fingerprint:
+                conn.execute(holds_table.delete().where(holds_table.c.name == name))
+                return None
+            return str(row.reason)
+
+    def release(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(holds_table.delete().where(holds_table.c.name == name))
 
     # Sessions --------------------------------------------------------------------------------
 

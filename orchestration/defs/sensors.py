@@ -1,0 +1,128 @@
+"""The shared sensors, thin shells over the task lifecycle: dispatching queued tasks, and
+importing tasks written in repositories.
+
+Both read the live registry and the task store through the `agent_tasks` resource, ask the
+domain (`tasks/lifecycle.py`, `tasks/intake.py`, `allocation/`) what to do, and turn the answer
+into run requests.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
+# and sensor functions (context and resource types) when the definitions are built.
+
+import os
+import time
+from collections.abc import Collection
+
+import dagster as dg
+
+from orchestration.allocation.control import (
+    AllocationOverrides,
+    apply_pool_limits,
+    effective_settings,
+    rebalance,
+)
+from orchestration.defs.reload import request_reload
+from orchestration.defs.resources import AgentTasks
+from orchestration.tasks.intake import import_task_lists
+from orchestration.tasks.lifecycle import Launch, dispatch, reconcile_ended_runs
+from orchestration.workspace.workspace import ProjectWorkspace
+
+#: The dispatch sensor's minimum interval. Dagster's sensor daemon looks at its sensors about
+#: every 5 s whatever their interval (its loop time), so in practice a tick comes every 5 s.
+DISPATCH_INTERVAL_S = 2
+IMPORT_INTERVAL_S = 120
+#: How long to wait before asking again for a reload that has not happened.
+RELOAD_RETRY_S = 120
+
+
+def build_dispatch_sensor(
+    loaded: Collection[str], tasks_selection: dg.AssetSelection
+) -> dg.SensorDefinition:
+    """The `task_dispatch` sensor of definitions that hold the projects `loaded`."""
+    asked_reload: dict[str, float] = {}  # project -> when this code server asked for a reload
+
+    @dg.sensor(
+        name="task_dispatch",
+        asset_selection=tasks_selection,
+        minimum_interval_seconds=DISPATCH_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Launch a run for every queued task whose prerequisites have succeeded, "
+        "ranked by the allocation policy; keep pool limits and queued runs' priorities in line "
+        "with the allocation; fail or requeue tasks whose runs ended without recording them.",
+    )
+    def task_dispatch(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+        live = agent_tasks.live_registry()
+        registry = live.current()
+        store = agent_tasks.store()
+        try:
+            reconcile_ended_runs(store, context.instance, context.log)
+            if registry.config_errors:
+                # A broken agents or pools file would fail every task it touched: start none.
+                return dg.SkipReason(
+                    "nothing dispatched until the config files load: "
+                    + "; ".join(str(e) for e in registry.config_errors)
+                )
+            allocation = effective_settings(registry, AllocationOverrides(store).all())
+            changed = apply_pool_limits(context.instance, allocation.pool_limits())
+            if changed:
+                context.log.info(f"pool limits set: {', '.join(changed)}")
+            reranked = rebalance(context.instance, store, allocation)
+            if reranked:
+                context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
+            outcome = dispatch(
+                store,
+                context.instance,
+                registry,
+                fingerprint=live.fingerprint,
+                loaded=loaded,
+                allocation=allocation,
+            )
+            now = time.monotonic()
+            due = [p for p in outcome.unloaded if now - asked_reload.get(p, -1e9) > RELOAD_RETRY_S]
+            if due:
+                asked_reload.update(dict.fromkeys(due, now))
+                context.log.info(
+                    f"project(s) {', '.join(due)} are not in the loaded definitions: "
+                    + request_reload(os.environ)
+                )
+            return dg.SensorResult(
+                run_requests=[_run_request(launch) for launch in outcome.launches]
+            )
+        finally:
+            store.dispose()
+
+    return task_dispatch
+
+
+def _run_request(launch: Launch) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=launch.run_key,
+        asset_selection=[dg.AssetKey(list(launch.asset_path))],
+        partition_key=launch.task.id,
+        tags=dict(launch.tags),
+    )
+
+
+def build_import_sensor() -> dg.SensorDefinition:
+    @dg.sensor(
+        name="task_import",
+        minimum_interval_seconds=IMPORT_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Turn unchecked items of .agent-os/specs/*/tasks.md into tasks, once each.",
+    )
+    def task_import(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+        registry = agent_tasks.registry()
+        store = agent_tasks.store()
+        added = 0
+        try:
+            for project in registry.projects:
+                workspace = ProjectWorkspace(registry.settings.home, project.spec)
+                try:
+                    added += len(import_task_lists(project.spec, workspace, store))
+                except Exception as exc:  # one project's broken repository never stops the rest
+                    context.log.warning(f"{project.name}: task import failed: {exc}")
+        finally:
+            store.dispose()
+        return dg.SkipReason(f"imported {added} new task(s)")
+
+    return task_import

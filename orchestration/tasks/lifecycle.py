@@ -1,0 +1,288 @@
+"""The task lifecycle against the run queue: which queued tasks to launch now and with which run
+tags, runs that ended without recording their task, tasks queued again, retried or cancelled.
+
+Called alike by the dispatch sensor and the CLI. It reads and writes the Dagster instance (runs,
+partitions) but builds no Dagster definitions: the sensor turns each `Launch` into a run
+request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import dagster as dg
+import sqlalchemy as sa
+
+from orchestration.agents.invocation import missing_executable
+from orchestration.allocation.control import AllocationSettings, current_allocation
+from orchestration.process import kill_process_group
+from orchestration.registry.loader import Registry
+from orchestration.registry.models import ProjectSpec
+from orchestration.registry.rules import ProfileError, resolve_profile
+from orchestration.tags import (
+    MAX_RUNTIME_TAG,
+    PRIORITY_TAG,
+    PROJECT_TAG,
+    SESSION_TAG,
+    TASK_TAG,
+    tasks_partitions_name,
+)
+from orchestration.tasks.dispatch import plan_dispatch, run_priority
+from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.store import TaskStore
+
+#: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
+RUN_OVERHEAD_S = 600
+#: A dispatched task whose run has not appeared after this long is queued again.
+LAUNCH_GRACE_S = 600
+#: Runs one dispatch creates at most. The daemon creates each task run with two calls to the
+#: code server (the asset subset's job, its execution plan), 0.1-0.2 s on a small machine, so an
+#: import of 200 tasks would hold a tick for half a minute, and cancellations, rebalancing and
+#: live priority changes with it. The highest-ranked tasks go first; the rest follow on the
+#: next ticks, far faster than slots free.
+MAX_NEW_RUNS_PER_TICK = 20
+
+WAITING_FOR_RELOAD = "waiting for the code location to load project {project!r}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One run to start for one task: the asset it materializes, its run key and tags."""
+
+    task: Task
+    run_key: str
+    asset_path: tuple[str, str]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class DispatchOutcome:
+    """What one dispatch decided."""
+
+    launches: list[Launch] = field(default_factory=list)
+    #: Valid projects whose assets the running definitions do not have yet.
+    unloaded: list[str] = field(default_factory=list)
+    #: Why nothing at all was dispatched (a broken agents or pools file), else None.
+    stopped: str | None = None
+
+
+def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) -> dict[str, str]:
+    """The tags every run of a task carries, however it was launched."""
+    tags = {
+        PROJECT_TAG: spec.name,
+        TASK_TAG: task.id,
+        PRIORITY_TAG: str(
+            priority if priority is not None else run_priority(spec.priority, task.priority)
+        ),
+        # Run monitoring ends a run that outlives its agent and tests by far, even when its
+        # worker died unseen (the default launcher cannot check a worker's health).
+        MAX_RUNTIME_TAG: str(spec.agent.timeout + spec.verify_timeout + RUN_OVERHEAD_S),
+    }
+    if task.session:
+        tags[SESSION_TAG] = task.session
+    return tags
+
+
+def dispatch(
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    registry: Registry,
+    *,
+    fingerprint: str,
+    loaded: Collection[str] | None = None,
+    allocation: AllocationSettings | None = None,
+    environ: Mapping[str, str] | None = None,
+    limit: int = MAX_NEW_RUNS_PER_TICK,
+) -> DispatchOutcome:
+    """Launches for up to `limit` runnable queued tasks, the highest ranked by the allocation
+    policy first.
+
+    Nothing is launched, failed or blocked while the agents or pools file is broken. A task
+    that can never run is blocked; one that may run once something is fixed (a broken project
+    file, an unknown profile, a project the running definitions do not have yet) stays queued
+    with the reason. A task whose agent program is missing fails with the reason, and the next
+    ones of that profile wait until the registry or PATH changes (`fingerprint`).
+    """
+    if registry.config_errors:
+        return DispatchOutcome(stopped="; ".join(str(error) for error in registry.config_errors))
+    assert registry.agents is not None
+    env = os.environ if environ is None else environ
+    queued = store.tasks(statuses=[TaskStatus.QUEUED])
+    prerequisites = {p for task in queued for p in task.after}
+    known = {task.id: task for task in store.tasks(ids=prerequisites)} if prerequisites else {}
+    broken = {name for name in _broken_projects(registry)}
+    plan = plan_dispatch(queued, known, registry.names, broken)
+    for task, reason in plan.blocked:
+        store.block(task.id, reason)
+    for task, reason in plan.waiting:
+        store.note_waiting(task.id, reason)
+
+    unloaded: set[str] = set()
+    ready: list[Task] = []
+    for task in plan.runnable:
+        spec = registry.spec(task.project)
+        assert spec is not None
+        if loaded is not None and task.project not in loaded:
+            unloaded.add(task.project)
+            store.note_waiting(task.id, WAITING_FOR_RELOAD.format(project=task.project))
+            continue
+        problem = _cannot_start(store, registry, spec, task, fingerprint, env)
+        if problem is None:
+            ready.append(task)
+    if not ready:
+        return DispatchOutcome(unloaded=sorted(unloaded))
+
+    priorities: Mapping[str, int] = {}
+    if allocation is not None:
+        ranked_now, _, _ = current_allocation(instance, store, allocation, ready)
+        priorities = ranked_now.priorities
+    # Highest priority first: the run queue may start the first runs before the last exist.
+    ranked = sorted(ready, key=lambda t: -priorities.get(t.id, 0))[:limit]
+    ensure_partitions(instance, ranked)
+    launches = []
+    for task in ranked:
+        if not store.mark_dispatched(task.id):
+            continue
+        spec = registry.spec(task.project)
+        assert spec is not None
+        launches.append(
+            Launch(
+                task=task,
+                run_key=f"{task.id}.{task.attempts + 1}",
+                asset_path=(task.project, "tasks"),
+                tags=task_run_tags(task, spec, priorities.get(task.id)),
+            )
+        )
+    return DispatchOutcome(launches=launches, unloaded=sorted(unloaded))
+
+
+def _broken_projects(registry: Registry) -> Iterable[str]:
+    for error in registry.errors:
+        if error.project_file:
+            yield os.path.splitext(os.path.basename(error.project_file))[0]
+
+
+def _cannot_start(
+    store: TaskStore,
+    registry: Registry,
+    spec: ProjectSpec,
+    task: Task,
+    fingerprint: str,
+    env: Mapping[str, str],
+) -> str | None:
+    """Why `task` may not be launched now (it is left queued, or failed once per missing
+    program), or None."""
+    assert registry.agents is not None
+    profile_name = task.profile or spec.agent.profile
+    try:
+        profile = resolve_profile(registry.agents, spec, profile_name)
+    except ProfileError as exc:
+        store.note_waiting(task.id, str(exc))
+        return str(exc)
+    program = missing_executable(profile, spec.agent.command or (), env)
+    if program is None:
+        return None
+    hold = f"profile:{profile_name}:{program}"
+    held = store.holding(hold, fingerprint)
+    if held is not None:
+        store.note_waiting(task.id, f"held: {held}")
+        return held
+    reason = (
+        f"agent program {program!r} of profile {profile_name!r} is not on PATH "
+        f"({env.get('PATH', '')}); install it or fix PATH, then `orch task retry {task.id}`. "
+        "The project's other tasks of this profile wait until the registry or PATH changes."
+    )
+    store.finish(task.id, TaskStatus.FAILED, reason)
+    store.hold(hold, fingerprint, f"agent program {program!r} not found", task.id)
+    return reason
+
+
+def ensure_partitions(instance: dg.DagsterInstance, tasks: Iterable[Task]) -> None:
+    """Add the tasks' partitions, one bulk call per project."""
+    by_project: dict[str, list[str]] = {}
+    for task in tasks:
+        by_project.setdefault(task.project, []).append(task.id)
+    for project, ids in by_project.items():
+        name = tasks_partitions_name(project)
+        missing = [i for i in ids if not instance.has_dynamic_partition(name, i)]
+        if missing:
+            try:
+                instance.add_dynamic_partitions(name, missing)
+            except sa.exc.IntegrityError:
+                # Another process (the CLI, the sensor) added some of them a moment ago.
+                for key in missing:
+                    with contextlib.suppress(sa.exc.IntegrityError):
+                        instance.add_dynamic_partitions(name, [key])
+
+
+def reconcile_ended_runs(
+    store: TaskStore, instance: dg.DagsterInstance, log: logging.Logger | dg.DagsterLogManager
+) -> None:
+    """A task whose run ended (failed, cancelled, crashed) without recording it never stays
+    `running` or dispatched: it fails, is cancelled, or (if its run never appeared) is queued
+    again. An agent left running by a dead run is stopped."""
+    active = store.tasks(statuses=[TaskStatus.RUNNING, TaskStatus.QUEUED])
+    for task in active:
+        if task.status is TaskStatus.QUEUED and not task.dispatched:
+            continue
+        if task.run_id:  # claimed: its run is known, however it was launched
+            run = instance.get_run_by_id(task.run_id)
+            runs = [run] if run else []
+        else:
+            runs = list(instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task.id}), limit=1))
+        if not runs:
+            age = (datetime.now(UTC) - task.updated_at).total_seconds()
+            if age > LAUNCH_GRACE_S and store.requeue(task.id, "its run never started"):
+                log.warning(f"task {task.id}: no run after {age:.0f}s; queued again")
+            continue
+        latest = runs[0]
+        if not latest.is_finished:
+            continue
+        if latest.status == dg.DagsterRunStatus.CANCELED:
+            ended = store.fail_run(task.id, task.run_id, f"run {latest.run_id} was cancelled")
+            if ended:
+                log.info(f"task {task.id}: run {latest.run_id} cancelled")
+        elif latest.status == dg.DagsterRunStatus.FAILURE or task.status is TaskStatus.RUNNING:
+            reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
+            ended = store.fail_run(task.id, task.run_id, reason)
+            if ended:
+                log.warning(f"task {task.id}: {reason}")
+        else:
+            ended = False
+        pgid = task.extra.get("agent_pgid")
+        if ended and pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
+            log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
+
+
+def cancel(
+    store: TaskStore, instance: dg.DagsterInstance | None, task_id: str
+) -> tuple[Task, list[str]]:
+    """Cancel a task and terminate any run carrying it out (which ends its agent's process
+    group); the task and the ids of the runs terminated. TaskError if it already ended."""
+    cancelled = store.cancel(task_id)
+    stopped: list[str] = []
+    if instance is None:
+        return cancelled, stopped
+    runs = list(instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task_id})))
+    if cancelled.run_id and all(run.run_id != cancelled.run_id for run in runs):
+        run = instance.get_run_by_id(cancelled.run_id)
+        runs = [run, *runs] if run else runs
+    for run in runs:
+        if not run.is_finished:
+            instance.run_coordinator.cancel_run(run.run_id)
+            stopped.append(run.run_id)
+    return cancelled, stopped
+
+
+def retry(store: TaskStore, instance: dg.DagsterInstance | None, task_id: str) -> Task:
+    """Queue a failed, blocked or cancelled task again as a new attempt; TaskError for a task
+    that is queued, running or succeeded."""
+    task = store.retry(task_id)
+    if instance is not None:
+        ensure_partitions(instance, [task])
+    return task

@@ -1,0 +1,356 @@
+"""Dependency detection over a registry of real git repositories: the cache under ORCH_HOME, a
+broken repository among good ones, the lineage definitions draw from the detected graph, the
+`orchestration/dependencies` asset and its `acyclic` check, the `manifest` assets' metadata, and
+a remote project read through its private clone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.defs.definitions import build_definitions
+from orchestration.defs.factory import ProjectKeys
+from orchestration.defs.orchestration_assets import DEPENDENCIES_KEY
+from orchestration.defs.resources import ProjectWorkspaces
+from orchestration.dependencies.detection import DetectionCache, ScanOutcome, detect
+from orchestration.dependencies.graph import DependencyGraph
+from orchestration.registry import Registry
+from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
+from tests.support.git import GIT_IDENTITY, make_git_repo
+from tests.support.registry import RegistryDir
+
+CORE = '[project]\nname = "Acme_Core"\nversion = "1.0.0"\n'
+API = '[project]\nname = "acme-api"\nversion = "0.3.0"\ndependencies = [\n  "acme-core>=2",\n]\n'
+CLI = "acme-api\nclick>=8\n"
+WEB = '{\n  "name": "@acme/web",\n  "version": "2.0.0",\n  "dependencies": {"react": "^18"}\n}\n'
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), **GIT_IDENTITY}
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit(repo: Path, files: Mapping[str, str], message: str = "change") -> str:
+    """A new commit on the checked-out branch with `files` written."""
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text, encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--no-gpg-sign", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def add_project(registry_dir: RegistryDir, name: str, files: Mapping[str, str]) -> Path:
+    repo = make_git_repo(registry_dir.root / "repos" / name, files)
+    registry_dir.project(name, repo=str(repo))
+    return repo
+
+
+def outcome(outcomes: Mapping[str, ScanOutcome | str], project: str) -> ScanOutcome:
+    found = outcomes[project]
+    assert isinstance(found, ScanOutcome), found
+    return found
+
+
+def pairs(graph: DependencyGraph) -> set[tuple[str, str]]:
+    return {(e.consumer, e.provider) for e in graph.edges}
+
+
+@pytest.fixture(autouse=True)
+def outside_any_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a folder that is no git repository, so no git command can reach another one."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def four(registry_dir: RegistryDir) -> RegistryDir:
+    """core <- api <- cli (Python), and web (npm) depending on no project."""
+    add_project(registry_dir, "core", {"pyproject.toml": CORE})
+    add_project(registry_dir, "api", {"pyproject.toml": API})
+    add_project(registry_dir, "cli", {"requirements.txt": CLI})
+    add_project(registry_dir, "web", {"package.json": WEB})
+    return registry_dir
+
+
+def load(registry_dir: RegistryDir) -> Registry:
+    registry = registry_dir.load()
+    assert registry.errors == ()
+    return registry
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+
+def test_detect_writes_the_graph_and_a_second_run_parses_nothing(four: RegistryDir) -> None:
+    registry, settings = load(four), four.settings
+    graph, outcomes = detect(registry.projects, settings)
+
+    assert pairs(graph) == {("api", "core"), ("cli", "api")}
+    assert sorted(outcomes) == ["api", "cli", "core", "web"]
+    assert all(not outcome(outcomes, p).cached for p in outcomes)
+    assert outcome(outcomes, "core").scan.commit == git(
+        four.root / "repos" / "core", "rev-parse", "HEAD"
+    )
+    cached_file = settings.home / "cache" / "dependencies" / "graph.json"
+    assert json.loads(cached_file.read_text()) == json.loads(json.dumps(graph.to_json()))
+    assert DetectionCache(settings.home).load_graph() == graph
+
+    again, outcomes = detect(registry.projects, settings)
+    assert {p: outcome(outcomes, p).cached for p in outcomes} == dict.fromkeys(outcomes, True)
+    assert again.to_json() == graph.to_json()
+
+
+def test_a_new_commit_in_one_repository_parses_only_that_one(four: RegistryDir) -> None:
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    web = json.loads(WEB)
+    web["dependencies"]["acme-core"] = "1.0.0"  # not a Python project: no edge
+    web["devDependencies"] = {"@acme/web-kit": "^1"}
+    sha = commit(four.root / "repos" / "web", {"package.json": json.dumps(web, indent=2)})
+    commit(four.root / "repos" / "cli", {"setup.cfg": "[metadata]\nname = acme-cli\n"})
+    add_project(four, "kit", {"package.json": '{"name": "@acme/web-kit", "version": "1.2.0"}'})
+    git(four.root / "repos" / "cli", "reset", "-q", "--hard", "HEAD~1")  # back where it was
+
+    graph, outcomes = detect(load(four).projects, settings)
+
+    cached = {p: outcome(outcomes, p).cached for p in outcomes}
+    assert cached == {"core": True, "api": True, "cli": True, "web": False, "kit": False}
+    assert outcome(outcomes, "web").scan.commit == sha
+    assert pairs(graph) == {("api", "core"), ("cli", "api"), ("web", "kit")}
+    edge = graph.edge("web", "kit")
+    assert edge is not None
+    (evidence,) = edge.evidence
+    assert (evidence.file, evidence.line, evidence.via) == ("package.json", 9, "package")
+    assert evidence.text == '"@acme/web-kit": "^1"'
+
+
+def test_only_rescans_the_named_projects(four: RegistryDir) -> None:
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    commit(four.root / "repos" / "web", {"requirements.txt": "acme-api\n"})
+    commit(four.root / "repos" / "cli", {"requirements.txt": "click\n"})
+
+    graph, outcomes = detect(registry.projects, settings, only=["web"])
+
+    assert sorted(outcomes) == ["web"] and not outcome(outcomes, "web").cached
+    # cli's new commit is not read: its last scan still counts
+    assert pairs(graph) == {("api", "core"), ("cli", "api"), ("web", "api")}
+
+
+# --- broken repositories -----------------------------------------------------------------------
+
+
+def test_a_corrupt_manifest_is_a_problem_and_the_others_still_detect(four: RegistryDir) -> None:
+    commit(four.root / "repos" / "web", {"package.json": '{"name": "@acme/web",'})
+    graph, outcomes = detect(load(four).projects, four.settings)
+
+    (problem,) = outcome(outcomes, "web").scan.problems
+    assert problem.startswith("package.json: not valid JSON")
+    assert pairs(graph) == {("api", "core"), ("cli", "api")}
+
+
+def test_an_unreadable_repository_is_an_error_and_the_others_still_detect(
+    four: RegistryDir,
+) -> None:
+    registry = load(four)
+    shutil.rmtree(four.root / "repos" / "cli" / ".git" / "objects")
+    graph, outcomes = detect(registry.projects, four.settings)
+
+    error = outcomes["cli"]
+    assert isinstance(error, str) and "repos/cli" in error
+    assert {p for p, o in outcomes.items() if isinstance(o, ScanOutcome)} == {"core", "api", "web"}
+    assert pairs(graph) == {("api", "core")}
+
+
+def test_a_repository_removed_after_loading_does_not_stop_the_others(four: RegistryDir) -> None:
+    registry = load(four)
+    shutil.rmtree(four.root / "repos" / "cli")
+    graph, outcomes = detect(registry.projects, four.settings)
+    assert pairs(graph) == {("api", "core")}
+    assert all(isinstance(outcomes[p], ScanOutcome) for p in ("core", "api", "web"))
+
+
+def test_a_repository_removed_after_loading_is_reported(four: RegistryDir) -> None:
+    registry = load(four)
+    shutil.rmtree(four.root / "repos" / "cli")
+    _, outcomes = detect(registry.projects, four.settings)
+    found = outcomes["cli"]
+    message = found if isinstance(found, str) else " ".join(found.scan.problems)
+    assert "repos/cli" in message
+
+
+# --- lineage in the definitions ---------------------------------------------------------------
+
+
+def parents(defs: dg.Definitions, key: dg.AssetKey) -> set[dg.AssetKey]:
+    return set(defs.resolve_asset_graph().get(key).parent_keys)
+
+
+def test_definitions_draw_lineage_from_the_detected_graph(four: RegistryDir) -> None:
+    registry = load(four)
+    api, cli, core = ProjectKeys("api"), ProjectKeys("cli"), ProjectKeys("core")
+    before = build_definitions(registry)
+    assert parents(before, api.verification) == {api.source}
+
+    detect(registry.projects, four.settings)
+    defs = build_definitions(registry)
+
+    assert parents(defs, api.verification) == {api.source, core.source}
+    assert parents(defs, cli.verification) == {cli.source, api.source}
+    assert parents(defs, core.verification) == {core.source}
+    assert parents(defs, api.manifest) == {api.source}
+
+
+def test_detected_lineage_survives_a_declared_dependency_elsewhere(four: RegistryDir) -> None:
+    four.project("docs", "depends_on: [web]\n")
+    registry = load(four)
+    detect(registry.projects, four.settings)
+    assert DetectionCache(four.settings.home).load_graph() is not None
+    defs = build_definitions(registry)
+    assert ProjectKeys("core").source in parents(defs, ProjectKeys("api").verification)
+
+
+@pytest.fixture
+def state_env(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ORCH_* for the resources, which read the registry location at run time."""
+    settings = registry_dir.settings
+    monkeypatch.setenv(PROJECTS_DIR_VAR, str(settings.projects_dir))
+    monkeypatch.setenv(CONFIG_DIR_VAR, str(settings.config_dir))
+    monkeypatch.setenv(HOME_VAR, str(settings.home))
+    return settings.home
+
+
+def materialize(
+    defs: dg.Definitions, key: dg.AssetKey, home: Path, selection: list[dg.AssetKey] | None = None
+) -> dg.ExecuteInProcessResult:
+    assert isinstance(defs.resources["workspaces"], ProjectWorkspaces)
+    result = dg.materialize(
+        [defs.get_assets_def(key)],
+        selection=selection or [key],
+        resources={"workspaces": ProjectWorkspaces(home=str(home))},
+        raise_on_error=False,
+    )
+    assert result.success
+    return result
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, object]:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    assert event.materialization is not None
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+ALPHA = "[metadata]\nname = alpha-lib\nversion = 1.0\n"
+BETA = '[project]\nname = "beta-lib"\nversion = "1.0"\ndependencies = ["alpha-lib"]\n'
+
+
+def test_a_cycle_still_loads_and_fails_the_acyclic_check(
+    registry_dir: RegistryDir, state_env: Path
+) -> None:
+    add_project(registry_dir, "alpha", {"requirements.txt": "beta-lib\n", "setup.cfg": ALPHA})
+    add_project(registry_dir, "beta", {"pyproject.toml": BETA})
+    registry = load(registry_dir)
+    graph, _ = detect(registry.projects, registry_dir.settings)
+    assert graph.cycles == (("alpha", "beta", "alpha"),)
+
+    defs = build_definitions(registry)
+    alpha, beta = ProjectKeys("alpha"), ProjectKeys("beta")
+    assert parents(defs, alpha.verification) == {alpha.source, beta.source}
+    assert parents(defs, beta.verification) == {beta.source, alpha.source}
+    dependencies = defs.get_assets_def(DEPENDENCIES_KEY)
+    assert "alpha -> beta -> alpha" in (
+        dependencies.specs_by_key[DEPENDENCIES_KEY].description or ""
+    )
+
+    result = materialize(defs, DEPENDENCIES_KEY, state_env)
+
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "acyclic" and not check.passed
+    assert check.metadata["cycles"].value == [["alpha", "beta", "alpha"]]
+    assert check.description == "alpha -> beta -> alpha"
+    found = metadata(result, DEPENDENCIES_KEY)
+    assert (found["projects"], found["edges"], found["cycles"], found["parsed"]) == (2, 2, 1, 0)
+
+
+def test_the_acyclic_check_passes_without_a_cycle(four: RegistryDir, state_env: Path) -> None:
+    defs = build_definitions(load(four))
+    result = materialize(defs, DEPENDENCIES_KEY, state_env)
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["cycles"].value == []
+    found = metadata(result, DEPENDENCIES_KEY)
+    assert (found["projects"], found["edges"], found["parsed"]) == (4, 2, 4)
+    assert found["failed"] == {}
+    assert (state_env / "cache" / "dependencies" / "graph.json").is_file()
+
+
+def test_the_manifest_asset_lists_dependencies_consumers_and_mismatches(
+    four: RegistryDir, state_env: Path
+) -> None:
+    registry = load(four)
+    detect(registry.projects, four.settings)
+    defs = build_definitions(registry)
+    api = ProjectKeys("api")
+
+    result = materialize(defs, api.source, state_env, selection=[api.manifest])
+    found = metadata(result, api.manifest)
+
+    mismatch = "requires >=2, but acme-core is at 1.0.0 (pyproject.toml)"
+    assert found["depends_on"] == {
+        "core": [
+            {
+                "file": "pyproject.toml",
+                "line": 5,
+                "text": "acme-core>=2",
+                "via": "package",
+                "version_mismatch": mismatch,
+            }
+        ]
+    }
+    assert found["used_by"] == ["cli"]
+    assert found["version_mismatches"] == [mismatch]
+    assert found["provides"] == ["acme-api"]
+    assert found["cached"] is True  # detection above already scanned this commit
+    assert found["commit"] == git(four.root / "repos" / "api", "rev-parse", "HEAD")
+    assert found["problems"] == [] and found["cycles"] == []
+    assert "`pyproject.toml` | python | acme-api | 1 |" in str(found["manifests"])
+
+
+# --- a remote project --------------------------------------------------------------------------
+
+
+def test_a_remote_project_is_fetched_into_its_private_clone(registry_dir: RegistryDir) -> None:
+    work = make_git_repo(registry_dir.root / "upstream" / "core", {"pyproject.toml": CORE})
+    bare = registry_dir.root / "remote" / "core.git"
+    git(registry_dir.root, "clone", "-q", "--bare", str(work), str(bare))
+    registry_dir.project("core", repo=f"file://{bare}")
+    add_project(registry_dir, "api", {"pyproject.toml": API})
+    gitmodules = f'[submodule "core"]\n\tpath = core\n\turl = file://{bare}\n'
+    add_project(registry_dir, "vendor", {".gitmodules": gitmodules})
+    registry = load(registry_dir)
+    assert registry.project("core").spec.is_remote
+
+    graph, outcomes = detect(registry.projects, registry_dir.settings)
+
+    clone = registry_dir.settings.home / "workspaces" / "core" / "repo.git"
+    assert clone.is_dir()
+    scan = outcome(outcomes, "core").scan
+    assert scan.commit == git(work, "rev-parse", "HEAD")
+    assert [p.name for p in scan.packages] == ["acme-core"]
+    assert pairs(graph) == {("api", "core"), ("vendor", "core")}
+    edge = graph.edge("vendor", "core")
+    assert edge is not None and edge.evidence[0].via == "submodule"
+
+    sha = commit(work, {"pyproject.toml": CORE.replace("1.0.0", "2.0.0")})
+    git(work, "push", "-q", str(bare), "main")
+    graph, outcomes = detect(registry.projects, registry_dir.settings)
+    assert outcome(outcomes, "core").scan.commit == sha and not outcome(outcomes, "core").cached
+    api_edge = graph.edge("api", "core")
+    assert api_edge is not None and api_edge.version_mismatches == ()

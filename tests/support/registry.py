@@ -1,0 +1,49 @@
+"""A project registry on disk in a temporary directory, with the shipped agent profiles."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestration.registry import Registry, load_registry
+from orchestration.settings import Settings
+from tests.support.git import make_git_repo
+from tests.support.paths import REPO_ROOT
+
+
+@dataclass
+class RegistryDir:
+    """A registry on disk: projects/, projects/templates/, config/ and a state dir."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path) -> RegistryDir:
+        """An empty project registry under `root` with the shipped agent profiles and pools."""
+        shutil.copytree(REPO_ROOT / "config", root / "config")
+        (root / "projects" / "templates").mkdir(parents=True)
+        return cls(root)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(self.root / "projects", self.root / "config", self.root / "home")
+
+    def write(self, relative: str, text: str) -> Path:
+        """Write a file below the registry root (YAML is dedented)."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def project(self, name: str, text: str = "", *, repo: str | None = None) -> Path:
+        """projects/<name>.yaml; `repo` defaults to a real git repository made for it."""
+        if repo is None:
+            repo = str(make_git_repo(self.root / "repos" / name, {"README.md": name}))
+        body = textwrap.dedent(text).lstrip("\n")
+        return self.write(f"projects/{name}.yaml", f"name: {name}\nrepo: {repo}\n{body}")
+
+    def load(self) -> Registry:
+        return load_registry(self.settings, environ=self.env)

@@ -1,0 +1,601 @@
+"""Tasks end to end through the real `dagster-daemon`: `orch task add` -> dispatch sensor ->
+queued run -> run worker -> the real `claude_code` adapter running the stand-in `claude` CLI
+(tests/fakes/claude) -> commit, verification, task record, materialization.
+
+One daemon serves the whole module. Its registry has three projects, each a real git repository
+with a verify command: `alpha` (secret SECRET_A, two agents at once), `beta` (secret SECRET_B,
+resumes its last session, one agent at a time) and `gamma` (a 4 s agent timeout). The
+stand-in logs what it saw (argv, pid, process group, parents, environment) to
+`fake_claude.jsonl` in the project's CLAUDE_CONFIG_DIR, the one variable the orchestrator
+always sets for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+
+from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
+from orchestration.tasks.models import Task, TaskStatus
+from tests.support.daemon import (
+    DaemonClient,
+    create_storage,
+    start_daemon,
+    stop,
+    wait_healthy,
+    write_instance,
+    write_workspace,
+)
+from tests.support.git import make_git_repo
+from tests.support.paths import FAKES_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+TASK_TIMEOUT_S = 120.0
+FAKE_LOG_NAME = "fake_claude.jsonl"
+SECRETS = {"SECRET_A": "alpha-secret-value", "SECRET_B": "beta-secret-value"}
+UNLISTED = {"UNLISTED_PARENT_VAR": "nobody-may-see-this"}  # in no allowlist
+MISSING_PROFILE = "missing_agent"  # a profile whose CLI is not installed
+GAMMA_TIMEOUT_S = 4
+
+
+CHECK_PY = """\
+import sys
+print("===== 1 passed in 0.01s =====")
+sys.exit(0)
+"""
+
+
+# --- the running system -------------------------------------------------------------------------
+
+
+class Orchestrator(DaemonClient):
+    """A daemon on a throwaway registry, instance and state directory, and ways to ask it."""
+
+    def add(self, project: str, prompt: str, *options: str) -> str:
+        return self.orch("task", "add", project, prompt, *options).strip()
+
+    def task(self, task_id: str) -> Task:
+        return self.store.require(task_id)
+
+    def run(self, task: Task) -> dg.DagsterRun:
+        assert task.run_id, self.explain(task.id, "the task has no run id")
+        run = self.instance.get_run_by_id(task.run_id)
+        assert run is not None, self.explain(task.id, f"run {task.run_id} not found")
+        return run
+
+    def fake_log(self, project: str) -> list[dict[str, Any]]:
+        path = self.home / "workspaces" / project / "agents" / "claude_code" / FAKE_LOG_NAME
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def agent_calls(self, project: str, task_id: str) -> list[dict[str, Any]]:
+        """The stand-in's log lines for one task (its worktree is named after the task), each
+        start line merged with what the same process logged later."""
+        entries = self.fake_log(project)
+        starts = [e for e in entries if e["event"] == "start" and Path(e["cwd"]).name == task_id]
+        for start in starts:
+            for later in entries:
+                if later["pid"] == start["pid"] and later["event"] != "start":
+                    start[later["event"]] = later
+        return starts
+
+    def wait_for(
+        self, what: str, task_id: str, ready: Callable[[], Any], timeout_s: float = TASK_TIMEOUT_S
+    ) -> Any:
+        """Poll `ready` until it returns something truthy; fail with the whole story if not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = ready()
+            if value:
+                return value
+            if self.daemon.poll() is not None:
+                pytest.fail(self.explain(task_id, f"the daemon exited ({self.daemon.returncode})"))
+            if time.monotonic() > deadline:
+                pytest.fail(self.explain(task_id, f"timed out after {timeout_s:.0f}s: {what}"))
+            time.sleep(0.25)
+
+    def after_dispatch_tick(self) -> None:
+        """Return right after the dispatch sensor's next tick has ended: tasks added now are
+        all seen by the same later tick (ticks are at least DISPATCH_INTERVAL_S apart)."""
+        from dagster._core.definitions.run_request import InstigatorType
+
+        (state,) = [
+            s
+            for s in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            if s.instigator_name == "task_dispatch"
+        ]
+        called = time.time()
+
+        def ticked() -> bool:
+            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            return bool(ticks and ticks[0].timestamp > called and ticks[0].end_timestamp)
+
+        self.wait_for("a dispatch sensor tick", "", ticked, timeout_s=60)
+
+    def wait_status(
+        self, task_id: str, *statuses: TaskStatus, timeout_s: float = TASK_TIMEOUT_S
+    ) -> Task:
+        def reached() -> Task | None:
+            task = self.task(task_id)
+            return task if task.status in statuses else None
+
+        wanted = " or ".join(statuses)
+        return self.wait_for(f"task {task_id} to be {wanted}", task_id, reached, timeout_s)
+
+    def wait_finished(self, task_id: str, timeout_s: float = TASK_TIMEOUT_S) -> Task:
+        finished = [s for s in TaskStatus if s.finished]
+        return self.wait_status(task_id, *finished, timeout_s=timeout_s)
+
+    def wait_run_finished(self, task_id: str, timeout_s: float = TASK_TIMEOUT_S) -> dg.DagsterRun:
+        def finished() -> dg.DagsterRun | None:
+            task = self.task(task_id)
+            run = self.instance.get_run_by_id(task.run_id) if task.run_id else None
+            return run if run is not None and run.is_finished else None
+
+        return self.wait_for(f"the run of {task_id} to end", task_id, finished, timeout_s)
+
+    def explain(self, task_id: str, message: str) -> str:
+        """A failure message with the task record, its runs and the daemon's last output."""
+        task = self.store.get(task_id)
+        record = json.dumps(task.to_dict(), indent=2, default=str) if task else "(no such task)"
+        runs = self.instance.get_runs(filters=dg.RunsFilter(tags={"orch/task": task_id}))
+        run_lines = [f"  {r.run_id} {r.status.value} tags={dict(r.tags)}" for r in runs]
+        events = []
+        for run in runs[:1]:
+            for entry in self.instance.all_logs(run.run_id)[-15:]:
+                text = entry.message or (entry.dagster_event.message if entry.dagster_event else "")
+                events.append(f"  {entry.level} {text[:300]}")
+        daemon_tail = self.daemon_log.read_text(errors="replace")[-3000:]
+        return "\n".join(
+            [
+                message,
+                f"task record: {record}",
+                "runs:",
+                *run_lines,
+                "last events of the latest run:",
+                *events,
+                "daemon log tail:",
+                daemon_tail,
+            ]
+        )
+
+
+def _write_registry(root: Path) -> dict[str, str]:
+    """projects/, config/ and three real repositories under `root`; the ORCH_* variables."""
+    shutil.copytree(REPO_ROOT / "config", root / "config")
+    agents_file = root / "config" / "agents.yaml"
+    agents = yaml.safe_load(agents_file.read_text())
+    agents["profiles"][MISSING_PROFILE] = {
+        "description": "A CLI that is not installed.",
+        "argv": ["orch-test-no-such-agent", "-p", "{prompt}"],
+        "output": "text",
+    }
+    agents_file.write_text(yaml.safe_dump(agents, sort_keys=False))
+    projects = root / "projects"
+    (projects / "templates").mkdir(parents=True)
+    settings = {
+        "alpha": "agent: {profile: claude_code, max_parallel: 2}\nsecrets: [SECRET_A]\n",
+        "beta": "agent: {profile: claude_code, resume: true}\nsecrets: [SECRET_B]\n",
+        "gamma": f"agent: {{profile: claude_code, timeout: {GAMMA_TIMEOUT_S}}}\n",
+    }
+    for name, text in settings.items():
+        repo = make_git_repo(
+            root / "repos" / name, {"README.md": f"{name}\n", "check.py": CHECK_PY}
+        )
+        (projects / f"{name}.yaml").write_text(
+            f"name: {name}\nrepo: {repo}\nverify: [python3, check.py]\n{text}"
+        )
+    return {
+        PROJECTS_DIR_VAR: str(projects),
+        CONFIG_DIR_VAR: str(root / "config"),
+        HOME_VAR: str(root / "home"),
+    }
+
+
+def _daemon_environment(orch_env: dict[str, str]) -> dict[str, str]:
+    """The parent environment: ours without any ORCH_/DAGSTER_/ANTHROPIC_ settings of the
+    machine, the fake CLI first on PATH, the projects' secrets and one unlisted variable."""
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ORCH_", "DAGSTER_", "ANTHROPIC_", "CLAUDE_"))
+    }
+    path = os.pathsep.join([str(FAKES_DIR), str(Path(sys.executable).parent), os.environ["PATH"]])
+    return {**inherited, **orch_env, "PATH": path, **SECRETS, **UNLISTED}
+
+
+@pytest.fixture(scope="module")
+def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
+    root = tmp_path_factory.mktemp("daemon")
+    orch_env = _write_registry(root)
+    dagster_home = write_instance(root)
+    orch_env["DAGSTER_HOME"] = str(dagster_home)
+    workspace = write_workspace(root)
+    create_storage(dagster_home, Path(orch_env[HOME_VAR]))
+    log_path = root / "daemon.log"
+    daemon = start_daemon(root, workspace, _daemon_environment(orch_env), log_path)
+    orchestrator = Orchestrator(root=root, env=orch_env, daemon=daemon, daemon_log=log_path)
+    try:
+        wait_healthy(orchestrator.daemon, orchestrator.instance, orchestrator.daemon_log)
+        yield orchestrator
+    finally:
+        stop(daemon)
+        orchestrator.close()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process; a zombie (dead, not yet reaped) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_worker_pid(call: dict[str, Any]) -> int:
+    """The run worker among the agent's parents: the process the code server started."""
+    chain = call["ancestors"]
+    for child, parent in zip(chain, chain[1:], strict=False):
+        if "grpc" in parent["cmdline"] and "api" in parent["cmdline"]:
+            return int(child["pid"])
+    raise AssertionError(f"no run worker among the agent's parents: {chain}")
+
+
+def _events(orchestrator: Orchestrator, run_id: str, kind: dg.DagsterEventType) -> list[Any]:
+    return [
+        entry.dagster_event.event_specific_data
+        for entry in orchestrator.instance.all_logs(run_id, of_type=kind)
+        if entry.dagster_event is not None
+    ]
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+def test_task_runs_through_daemon_and_records_everything(orchestrator: Orchestrator) -> None:
+    prompt = "Add a changelog line"
+    task_id = orchestrator.add("alpha", prompt)
+    task = orchestrator.wait_finished(task_id)
+    assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(task_id, "not succeeded")
+
+    run = orchestrator.wait_run_finished(task_id)
+    assert run.status is dg.DagsterRunStatus.SUCCESS, orchestrator.explain(task_id, "run")
+    assert run.tags["project"] == "alpha"
+    assert run.tags["orch/task"] == task_id
+    assert int(run.tags["dagster/priority"]) > 0  # set by the allocation policy
+    assert run.tags["dagster/partition"] == task_id
+    assert run.asset_selection == {dg.AssetKey(["alpha", "tasks"])}
+
+    # The real claude_code adapter ran the CLI headless, in the task's own worktree.
+    (call,) = orchestrator.agent_calls("alpha", task_id)
+    assert call["argv"][1:] == ["-p", prompt, "--output-format", "json"]
+    assert Path(call["cwd"]) == orchestrator.home / "workspaces/alpha/worktrees" / task_id
+    assert call["end"]["exit"] == 0
+
+    # The work is committed on the task's branch of the private clone, with the trailer.
+    clone = orchestrator.home / "workspaces" / "alpha" / "repo.git"
+    branch = f"orch/alpha/{task_id}"
+    assert task.branch == branch
+    assert task.commit == _git(clone, "rev-parse", branch).strip()
+    message = _git(clone, "log", "-1", "--format=%B", branch)
+    assert f"Orch-Task: {task_id}" in message
+    assert _git(clone, "show", f"{branch}:CHANGES.md") == f"- {prompt}\n"
+    assert not (orchestrator.home / "workspaces/alpha/worktrees" / task_id).exists()
+
+    # The task record and the materialization carry the agent's numbers, as numbers.
+    assert (task.cost_usd, task.tokens_in, task.tokens_out, task.turns) == (0.0123, 150, 40, 3)
+    assert task.session_id == call["session_id"]
+    assert task.extra["files_changed"] == 1 and task.extra["verify_passed"] == 1
+    (materialization,) = _events(
+        orchestrator, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    assert materialization.materialization.partition == task_id
+    metadata = materialization.materialization.metadata
+    numeric = {
+        "duration_s": dg.FloatMetadataValue,
+        "cost_usd": dg.FloatMetadataValue,
+        "tokens_in": dg.IntMetadataValue,
+        "tokens_out": dg.IntMetadataValue,
+        "turns": dg.IntMetadataValue,
+        "files_changed": dg.IntMetadataValue,
+        "lines_added": dg.IntMetadataValue,
+        "lines_removed": dg.IntMetadataValue,
+    }
+    for key, kind in numeric.items():
+        assert isinstance(metadata[key], kind), f"{key}: {metadata[key]!r}"
+    values = {key: metadata[key].value for key in numeric}
+    assert values["duration_s"] > 0
+    assert values | {"duration_s": 0} == {
+        "duration_s": 0,
+        "cost_usd": 0.0123,
+        "tokens_in": 150,
+        "tokens_out": 40,
+        "turns": 3,
+        "files_changed": 1,
+        "lines_added": 1,
+        "lines_removed": 0,
+    }
+    (check,) = _events(orchestrator, run.run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert (check.asset_key, check.check_name, check.passed) == (
+        dg.AssetKey(["alpha", "tasks"]),
+        "verify_passed",
+        True,
+    )
+
+
+def test_two_tasks_of_one_project_run_at_once(orchestrator: Orchestrator) -> None:
+    # Each agent waits until the other has started too (BARRIER), so they overlap however
+    # slowly the second one is launched, but only if both may run at once.
+    first = orchestrator.add("alpha", "First parallel change BARRIER2:pair")
+    second = orchestrator.add("alpha", "Second parallel change BARRIER2:pair")
+    for task_id in (first, second):
+        task = orchestrator.wait_finished(task_id)
+        assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(task_id, "failed")
+    (one,) = orchestrator.agent_calls("alpha", first)
+    (two,) = orchestrator.agent_calls("alpha", second)
+    assert one["barrier"]["met"] and two["barrier"]["met"], "the agents did not run at once"
+    assert one["time"] < two["end"]["time"] and two["time"] < one["end"]["time"], (one, two)
+    assert one["cwd"] != two["cwd"]
+    assert one["pgid"] != two["pgid"]
+    clone = orchestrator.home / "workspaces" / "alpha" / "repo.git"
+    for task_id in (first, second):
+        assert "parallel change" in _git(clone, "show", f"orch/alpha/{task_id}:CHANGES.md")
+
+
+def test_each_agent_sees_only_its_projects_secrets(orchestrator: Orchestrator) -> None:
+    ids = {
+        "alpha": orchestrator.add("alpha", "Show me the environment"),
+        "beta": orchestrator.add("beta", "Show me the environment"),
+    }
+    envs = {}
+    for project, task_id in ids.items():
+        task = orchestrator.wait_finished(task_id)
+        assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(task_id, "failed")
+        (call,) = orchestrator.agent_calls(project, task_id)
+        envs[project] = call["env"]
+    assert envs["alpha"]["SECRET_A"] == SECRETS["SECRET_A"]
+    assert "SECRET_B" not in envs["alpha"]
+    assert envs["beta"]["SECRET_B"] == SECRETS["SECRET_B"]
+    assert "SECRET_A" not in envs["beta"]
+    # Only the allowlist gets through: base_env, the profile's env, the project's secrets, and
+    # what the orchestrator sets (LC_CTYPE is Python's own locale coercion in the child).
+    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "TERM", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"}
+    allowed |= {"HOME", "CLAUDE_CONFIG_DIR", "LC_CTYPE"}
+    for project, env in envs.items():
+        assert not set(UNLISTED) & set(env), project
+        secret = {"alpha": "SECRET_A", "beta": "SECRET_B"}[project]
+        assert set(env) <= allowed | {secret}, sorted(set(env) - allowed)
+        workspace = orchestrator.home / "workspaces" / project
+        assert env["HOME"] == str(workspace / "home")
+        assert env["CLAUDE_CONFIG_DIR"] == str(workspace / "agents" / "claude_code")
+
+
+def test_resume_passes_the_previous_session(orchestrator: Orchestrator) -> None:
+    first = orchestrator.add("beta", "First session")
+    task = orchestrator.wait_finished(first)
+    assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(first, "failed")
+    assert task.session_id
+    second = orchestrator.add("beta", "Carry on")
+    task = orchestrator.wait_finished(second)
+    assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(second, "failed")
+    (call,) = orchestrator.agent_calls("beta", second)
+    assert call["argv"][1:] == [
+        "-p",
+        "Carry on",
+        "--output-format",
+        "json",
+        "--resume",
+        orchestrator.task(first).session_id,
+    ]
+    sessions = json.loads(orchestrator.orch("session", "list", "beta", "--json"))
+    assert [(s["profile"], s["session_id"], s["task_id"]) for s in sessions] == [
+        ("claude_code", task.session_id, second)
+    ]
+    # A project without `agent.resume` never resumes.
+    starts = [e for e in orchestrator.fake_log("alpha") if e["event"] == "start"]
+    assert starts and all("--resume" not in e["argv"] for e in starts)
+
+
+def _wait_hanging_agent(orchestrator: Orchestrator, project: str, task_id: str) -> dict:
+    orchestrator.wait_status(task_id, TaskStatus.RUNNING)
+
+    def child_started() -> dict | None:
+        calls = orchestrator.agent_calls(project, task_id)
+        return calls[0] if calls and "child" in calls[0] else None
+
+    return orchestrator.wait_for(f"the agent of {task_id} to hang", task_id, child_started)
+
+
+def test_cancel_terminates_the_run_and_the_agents_process_group(
+    orchestrator: Orchestrator,
+) -> None:
+    task_id = orchestrator.add("alpha", "Work forever HANG")
+    call = _wait_hanging_agent(orchestrator, "alpha", task_id)
+    agent_pid, sleep_pid = call["pid"], call["child"]["child_pid"]
+    assert call["pgid"] == agent_pid  # the agent leads its own process group
+    try:
+        out = orchestrator.orch("task", "cancel", task_id)
+        assert f"cancelled {task_id}" in out and "terminated run" in out, out
+        run = orchestrator.wait_run_finished(task_id, timeout_s=60)
+        assert run.status is dg.DagsterRunStatus.CANCELED, orchestrator.explain(task_id, "run")
+        task = orchestrator.wait_finished(task_id, timeout_s=30)
+        assert task.status is TaskStatus.CANCELLED
+        orchestrator.wait_for(
+            "the agent and its child to be gone",
+            task_id,
+            lambda: not _alive(agent_pid) and not _alive(sleep_pid),
+            timeout_s=15,
+        )
+        assert not (orchestrator.home / "workspaces/alpha/worktrees" / task_id).exists()
+    finally:
+        _kill_group(agent_pid)
+
+
+#: Every way an agent can fail, in project gamma (4 s timeout): (prompt, *options) -> what the
+#: task's reason must say, output tail included.
+FAILURES: dict[tuple[str, ...], list[str]] = {
+    ("Never finish HANG",): ["timed out after", "fake claude: hanging"],
+    ("Crash EXIT3",): ["exit status 3", '"subtype": "succ', "exiting with status 3"],
+    ("Babble GARBAGE",): ["malformed agent output", "<<<GARBAGE>>>"],
+    ("Give up ERROR",): ["agent reported an error", "fake claude failed on purpose"],
+}
+
+
+@pytest.fixture(scope="module")
+def failed_tasks(orchestrator: Orchestrator) -> Iterator[dict[tuple[str, ...], str]]:
+    """The FAILURES, queued together and run to their end: prompt and options -> task id."""
+    ids = {args: orchestrator.add("gamma", *args) for args in FAILURES}
+    try:
+        for task_id in ids.values():
+            orchestrator.wait_finished(task_id)
+            orchestrator.wait_run_finished(task_id)
+        yield ids
+    finally:
+        for task_id in ids.values():
+            for call in orchestrator.agent_calls("gamma", task_id):
+                _kill_group(call["pid"])
+
+
+def test_agent_failures_fail_the_task_with_reason_and_tail(
+    orchestrator: Orchestrator, failed_tasks: dict[tuple[str, ...], str]
+) -> None:
+    for args, task_id in failed_tasks.items():
+        task = orchestrator.task(task_id)
+        assert task.status is TaskStatus.FAILED, orchestrator.explain(task_id, f"{args}: status")
+        for text in FAILURES[args]:
+            assert text in (task.reason or ""), (args, task.reason)
+        run = orchestrator.run(task)
+        assert run.status is dg.DagsterRunStatus.FAILURE, orchestrator.explain(task_id, "run")
+        assert not (orchestrator.home / "workspaces/gamma/worktrees" / task_id).exists()
+
+
+def test_a_missing_agent_program_fails_one_task_and_holds_the_rest(
+    orchestrator: Orchestrator,
+) -> None:
+    """The first task of a profile whose program is not installed fails saying so, without a
+    run; the next ones stay queued until the registry (or PATH) changes."""
+    first = orchestrator.add("gamma", "One", "--profile", MISSING_PROFILE)
+    task = orchestrator.wait_finished(first)
+    assert task.status is TaskStatus.FAILED
+    assert "'orch-test-no-such-agent'" in (task.reason or "") and "not on PATH" in task.reason
+    assert task.run_id is None  # nothing was launched for it
+    second = orchestrator.add("gamma", "Two", "--profile", MISSING_PROFILE)
+    held = orchestrator.wait_for(
+        "the second task is held",
+        second,
+        lambda: (t := orchestrator.task(second)).reason and "held" in t.reason and t,
+    )
+    assert held.status is TaskStatus.QUEUED and not held.dispatched
+    # Editing the registry lets the next task try again: it fails the same way, once.
+    agents_file = Path(orchestrator.env[CONFIG_DIR_VAR]) / "agents.yaml"
+    agents_file.write_text(agents_file.read_text() + "\n# touched\n")
+    retried = orchestrator.wait_finished(second)
+    assert retried.status is TaskStatus.FAILED and "not on PATH" in (retried.reason or "")
+
+
+def test_agent_timeout_kills_the_agents_process_group(
+    orchestrator: Orchestrator, failed_tasks: dict[tuple[str, ...], str]
+) -> None:
+    task_id = failed_tasks[("Never finish HANG",)]
+    (call,) = orchestrator.agent_calls("gamma", task_id)
+    assert call["pgid"] == call["pid"]
+    assert not _alive(call["pid"]), "the timed-out agent still runs"
+    assert not _alive(call["child"]["child_pid"]), "the timed-out agent's child still runs"
+    task = orchestrator.task(task_id)
+    assert task.duration_s is not None and task.duration_s >= GAMMA_TIMEOUT_S
+
+
+@pytest.fixture(scope="module")
+def crashed_task(orchestrator: Orchestrator) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A task whose run worker was SIGKILLed while its agent hung, once its run has failed:
+    the task id and the agent's log line."""
+    task_id = orchestrator.add("alpha", "Be killed HANG")
+    call = _wait_hanging_agent(orchestrator, "alpha", task_id)
+    try:
+        os.kill(_run_worker_pid(call), signal.SIGKILL)
+        run = orchestrator.wait_run_finished(task_id, timeout_s=60)
+        assert run.status is dg.DagsterRunStatus.FAILURE, orchestrator.explain(task_id, "run")
+        yield task_id, call
+    finally:
+        _kill_group(call["pid"])
+
+
+def test_killed_run_worker_never_leaves_the_task_running(
+    orchestrator: Orchestrator, crashed_task: tuple[str, dict[str, Any]]
+) -> None:
+    task_id, _ = crashed_task
+    task = orchestrator.wait_status(task_id, TaskStatus.FAILED, TaskStatus.QUEUED, timeout_s=60)
+    assert task.reason and orchestrator.run(task).run_id in task.reason, task.reason
+
+
+def test_killed_run_worker_leaves_no_agent_behind(
+    orchestrator: Orchestrator, crashed_task: tuple[str, dict[str, Any]]
+) -> None:
+    task_id, call = crashed_task
+    orchestrator.wait_status(task_id, TaskStatus.FAILED, TaskStatus.QUEUED, timeout_s=60)
+    agent_pid, sleep_pid = call["pid"], call["child"]["child_pid"]
+    orchestrator.wait_for(
+        "the crashed run's agent and its child to be gone",
+        task_id,
+        lambda: not _alive(agent_pid) and not _alive(sleep_pid),
+        timeout_s=10,
+    )
+
+
+def test_task_runs_are_bounded_by_run_monitoring(
+    orchestrator: Orchestrator, failed_tasks: dict[tuple[str, ...], str]
+) -> None:
+    """With the DefaultRunLauncher, run monitoring cannot check a run worker's health: only the
+    code server that started the worker notices its death. Kill both (checked by hand: the run
+    stayed STARTED and the task running for as long as we watched) and only a max runtime, per
+    run (`dagster/max_runtime` tag) or per instance, can ever end the run so that
+    reconcile_ended_runs fails the task."""
+    run = orchestrator.run(orchestrator.task(failed_tasks[("Crash EXIT3",)]))
+    per_run = float(run.tags.get("dagster/max_runtime", 0))
+    per_instance = orchestrator.instance.run_monitoring_max_runtime_seconds
+    assert per_run >= GAMMA_TIMEOUT_S or per_instance > 0, dict(run.tags)
+
+
+def test_max_parallel_one_runs_a_projects_tasks_one_at_a_time(
+    orchestrator: Orchestrator,
+) -> None:
+    orchestrator.after_dispatch_tick()  # so that, unlimited, they would be launched together
+    first = orchestrator.add("beta", "One at a time SLEEP3")
+    second = orchestrator.add("beta", "Then the other SLEEP3")
+    for task_id in (first, second):
+        task = orchestrator.wait_finished(task_id)
+        assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(task_id, "failed")
+    (one,) = orchestrator.agent_calls("beta", first)
+    (two,) = orchestrator.agent_calls("beta", second)
+    assert one["end"]["time"] <= two["time"] or two["end"]["time"] <= one["time"], (one, two)

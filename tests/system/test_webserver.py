@@ -1,0 +1,406 @@
+"""The real dagster-webserver on the shipped workspace.yaml and registry, asked over GraphQL and
+looked at in a real browser (Debian's headless Chromium through its ChromeDriver).
+
+The browser tests skip when Chromium or ChromeDriver is missing, unless ORCH_REQUIRE_BROWSER is
+set (CI sets it, after installing both), so a developer without a browser can still run the
+rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from orchestration.cli import main
+from orchestration.registry import load_registry
+from orchestration.samples import SAMPLE_PROJECTS, ensure_sample_repos
+from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, Settings
+from orchestration.tags import PRIORITY_TAG, TASK_TAG
+from orchestration.tasks.lifecycle import task_run_tags
+from orchestration.tasks.store import TaskStore
+from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+STARTUP_TIMEOUT_S = 90.0
+REQUEST_TIMEOUT_S = 10.0
+ROLES = ("source", "manifest", "verification", "tasks")
+
+WORKSPACE_QUERY = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+ASSETS_QUERY = """
+query {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        assetGroups { groupName assetKeys { path } }
+      }
+    }
+    ... on PythonError { message }
+  }
+  assetNodes {
+    assetKey { path }
+    groupName
+    hasAssetChecks
+    jobNames
+  }
+}
+"""
+
+
+@dataclass
+class Webserver:
+    """A running webserver: where it answers, where its output goes, and the environment `orch`
+    needs to work on the same instance and registry."""
+
+    url: str
+    log: Path
+    env: dict[str, str]
+
+    def graphql(self, query: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+            body = json.load(response)
+        assert "errors" not in body, f"GraphQL errors: {body['errors']}"
+        return body["data"]
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(
+    server: Webserver, process: subprocess.Popen[bytes], deadline: float
+) -> dict[str, Any]:
+    """Poll /server_info, then the workspace, until the code location has loaded."""
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the webserver exited with {process.returncode}:\n{server.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the webserver did not load the workspace in time:\n{server.output()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/server_info", timeout=2) as response:
+                json.load(response)
+            workspace = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+            continue
+        entries = workspace.get("locationEntries") or []
+        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+            return workspace
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the webserver's whole process group (it starts a code server of its own)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    root = tmp_path_factory.mktemp("webserver")
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    orch_home = root / "orch_home"
+    ensure_sample_repos(orch_home / "samples")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        HOME_VAR: str(orch_home),
+        PROJECTS_DIR_VAR: str(REPO_ROOT / "projects"),
+        CONFIG_DIR_VAR: str(REPO_ROOT / "config"),
+    }
+    server = Webserver(url=f"http://127.0.0.1:{port}", log=root / "webserver.log", env=env)
+    argv = [
+        sys.executable,
+        "-m",
+        "dagster_webserver",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        str(REPO_ROOT / "workspace.yaml"),
+    ]
+    with server.log.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(server, process, time.monotonic() + STARTUP_TIMEOUT_S)
+        yield server
+    finally:
+        stop(process)
+
+
+def test_workspace_location_loads(webserver: Webserver) -> None:
+    workspace = webserver.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+    assert workspace["__typename"] == "Workspace"
+    (entry,) = workspace["locationEntries"]
+    assert entry["name"] == "orchestration"
+    assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+
+
+def test_sample_projects_are_asset_groups(webserver: Webserver) -> None:
+    data = webserver.graphql(ASSETS_QUERY)
+    repositories = data["repositoriesOrError"]
+    assert repositories["__typename"] == "RepositoryConnection", repositories
+    groups = {
+        group["groupName"]: {"/".join(key["path"]) for key in group["assetKeys"]}
+        for repository in repositories["nodes"]
+        for group in repository["assetGroups"]
+    }
+    for project in SAMPLE_PROJECTS:
+        assert groups.get(project) == {f"{project}/{role}" for role in ROLES}
+    assert "orchestration/registry" in groups.get("orchestration", set())
+
+    nodes = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
+    assert nodes["orchestration/registry"]["hasAssetChecks"] is True
+    for project in SAMPLE_PROJECTS:
+        for role in ROLES:
+            assert nodes[f"{project}/{role}"]["groupName"] == project
+        assert "refresh" in nodes[f"{project}/source"]["jobNames"]
+    assert nodes["acme_api/verification"]["hasAssetChecks"] is True
+
+
+# --- in a real browser -------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+BROWSER_TIMEOUT_S = 60.0
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
+    if missing:
+        message = (
+            f"no browser: {', '.join(missing)} missing (apt-get install chromium chromium-driver)"
+        )
+        if os.environ.get("ORCH_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def page_text(driver: Any, url: str, *expected: str) -> str:
+    """Open `url` and wait until the rendered page shows every one of `expected` and has
+    nothing left "Loading"; its text."""
+    driver.get(url)
+    return wait_for_text(driver, *expected)
+
+
+def wait_for_text(driver: Any, *expected: str) -> str:
+    """Wait until the page shows every one of `expected` and nothing "Loading"; its text."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d: Any) -> str | bool:
+        dismiss_community_prompt(d)
+        text = d.find_element(By.TAG_NAME, "body").text
+        done = all(item in text for item in expected) and "Loading" not in text
+        return text if done else False
+
+    try:
+        return WebDriverWait(driver, BROWSER_TIMEOUT_S, poll_frequency=0.5).until(shown)
+    except TimeoutException:
+        text = driver.find_element(By.TAG_NAME, "body").text
+        missing = [item for item in expected if item not in text]
+        pytest.fail(f"{driver.current_url} never showed {missing}; it shows:\n{text[:3000]}")
+
+
+def dismiss_community_prompt(driver: Any) -> None:
+    """The UI asks a first-time visitor to join its community in a modal that hides the rest
+    of the page from the accessibility tree (and so from the page's text); skip it."""
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+        if button.is_displayed():
+            button.click()
+
+
+def orch_in(server: Webserver, *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), env=server.env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_concurrency_page_shows_the_agent_pools(webserver: Webserver, browser: Any) -> None:
+    """Deployment > Concurrency lists the global pool, the named one and one per project, with
+    the limits from config/pools.yaml and each project's max_parallel."""
+    orch_in(webserver, "allocation", "apply")
+    instance = dg.DagsterInstance.from_config(webserver.env["DAGSTER_HOME"])
+    try:
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    finally:
+        instance.dispose()
+    pools = ["agents", "heavy", *(f"project_{name}" for name in SAMPLE_PROJECTS)]
+    assert set(pools) <= set(limits)
+    text = page_text(browser, f"{webserver.url}/deployment/concurrency", *pools)
+    lines = [line.strip() for line in text.splitlines()]
+    table = lines[lines.index("Limit") + 1 :]  # the Pools table: a name, then its limit
+    shown = dict(zip(table[::2], table[1::2], strict=False))
+    assert {pool: shown.get(pool) for pool in pools} == {pool: str(limits[pool]) for pool in pools}
+    assert limits["agents"] == 4 and limits["project_acme_web"] == 1  # pools.yaml, acme_web.yaml
+
+
+def test_a_task_run_shows_its_project_and_priority(webserver: Webserver, browser: Any) -> None:
+    """A task run launched as the dispatch sensor launches it (same asset, partition and tags)
+    waits in the queue (no daemon here), and its page shows the `project` and
+    `dagster/priority` tags."""
+    task_id = orch_in(webserver, "task", "add", "acme_api", "Document parse_version").strip()
+    registry = load_registry(Settings.from_env(webserver.env))
+    (spec,) = [p.spec for p in registry.projects if p.name == "acme_api"]
+    store = TaskStore.from_settings(Settings.from_env(webserver.env), environ={})
+    try:
+        tags = task_run_tags(store.require(task_id), spec)
+    finally:
+        store.dispose()
+    params = {
+        "selector": {
+            "repositoryLocationName": "orchestration",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["acme_api", "tasks"]}],
+        },
+        "executionMetadata": {
+            "tags": [
+                {"key": key, "value": value}
+                for key, value in {**tags, "dagster/partition": task_id}.items()
+            ]
+        },
+    }
+    request = urllib.request.Request(
+        f"{webserver.url}/graphql",
+        data=json.dumps({"query": LAUNCH_RUN, "variables": {"params": params}}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+        launched = json.load(response)["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    assert launched["run"]["status"] == "QUEUED"
+
+    # The run's page says it is queued; its tags are behind "View tags and config" (the UI
+    # shows `dagster/priority` as `priority`).
+    page_text(browser, f"{webserver.url}/runs/{run_id}", "Queued", "View tags and config")
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.XPATH, "//button[normalize-space()='View tags and config']").click()
+    wait_for_text(
+        browser,
+        "Run configuration",
+        "project: acme_api",
+        f"priority: {tags[PRIORITY_TAG]}",
+        f"{TASK_TAG}: {task_id}",
+    )
+
+    # A live priority change re-ranks the queued run, and the UI shows its new priority.
+    orch_in(webserver, "allocation", "set", "acme_api", "--priority", "critical")
+    instance = dg.DagsterInstance.from_config(webserver.env["DAGSTER_HOME"])
+    try:
+        run = instance.get_run_by_id(run_id)
+    finally:
+        instance.dispose()
+    assert run is not None
+    reranked = run.tags[PRIORITY_TAG]
+    assert reranked != tags[PRIORITY_TAG]
+    page_text(browser, f"{webserver.url}/runs/{run_id}", "Queued", "View tags and config")
+    browser.find_element(By.XPATH, "//button[normalize-space()='View tags and config']").click()
+    wait_for_text(browser, "Run configuration", f"priority: {reranked}")
+    orch_in(webserver, "allocation", "apply")

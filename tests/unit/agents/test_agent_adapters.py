@@ -1,0 +1,498 @@
+"""Agent adapters: each output parser on realistic CLI output, the argv builder, and run_agent
+end to end against real stand-in programs (argv in, JSON out) and the offline demo agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestration.agents.adapters import (
+    parse_agent_output,
+    parse_claude_json,
+    parse_codex_jsonl,
+    parse_gemini_json,
+    parse_text,
+)
+from orchestration.agents.invocation import AgentRequest, build_argv, run_agent
+from orchestration.agents.result import AgentOutputError, AgentStatus
+from orchestration.process import ProcessResult, run_process
+from orchestration.registry import load_registry
+from orchestration.registry.models import AgentProfile, AgentsFile
+from orchestration.settings import Settings
+from tests.support.paths import REPO_ROOT
+
+CLAUDE_SUCCESS = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "duration_ms": 48213,
+    "duration_api_ms": 45110,
+    "num_turns": 3,
+    "result": "Added input validation to parse_args and a test for it.",
+    "session_id": "5f1c2d8e-7a9b-4c1d-9e2f-0a1b2c3d4e5f",
+    "total_cost_usd": 0.0123,
+    "usage": {
+        "input_tokens": 120,
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 30000,
+        "output_tokens": 850,
+        "server_tool_use": {"web_search_requests": 0},
+        "service_tier": "standard",
+    },
+}
+
+CODEX_EVENTS = [
+    {"type": "thread.started", "thread_id": "0199a213-81c0-7800-8aa1-bbab2a035a53"},
+    {"type": "turn.started"},
+    {
+        "type": "item.completed",
+        "item": {"id": "item_0", "type": "reasoning", "text": "**Looking at the parser**"},
+    },
+    {
+        "type": "item.completed",
+        "item": {
+            "id": "item_1",
+            "type": "command_execution",
+            "command": "bash -lc ls",
+            "aggregated_output": "src\ntests\n",
+            "exit_code": 0,
+            "status": "completed",
+        },
+    },
+    {
+        "type": "item.completed",
+        "item": {
+            "id": "item_2",
+            "type": "agent_message",
+            "text": "Fixed the off-by-one in paging.",
+        },
+    },
+    {
+        "type": "turn.completed",
+        "usage": {"input_tokens": 24763, "cached_input_tokens": 24448, "output_tokens": 122},
+    },
+]
+
+GEMINI_SUCCESS = {
+    "response": "Refactored the config loader and updated its tests.",
+    "stats": {
+        "models": {
+            "gemini-2.5-pro": {
+                "api": {"totalRequests": 2, "totalErrors": 0, "totalLatencyMs": 5120},
+                "tokens": {
+                    "prompt": 4100,
+                    "candidates": 310,
+                    "total": 4650,
+                    "cached": 0,
+                    "thoughts": 240,
+                    "tool": 0,
+                },
+            }
+        },
+        "tools": {"totalCalls": 1, "totalSuccess": 1, "totalFail": 0},
+    },
+}
+
+#: A prompt a shell would mangle in every possible way, about 100 KB long.
+TRICKY_PROMPT = (
+    "Fix \"quoted\" and 'single' args; don't run $(rm -rf /) or `id` or ${HOME};\n"
+    "keep {prompt} {0} {{braces}} % %s \\ backslashes, tabs\tand ümlauts ✓ intact.\n"
+    "--not-a-flag -p\n"
+) * 500 + "x" * 20_000
+
+
+def process(
+    stdout: str, *, returncode: int | None = 0, stderr: str = "", timed_out: bool = False
+) -> ProcessResult:
+    return ProcessResult(
+        argv=("agent",),
+        returncode=returncode,
+        stdout=stdout,
+        stderr=stderr,
+        timed_out=timed_out,
+        duration_s=12.5,
+        truncated=False,
+    )
+
+
+def jsonl(events: list[dict]) -> str:
+    return "".join(json.dumps(event) + "\n" for event in events)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> AgentsFile:
+    root = REPO_ROOT
+    agents = load_registry(Settings(root / "projects", root / "config", root / ".orch")).agents
+    assert agents is not None
+    return agents
+
+
+# --- Claude Code ----------------------------------------------------------------------------
+
+
+def test_claude_success_is_normalised() -> None:
+    result = parse_agent_output("claude_json", process(json.dumps(CLAUDE_SUCCESS)))
+    assert result.status is AgentStatus.SUCCEEDED and result.ok
+    assert result.summary == CLAUDE_SUCCESS["result"]
+    assert result.session_id == CLAUDE_SUCCESS["session_id"]
+    assert result.cost_usd == pytest.approx(0.0123)
+    assert result.turns == 3
+    assert result.tokens_in == 120 + 2000 + 30000
+    assert result.tokens_out == 850
+    assert result.duration_s == 12.5
+    assert result.error is None
+
+
+def test_claude_json_after_warning_lines_is_found() -> None:
+    stdout = "Warning: config file is old\n" + json.dumps(CLAUDE_SUCCESS) + "\n"
+    assert parse_claude_json(process(stdout)).session_id == CLAUDE_SUCCESS["session_id"]
+
+
+def test_claude_is_error_fails_and_keeps_what_was_reported() -> None:
+    data = {**CLAUDE_SUCCESS, "is_error": True, "result": "API Error: 529 overloaded"}
+    result = parse_claude_json(process(json.dumps(data)))
+    assert result.status is AgentStatus.FAILED
+    assert result.session_id == CLAUDE_SUCCESS["session_id"]
+    assert result.cost_usd == pytest.approx(0.0123)
+    assert "agent reported an error" in result.error
+    assert "529 overloaded" in result.error  # the output tail
+
+
+def test_claude_error_max_turns_fails() -> None:
+    data = {**CLAUDE_SUCCESS, "subtype": "error_max_turns", "num_turns": 30}
+    data.pop("result")
+    result = parse_claude_json(process(json.dumps(data)))
+    assert result.status is AgentStatus.FAILED
+    assert "error_max_turns" in result.error
+    assert result.turns == 30
+
+
+def test_claude_nonzero_exit_with_valid_json_fails_with_the_status() -> None:
+    result = parse_agent_output(
+        "claude_json", process(json.dumps(CLAUDE_SUCCESS), returncode=2, stderr="killed by hook")
+    )
+    assert result.status is AgentStatus.FAILED
+    assert "exited with status 2" in result.error
+    assert "killed by hook" in result.error
+    assert result.session_id == CLAUDE_SUCCESS["session_id"]  # kept for a resume
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        "",
+        "not json at all",
+        '{"type": "result", "subtype": "success", "result": "cut off',
+        "[1, 2, 3]",
+        json.dumps({"hello": "world"}),
+    ],
+)
+def test_claude_malformed_output_raises(stdout: str) -> None:
+    with pytest.raises(AgentOutputError) as raised:
+        parse_agent_output("claude_json", process(stdout, stderr="stderr words"))
+    assert "stderr words" in str(raised.value)
+
+
+def test_unknown_output_format_raises() -> None:
+    with pytest.raises(AgentOutputError, match="no parser for output format 'xml'"):
+        parse_agent_output("xml", process("<x/>"))
+
+
+def test_timeout_wins_over_any_output() -> None:
+    result = parse_agent_output(
+        "claude_json", process("partial output", returncode=-15, timed_out=True)
+    )
+    assert result.status is AgentStatus.TIMED_OUT
+    assert "timed out after 12s" in result.error
+    assert "partial output" in result.error
+
+
+# --- Codex ----------------------------------------------------------------------------------
+
+
+def test_codex_jsonl_success() -> None:
+    result = parse_agent_output("codex_jsonl", process(jsonl(CODEX_EVENTS)))
+    assert result.ok
+    assert result.session_id == "0199a213-81c0-7800-8aa1-bbab2a035a53"
+    assert result.summary == "Fixed the off-by-one in paging."
+    assert (result.tokens_in, result.tokens_out, result.turns) == (24763, 122, 1)
+
+
+def test_codex_ignores_non_json_lines() -> None:
+    stdout = "Reading prompt from stdin...\n" + jsonl(CODEX_EVENTS) + "not json {\n"
+    assert parse_codex_jsonl(process(stdout)).summary == "Fixed the off-by-one in paging."
+
+
+def test_codex_turn_failed_fails() -> None:
+    events = [
+        *CODEX_EVENTS[:2],
+        {"type": "turn.failed", "error": {"message": "stream disconnected before completion"}},
+    ]
+    result = parse_codex_jsonl(process(jsonl(events), returncode=1))
+    assert result.status is AgentStatus.FAILED
+    assert "stream disconnected before completion" in result.error
+    assert result.session_id == "0199a213-81c0-7800-8aa1-bbab2a035a53"
+
+
+def test_codex_error_event_fails() -> None:
+    events = [*CODEX_EVENTS[:1], {"type": "error", "message": "Quota exceeded. Check your plan."}]
+    result = parse_codex_jsonl(process(jsonl(events)))
+    assert result.status is AgentStatus.FAILED
+    assert "Quota exceeded" in result.error
+
+
+def test_codex_without_events_is_malformed() -> None:
+    with pytest.raises(AgentOutputError, match="Codex JSONL"):
+        parse_agent_output("codex_jsonl", process("error: unknown flag --json\n", returncode=2))
+
+
+# --- Gemini ---------------------------------------------------------------------------------
+
+
+def test_gemini_json_success() -> None:
+    result = parse_agent_output("gemini_json", process(json.dumps(GEMINI_SUCCESS)))
+    assert result.ok
+    assert result.summary == GEMINI_SUCCESS["response"]
+    assert (result.tokens_in, result.tokens_out) == (4100, 310)
+    assert result.model == "gemini-2.5-pro"
+
+
+def test_gemini_error_fails() -> None:
+    data = {
+        "response": "",
+        "error": {"type": "ApiError", "message": "Resource has been exhausted", "code": 429},
+    }
+    result = parse_gemini_json(process(json.dumps(data), returncode=1))
+    assert result.status is AgentStatus.FAILED
+    assert "Resource has been exhausted" in result.error
+
+
+def test_gemini_malformed_output_raises() -> None:
+    with pytest.raises(AgentOutputError, match="Gemini CLI"):
+        parse_agent_output("gemini_json", process("Loaded cached credentials.\n"))
+
+
+# --- text -----------------------------------------------------------------------------------
+
+
+def test_text_success_summary_is_the_tail() -> None:
+    stdout = "line\n" * 1000 + "Applied edit to app.py\n"
+    result = parse_text(process(stdout))
+    assert result.ok
+    assert result.summary.endswith("Applied edit to app.py")
+    assert len(result.summary) <= 2000
+
+
+def test_text_nonzero_exit_fails_with_status_and_tail() -> None:
+    result = parse_agent_output("text", process("working...\n", returncode=3, stderr="boom\n"))
+    assert result.status is AgentStatus.FAILED
+    assert "exited with status 3" in result.error
+    assert "boom" in result.error
+
+
+# --- build_argv -----------------------------------------------------------------------------
+
+
+def test_prompt_is_one_verbatim_argument(shipped: AgentsFile) -> None:
+    for name in ("claude_code", "codex", "aider", "gemini", "demo"):
+        argv = build_argv(
+            shipped.profiles[name], AgentRequest(prompt=TRICKY_PROMPT, workdir=Path("/w"))
+        )
+        assert argv.count(TRICKY_PROMPT) == 1, name
+        assert sum(TRICKY_PROMPT in part for part in argv) == 1, name
+
+
+def test_claude_argv_without_model_or_session(shipped: AgentsFile) -> None:
+    argv = build_argv(shipped.profiles["claude_code"], AgentRequest("do it", Path("/w")))
+    assert argv == ["claude", "-p", "do it", "--output-format", "json"]
+
+
+def test_model_and_resume_args_are_appended_when_set(shipped: AgentsFile) -> None:
+    request = AgentRequest("do it", Path("/w"), model="opus", session_id="abc-123")
+    argv = build_argv(shipped.profiles["claude_code"], request)
+    assert argv == [
+        *("claude", "-p", "do it", "--output-format", "json"),
+        *("--model", "opus", "--resume", "abc-123"),
+    ]
+
+
+def test_resume_args_need_a_profile_that_has_them(shipped: AgentsFile) -> None:
+    request = AgentRequest("do it", Path("/w"), session_id="abc-123")
+    argv = build_argv(shipped.profiles["codex"], request)  # codex has no resume_args
+    assert "abc-123" not in argv and "--resume" not in argv
+
+
+def test_command_expands_to_the_whole_agent_command(shipped: AgentsFile) -> None:
+    request = AgentRequest(
+        "fix it", Path("/w"), command=("python3", "tools/agent.py", "--flag=a b")
+    )
+    argv = build_argv(shipped.profiles["command"], request)
+    assert argv == ["python3", "tools/agent.py", "--flag=a b", "fix it"]
+
+
+def test_python_and_workdir_placeholders(shipped: AgentsFile) -> None:
+    argv = build_argv(shipped.profiles["demo"], AgentRequest("p", Path("/w")))
+    assert argv[0] == sys.executable
+    profile = AgentProfile(argv=("tool", "--cwd={workdir}", "{prompt}"), output="text")
+    assert build_argv(profile, AgentRequest("p", Path("/some/dir"))) == [
+        "tool",
+        "--cwd=/some/dir",
+        "p",
+    ]
+
+
+# --- run_agent with real programs -----------------------------------------------------------
+
+STAND_IN = """\
+#!{python}
+import json, os, sys, time
+with open(os.environ["ARGV_OUT"], "w", encoding="utf-8") as handle:
+    json.dump(sys.argv[1:], handle)
+mode = os.environ.get("MODE", "ok")
+if mode == "sleep":
+    time.sleep(30)
+if mode == "garbage":
+    print("Traceback (most recent call last): something broke")
+    sys.exit(0)
+print(json.dumps({{"type": "result", "subtype": "success", "is_error": False,
+                   "result": "done", "session_id": "sess-1", "num_turns": 1}}))
+sys.exit(int(os.environ.get("EXIT", "0")))
+"""
+
+
+@pytest.fixture
+def fake_agent(tmp_path: Path) -> tuple[AgentProfile, dict[str, str], Path]:
+    """`fake-claude` first on PATH: records its argv, prints a Claude result."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "fake-claude"
+    script.write_text(STAND_IN.format(python=sys.executable), encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    argv_out = tmp_path / "argv.json"
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "ARGV_OUT": str(argv_out)}
+    profile = AgentProfile(
+        argv=("fake-claude", "-p", "{prompt}", "--output-format", "json"),
+        resume_args=("--resume", "{session_id}"),
+        output="claude_json",
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    return profile, env, work
+
+
+def test_tricky_prompt_arrives_byte_identical(fake_agent, tmp_path: Path) -> None:
+    profile, env, work = fake_agent
+    assert 100_000 <= len(TRICKY_PROMPT.encode()) < 128 * 1024
+    result = run_agent(profile, AgentRequest(TRICKY_PROMPT, work), env=env, timeout_s=30)
+    assert result.ok, result.error
+    received = json.loads((tmp_path / "argv.json").read_text(encoding="utf-8"))
+    assert received == ["-p", TRICKY_PROMPT, "--output-format", "json"]
+    assert received[1].encode("utf-8") == TRICKY_PROMPT.encode("utf-8")
+    assert result.session_id == "sess-1"
+
+
+def test_resume_reaches_the_program(fake_agent, tmp_path: Path) -> None:
+    profile, env, work = fake_agent
+    run_agent(profile, AgentRequest("go", work, session_id="s-9"), env=env, timeout_s=30)
+    received = json.loads((tmp_path / "argv.json").read_text(encoding="utf-8"))
+    assert received[-2:] == ["--resume", "s-9"]
+
+
+def test_malformed_output_becomes_a_failed_result(fake_agent) -> None:
+    profile, env, work = fake_agent
+    result = run_agent(
+        profile, AgentRequest("go", work), env={**env, "MODE": "garbage"}, timeout_s=30
+    )
+    assert result.status is AgentStatus.FAILED
+    assert "malformed" in result.error
+    assert "something broke" in result.error  # the output tail
+
+
+def test_nonzero_exit_with_valid_json_fails(fake_agent) -> None:
+    profile, env, work = fake_agent
+    result = run_agent(profile, AgentRequest("go", work), env={**env, "EXIT": "4"}, timeout_s=30)
+    assert result.status is AgentStatus.FAILED
+    assert "exited with status 4" in result.error
+
+
+def test_timeout_is_timed_out(fake_agent) -> None:
+    profile, env, work = fake_agent
+    result = run_agent(
+        profile, AgentRequest("go", work), env={**env, "MODE": "sleep"}, timeout_s=0.5
+    )
+    assert result.status is AgentStatus.TIMED_OUT
+    assert "timed out" in result.error
+    assert result.duration_s < 10
+
+
+def test_missing_binary_fails_naming_it(tmp_path: Path) -> None:
+    profile = AgentProfile(argv=("no-such-agent-cli", "{prompt}"), output="text")
+    result = run_agent(
+        profile, AgentRequest("go", tmp_path), env={"PATH": str(tmp_path)}, timeout_s=5
+    )
+    assert result.status is AgentStatus.FAILED
+    assert "agent binary not found" in result.error
+    assert "no-such-agent-cli" in result.error
+
+
+def test_prompt_too_long_for_one_argument_is_a_failed_result(fake_agent) -> None:
+    profile, env, work = fake_agent
+    prompt = "y" * 200_000  # Linux caps one argv element at 128 KiB (MAX_ARG_STRLEN)
+    result = run_agent(profile, AgentRequest(prompt, work), env=env, timeout_s=30)
+    assert result.status is AgentStatus.FAILED
+
+
+# --- the demo agent -------------------------------------------------------------------------
+
+
+def demo_argv(prompt: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "orchestration.agents.demo",
+        "-p",
+        prompt,
+        "--output-format",
+        "json",
+        *extra,
+    ]
+
+
+def test_demo_agent_writes_a_note_and_speaks_claude_json(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    prompt = "Add a README section\nwith `code` and $(stuff)"
+    result = run_process(demo_argv(prompt), cwd=tmp_path, env=env, timeout_s=60)
+    assert result.ok, result.tail()
+    parsed = parse_claude_json(result)
+    assert parsed.ok
+    assert parsed.session_id
+    assert parsed.cost_usd == 0.0
+    notes = list((tmp_path / "orch-demo").glob("*.md"))
+    assert len(notes) == 1
+    assert prompt in notes[0].read_text(encoding="utf-8")
+    assert notes[0].name in parsed.summary
+
+
+def test_demo_agent_resume_keeps_the_session(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = run_process(
+        demo_argv("again", "--resume", "sess-xyz"), cwd=tmp_path, env=env, timeout_s=60
+    )
+    assert parse_claude_json(result).session_id == "sess-xyz"
+
+
+def test_demo_profile_end_to_end(shipped: AgentsFile, tmp_path: Path) -> None:
+    result = run_agent(
+        shipped.profiles["demo"],
+        AgentRequest("demo task", tmp_path, session_id="keep-me"),
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        timeout_s=60,
+    )
+    assert result.ok, result.error
+    assert result.session_id == "keep-me"
+    assert (tmp_path / "orch-demo" / "demo-task.md").is_file()
