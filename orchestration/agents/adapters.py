@@ -81,6 +81,11 @@ def _json_object(process: ProcessResult, what: str) -> Mapping[str, Any]:
     return data
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    """`value` when the CLI gave an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def _int(value: object) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -92,7 +97,7 @@ def parse_claude_json(process: ProcessResult) -> AgentResult:
             f"JSON on stdout is not a Claude Code result (keys: {', '.join(sorted(data))}); "
             f"output tail:\n{process.tail()}"
         )
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = _mapping(data.get("usage"))
     tokens_in = sum(
         _int(usage.get(key)) or 0
         for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -169,11 +174,11 @@ def parse_codex_jsonl(process: ProcessResult) -> AgentResult:
 
 def parse_gemini_json(process: ProcessResult) -> AgentResult:
     data = _json_object(process, "a Gemini CLI result")
-    stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
-    models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+    stats = _mapping(data.get("stats"))
+    models = _mapping(stats.get("models"))
     tokens_in = tokens_out = 0
     for model_stats in models.values():
-        tokens = (model_stats or {}).get("tokens") or {}
+        tokens = _mapping(_mapping(model_stats).get("tokens"))
         tokens_in += _int(tokens.get("prompt")) or 0
         tokens_out += _int(tokens.get("candidates")) or 0
     result = AgentResult(

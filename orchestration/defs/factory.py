@@ -308,10 +308,13 @@ def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Refresh source, manifest and verification of {spec.name}.",
     )
-    def refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def refresh_schedule(context: dg.ScheduleEvaluationContext, workspaces: ProjectWorkspaces):
+        current = workspaces.registry().spec(spec.name)  # the file as it is now
+        if current is None:
+            return dg.SkipReason(f"{spec.name} is not valid in the registry now; see orch validate")
         return dg.RunRequest(
             asset_selection=keys.repository,
-            tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(spec.priority)},
+            tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(current.priority)},
         )
 
     return refresh_schedule

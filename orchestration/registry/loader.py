@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 
 from orchestration.registry.errors import (
     RegistryError,
-    RegistryLoadError,
     error_at,
     from_validation_error,
 )
@@ -86,10 +85,11 @@ class Registry:
                 return project.spec
         return None
 
-    def has_file_for(self, name: str) -> bool:
-        """True when a project file for `name` exists, valid or not."""
-        return name in self.names or any(
-            _file_stem(error.project_file) == name for error in self.errors
+    @property
+    def broken_names(self) -> frozenset[str]:
+        """Projects whose file has errors (named after the file)."""
+        return frozenset(
+            stem for error in self.errors if (stem := _file_stem(error.project_file)) is not None
         )
 
     @property
@@ -129,15 +129,6 @@ def load_registry(
         errors=tuple(errors),
         warnings=settings.notices,
     )
-
-
-def load_agents(settings: Settings) -> AgentsFile:
-    """Only `agents.yaml`, for a run that needs profiles; RegistryLoadError when it is broken."""
-    errors: list[RegistryError] = []
-    agents = _load_resource(settings.config_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
-    if agents is None:
-        raise RegistryLoadError(errors)
-    return agents
 
 
 def _load_resource(
@@ -379,11 +370,15 @@ class _ProjectLoader:
             target = base / Path(text).expanduser()
         target = target.resolve()
         if not target.is_dir():
+            hint = (
+                "make the sample repositories with `orch samples init` (`bin/up` does it too)"
+                if target.is_relative_to(self.settings.samples_dir.resolve())
+                else "give an existing directory (relative to the file that sets it) or a git URL"
+            )
             errors.append(
                 error_at(
                     ("repo",),
-                    f"local repository path {repo!r} does not exist (looked for {target}); "
-                    "give an existing directory (relative to the file that sets it) or a git URL",
+                    f"local repository path {repo!r} does not exist (looked for {target}); {hint}",
                     layer.origins,
                     project_file,
                 )

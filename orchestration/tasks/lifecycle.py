@@ -115,8 +115,7 @@ def dispatch(
     queued = store.tasks(statuses=[TaskStatus.QUEUED])
     prerequisites = {p for task in queued for p in task.after}
     known = {task.id: task for task in store.tasks(ids=prerequisites)} if prerequisites else {}
-    broken = {name for name in _broken_projects(registry)}
-    plan = plan_dispatch(queued, known, registry.names, broken)
+    plan = plan_dispatch(queued, known, registry.names, registry.broken_names)
     for task, reason in plan.blocked:
         store.block(task.id, reason)
     for task, reason in plan.waiting:
@@ -159,12 +158,6 @@ def dispatch(
             )
         )
     return DispatchOutcome(launches=launches, unloaded=sorted(unloaded))
-
-
-def _broken_projects(registry: Registry) -> Iterable[str]:
-    for error in registry.errors:
-        if error.project_file:
-            yield os.path.splitext(os.path.basename(error.project_file))[0]
 
 
 def _cannot_start(

@@ -143,7 +143,8 @@ def graph_snapshot(defs: dg.Definitions, tmp_root: Path) -> dict[str, Any]:
 
     schedules: dict[str, Any] = {}
     for schedule in defs.get_repository_def().schedule_defs:
-        with dg.build_schedule_context() as context:
+        resources = {"workspaces": defs.resources["workspaces"]}
+        with dg.build_schedule_context(resources=resources) as context:
             requests = schedule.evaluate_tick(context).run_requests or []
         schedules[schedule.name] = {
             "cron": schedule.cron_schedule,
@@ -211,8 +212,12 @@ def _to_json(data: Mapping[str, Any]) -> str:
 # Tests ---------------------------------------------------------------------------------------
 
 
-def test_definitions_graph_matches_snapshot(registry_dir: RegistryDir) -> None:
+def test_definitions_graph_matches_snapshot(
+    registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_snapshot_registry(registry_dir)
+    for name, value in registry_dir.settings.environment().items():
+        monkeypatch.setenv(name, value)  # schedules read the registry when they tick
     registry = registry_dir.load()
     assert registry.errors == ()
     actual = _to_json(graph_snapshot(build_definitions(registry), registry_dir.root))

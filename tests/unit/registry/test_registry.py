@@ -411,3 +411,14 @@ def test_git_urls_are_accepted_without_touching_disk(registry_dir: RegistryDir, 
     assert spec.repo == url
     assert spec.is_remote
     assert not (registry_dir.root / "projects" / url).exists()
+
+
+def test_the_shipped_registry_on_a_fresh_checkout_says_how_to_make_the_samples(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(REPO_ROOT / "projects", REPO_ROOT / "config", tmp_path / "fresh_home")
+    registry = load_registry(settings, environ={})
+    assert registry.names == ()
+    assert {error.key for error in registry.errors} == {"repo"}
+    for error in registry.errors:
+        assert "orch samples init" in error.message, error.message
