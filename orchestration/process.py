@@ -10,6 +10,10 @@ killed too: a verify command must not leave a server behind.
 
 The group is signalled while its leader is still an unreaped zombie (we wait with ``WNOWAIT``),
 so the group id cannot have been recycled for an unrelated process when we send the signal.
+
+A caller that dies cannot do that, so it records the group id and its leader's start time
+(``process_start_time``, psutil's creation time); ``kill_process_group`` later kills the group
+only if that id still belongs to the same leader, or to no process at all.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+import psutil
 
 __all__ = [
     "ExecutableNotFoundError",
@@ -337,23 +343,39 @@ def run_process(
 
 
 def process_start_time(pid: int) -> float | None:
-    """When process `pid` started, in clock ticks since boot (Linux /proc); None elsewhere or
-    when it is gone. With the pid it identifies one process even after pids are reused."""
+    """When process `pid` started, in seconds since the epoch (psutil's creation time); None
+    when it is gone or cannot be read. With the pid it identifies one process even after the id
+    is reused."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    # Fields after the command name (which may contain spaces) start after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return float(fields[19])
 
 
 def kill_process_group(pgid: int, started: float | None) -> bool:
-    """SIGKILL a process group left behind by a dead caller, if its leader is still the same
-    process (same start time); True when a signal was sent."""
-    current = process_start_time(pgid)
-    if started is not None and current is not None and current != started:
-        return False  # the id belongs to another process now
+    """SIGKILL a process group left behind by a dead caller, if its leader is still the process
+    that started at `started` (from `process_start_time`) or has exited and left only the group;
+    True when a signal was sent.
+
+    Nothing is sent when `started` is unknown or does not match the live leader's: a reused id
+    must never reach an unrelated process. Task records written before psutil hold the start in
+    clock ticks since boot, which never equal psutil's seconds since the epoch, so a group of
+    theirs whose leader still runs is left alone; so is one whose leader's start time moved with
+    a step of the system clock.
+    """
+    if started is None:
+        return False
+    try:
+        if psutil.Process(pgid).create_time() != started:
+            return False  # the id belongs to another process now
+    except psutil.ZombieProcess:
+        return False  # an unreaped leader whose start cannot be read: it may not be ours
+    except psutil.NoSuchProcess:
+        # The leader has exited. Its id is not handed out again while its group has members,
+        # so a group that still exists is the one it left (barring a reuse that also ended).
+        pass
+    except psutil.Error:
+        return False  # cannot tell whose it is
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -41,6 +41,7 @@ IN_PROGRESS = [
 ]
 
 _metadata = sa.MetaData()
+#: Made by the task database's migrations (orchestration.tasks.migrations), like the task tables.
 allocation_table = sa.Table(
     "orch_allocation",
     _metadata,
@@ -75,8 +76,7 @@ class AllocationOverrides:
     """Live overrides, kept in the task database so every process sees the same ones."""
 
     def __init__(self, store: TaskStore) -> None:
-        self.engine = store.engine
-        _metadata.create_all(self.engine)
+        self.engine = store.engine  # opening the store made the table
 
     def all(self) -> dict[str, int]:
         with self.engine.connect() as conn:

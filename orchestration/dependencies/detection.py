@@ -8,7 +8,6 @@ from all scans is written to `graph.json` beside them, where definitions read it
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from orchestration.dependencies.graph import DependencyGraph, ProjectInput, build_graph
 from orchestration.dependencies.model import ManifestScan, Package, ProjectScan, Requirement
 from orchestration.registry.loader import LoadedProject
@@ -27,7 +28,7 @@ from orchestration.settings import Settings
 from orchestration.workspace.git import GitError, GitRepo, read_branch_sha, read_tree_files
 from orchestration.workspace.workspace import ProjectWorkspace
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: manifests no longer carry workspace_members
 PARSE_WORKERS = 4
 
 
@@ -59,8 +60,7 @@ class DetectionCache:
     @contextmanager
     def locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.root / ".lock"):  # exclusive, waits as long as it takes
             self._index = None  # re-read what another process may have written
             yield
 
@@ -247,7 +247,6 @@ def _scan_from_dict(data: Mapping[str, Any]) -> ProjectScan:
                 ecosystem=m["ecosystem"],
                 packages=tuple(Package(**p) for p in m.get("packages", ())),
                 requirements=tuple(Requirement(**r) for r in m.get("requirements", ())),
-                workspace_members=tuple(m.get("workspace_members", ())),
                 problems=tuple(m.get("problems", ())),
             )
             for m in data.get("manifests", ())

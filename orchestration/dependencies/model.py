@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 from packaging.utils import canonicalize_name
-
-Ecosystem = Literal["python", "npm", "go", "cargo", "git"]
-Scope = Literal["runtime", "dev", "optional", "build", "peer"]
 
 
 def normalize_name(ecosystem: str, name: str) -> str:
@@ -85,7 +81,6 @@ class ManifestScan:
     ecosystem: str
     packages: tuple[Package, ...] = ()
     requirements: tuple[Requirement, ...] = ()
-    workspace_members: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
 

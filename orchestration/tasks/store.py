@@ -4,6 +4,9 @@ By default a SQLite file `ORCH_HOME/tasks.db` (WAL mode, so the daemon, run work
 can use it at once); `ORCH_TASKS_DB_URL` points it anywhere SQLAlchemy reaches, such as the
 production PostgreSQL server. State changes are single conditional UPDATEs, so two processes can
 never both move a task out of the same state: that is what keeps a task from running twice.
+
+The tables are made and upgraded by the alembic revisions in `orchestration.tasks.migrations`
+when a store opens; the definitions here are what the queries are built from.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from orchestration.settings import Settings
+from orchestration.tasks.migrations import ensure_schema
 from orchestration.tasks.models import Task, TaskStatus, new_task_id
 
 TASKS_DB_URL_VAR = "ORCH_TASKS_DB_URL"
@@ -99,7 +103,7 @@ class TaskStore:
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        _metadata.create_all(self.engine)
+        ensure_schema(self.engine)
 
     @classmethod
     def from_settings(
@@ -429,8 +433,9 @@ class TaskStore:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The timeout first: switching a new file to WAL takes a lock another process may hold.
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

@@ -5,7 +5,6 @@ The user's own checkout is only ever read; everything that writes works on the p
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from filelock import FileLock
 
 from orchestration.registry.models import ProjectSpec
 from orchestration.workspace.git import GitRepo, remote_head
@@ -51,8 +52,7 @@ class ProjectWorkspace:
     def _exclusive(self) -> Iterator[None]:
         """Runs of one project take turns at the private clone's refs and configuration."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.root / ".lock"):  # exclusive, waits as long as it takes
             yield
 
     def sync(self) -> GitRepo:

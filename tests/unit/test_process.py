@@ -1,10 +1,12 @@
-"""Tests for orchestration.process.run_process, against real child processes."""
+"""Tests for orchestration.process (run_process, the groups of dead callers), against real child
+processes."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -14,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.process import ExecutableNotFoundError, ProcessResult, run_process
+from orchestration.process import (
+    ExecutableNotFoundError,
+    ProcessResult,
+    kill_process_group,
+    process_start_time,
+    run_process,
+)
 
 PYTHON = sys.executable
 
@@ -385,3 +393,80 @@ def test_tail_returns_the_end_of_stdout_then_stderr() -> None:
     assert result.tail(9) == "err line\n"
     assert result.tail(0) == ""
     assert "out line" not in repr(result)  # output stays out of reprs and logs
+
+
+# --- groups left behind by a caller that died ---------------------------------------------------
+
+
+@pytest.fixture
+def session_leader() -> Iterator[subprocess.Popen[bytes]]:
+    """A sleeping child in its own session (the leader of its own group), killed afterwards."""
+    child = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    yield child
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait(timeout=10)
+
+
+def _start_in_clock_ticks(pid: int) -> float:
+    """The start time as records written before psutil hold it: /proc stat field 22."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return float(stat.rsplit(")", 1)[1].split()[19])
+
+
+def test_process_start_time_is_the_leaders_creation_time(
+    session_leader: subprocess.Popen[bytes],
+) -> None:
+    started = process_start_time(session_leader.pid)
+    assert started is not None
+    assert abs(started - time.time()) < 60  # seconds since the epoch, not ticks since boot
+    assert process_start_time(session_leader.pid) == started
+
+
+def test_process_start_time_of_a_process_that_is_gone_is_none() -> None:
+    child = subprocess.Popen([PYTHON, "-c", "pass"])
+    child.wait(timeout=10)
+    assert process_start_time(child.pid) is None
+
+
+def test_group_whose_leader_start_time_does_not_match_is_not_signalled(
+    session_leader: subprocess.Popen[bytes],
+) -> None:
+    started = process_start_time(session_leader.pid)
+    assert started is not None
+    assert kill_process_group(session_leader.pid, started + 1.0) is False
+    assert kill_process_group(session_leader.pid, None) is False
+    if Path("/proc").is_dir():  # a record written by the code before psutil
+        ticks = _start_in_clock_ticks(session_leader.pid)
+        assert kill_process_group(session_leader.pid, ticks) is False
+    time.sleep(0.2)
+    assert session_leader.poll() is None
+
+
+def test_group_whose_leader_matches_is_killed(session_leader: subprocess.Popen[bytes]) -> None:
+    started = process_start_time(session_leader.pid)
+    assert kill_process_group(session_leader.pid, started) is True
+    assert session_leader.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_group_whose_leader_has_exited_is_killed(stubborn_pid_file: Path) -> None:
+    # The leader starts a grandchild in its group, records the grandchild's pid, and exits.
+    leader = subprocess.Popen(
+        _python(
+            """
+            import subprocess, sys
+            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+            open(sys.argv[1], "w").write(str(grandchild.pid))
+            """,
+            str(stubborn_pid_file),
+        ),
+        start_new_session=True,
+    )
+    started = process_start_time(leader.pid)
+    assert leader.wait(timeout=10) == 0
+    grandchild = int(stubborn_pid_file.read_text())
+    assert _is_alive(grandchild)
+    assert kill_process_group(leader.pid, started) is True
+    assert _wait_until_dead(grandchild)

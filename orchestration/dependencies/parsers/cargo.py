@@ -1,4 +1,4 @@
-"""Cargo manifests: Cargo.toml `[package]`, dependency tables (also per target) and workspaces."""
+"""Cargo manifests: Cargo.toml `[package]` and dependency tables (per target and workspace too)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ TABLES = (
 
 
 def parse_cargo_toml(path: str, text: str) -> ManifestScan:
-    """The crate a Cargo.toml declares, its dependencies, and its workspace members.
+    """The crate a Cargo.toml declares and its dependencies.
 
     An `optional = true` dependency of `[dependencies]` has scope `optional` (it is behind a
     feature, like a Python extra). `[workspace.dependencies]` are requirements of the workspace
@@ -57,18 +57,12 @@ def parse_cargo_toml(path: str, text: str) -> ManifestScan:
 
     workspace = reader.table(data, ("workspace",))
     reader.dependencies(workspace, ("workspace", "dependencies"), "runtime")
-    members = workspace.get("members", [])
-    if isinstance(members, list) and all(isinstance(member, str) for member in members):
-        reader.members.extend(members)
-    else:
-        reader.problem(("workspace", "members"), "`workspace.members` should be a list of folders")
 
     return ManifestScan(
         path=path,
         ecosystem=ECOSYSTEM,
         packages=tuple(reader.packages),
         requirements=tuple(reader.requirements),
-        workspace_members=tuple(reader.members),
         problems=tuple(reader.problems),
     )
 
@@ -81,7 +75,6 @@ class _CargoReader:
         self.where = where
         self.packages: list[Package] = []
         self.requirements: list[Requirement] = []
-        self.members: list[str] = []
         self.problems: list[str] = []
 
     def problem(self, key: tuple[str, ...], message: str) -> None:

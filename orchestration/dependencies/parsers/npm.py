@@ -1,10 +1,9 @@
-"""npm manifests: package.json names, dependency sections and workspaces."""
+"""npm manifests: package.json names and dependency sections."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from orchestration.dependencies.model import ManifestScan, Package, Requirement, normalize_name
 from orchestration.dependencies.parsers.source import JsonLocator, describe, problem
@@ -30,7 +29,7 @@ _TARBALL = re.compile(r"https?://")
 
 
 def parse_package_json(path: str, text: str) -> ManifestScan:
-    """The package a package.json names, its dependencies by section, and its workspaces."""
+    """The package a package.json names and its dependencies by section."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -95,23 +94,11 @@ def parse_package_json(path: str, text: str) -> ManifestScan:
             )
             requirements.append(_requirement(path, dependency, value, scope, line, text_as_written))
 
-    members = _workspaces(data.get("workspaces"))
-    if members is None:
-        at = where.written(("workspaces",))
-        problems.append(
-            problem(
-                path,
-                at and at.line,
-                '`workspaces` should be a list of folders or `{"packages": [...]}`',
-            )
-        )
-        members = ()
     return ManifestScan(
         path=path,
         ecosystem=ECOSYSTEM,
         packages=tuple(packages),
         requirements=tuple(requirements),
-        workspace_members=tuple(members),
         problems=tuple(problems),
     )
 
@@ -143,17 +130,6 @@ def _requirement(
         local_path=local_path,
         url=url,
     )
-
-
-def _workspaces(value: Any) -> tuple[str, ...] | None:
-    """Workspace folders (globs as written), or None when `workspaces` has the wrong shape."""
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        value = value.get("packages", [])
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
-    return None
 
 
 def _broken(path: str, message: str) -> ManifestScan:

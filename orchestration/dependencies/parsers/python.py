@@ -47,7 +47,6 @@ class _Reading:
         self.path = path
         self.packages: list[Package] = []
         self.requirements: list[Requirement] = []
-        self.members: list[str] = []
         self.problems: list[str] = []
 
     def problem(self, line: int | None, message: str) -> None:
@@ -81,7 +80,6 @@ class _Reading:
             ecosystem=ECOSYSTEM,
             packages=tuple(self.packages),
             requirements=tuple(self.requirements),
-            workspace_members=tuple(self.members),
             problems=tuple(self.problems),
         )
 
@@ -142,8 +140,6 @@ def parse_pyproject(path: str, text: str) -> ManifestScan:
 
     uv = tables.table(tool, ("tool", "uv"))
     tables.pep508_list(uv, ("tool", "uv", "dev-dependencies"), "dev")
-    workspace = tables.table(uv, ("tool", "uv", "workspace"))
-    reading.members.extend(tables.strings(workspace, ("tool", "uv", "workspace", "members")))
     sources = tables.table(uv, ("tool", "uv", "sources"))
     if sources:
         _apply_uv_sources(reading, sources)
@@ -170,19 +166,6 @@ class _Tables:
                 f"`{'.'.join(path)}` should be a table, not {describe(value)}",
             )
             return {}
-        return value
-
-    def strings(self, parent: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
-        value = parent.get(path[-1])
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            self.reading.problem(
-                self.where.line(path), f"`{'.'.join(path)}` should be a list of strings"
-            )
-            return (
-                [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
-            )
         return value
 
     def pep508_list(

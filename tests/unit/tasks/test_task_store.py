@@ -4,22 +4,16 @@ machine, idempotent imports, sessions, durability, and claim races between proce
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
 from orchestration.settings import Settings
 from orchestration.tasks.models import TaskStatus, is_task_id
 from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskError, TaskStore
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_USERS = ("postgres", "root")
 RACERS = 8
 RACES = 4
 #: fork: the children need nothing but the store module, already imported (spawn re-imports all).
@@ -417,34 +411,6 @@ def race_imports(url: str) -> None:
 
 def test_concurrent_imports_of_one_item_add_it_once(db_url: str) -> None:
     race_imports(db_url)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the loopback PostgreSQL server, dropped afterwards."""
-    problems = []
-    for user in PG_USERS:
-        try:
-            admin = psycopg2.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=5
-            )
-            break
-        except psycopg2.OperationalError as exc:
-            problems.append(f"as {user!r}: {str(exc).strip()}")
-    else:
-        pytest.fail(f"PostgreSQL on {PG_HOST}:{PG_PORT} is not usable: {'; '.join(problems)}")
-    admin.autocommit = True
-    name = f"orch_tasks_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield f"postgresql+psycopg2://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
 
 
 @pytest.mark.postgres

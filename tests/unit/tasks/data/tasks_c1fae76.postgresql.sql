@@ -1,0 +1,66 @@
+-- A task database as the code at commit c1fae76 left it (orch_tasks, orch_sessions, orch_allocation), with rows.
+-- Captured once from that commit's table definitions (store.py and allocation/control.py):
+-- its TaskStore created the tables (create_all), AllocationOverrides added orch_allocation,
+-- and the rows came from TaskStore.add/claim/finish/save_session. The test suite loads
+-- it to check the upgrade of a database made before the schema had migrations.
+CREATE TABLE orch_tasks (
+	id VARCHAR(32) NOT NULL, 
+	project VARCHAR(63) NOT NULL, 
+	prompt TEXT NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	priority INTEGER NOT NULL, 
+	reason TEXT, 
+	after TEXT NOT NULL, 
+	profile VARCHAR(63), 
+	source VARCHAR(32) NOT NULL, 
+	source_key VARCHAR(512), 
+	session VARCHAR(63), 
+	dispatched BOOLEAN NOT NULL, 
+	attempts INTEGER NOT NULL, 
+	run_id VARCHAR(64), 
+	branch VARCHAR(255), 
+	commit VARCHAR(64), 
+	session_id VARCHAR(255), 
+	cost_usd FLOAT, 
+	duration_s FLOAT, 
+	tokens_in INTEGER, 
+	tokens_out INTEGER, 
+	turns INTEGER, 
+	summary TEXT, 
+	extra TEXT NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	started_at TIMESTAMP WITH TIME ZONE, 
+	finished_at TIMESTAMP WITH TIME ZONE, 
+	PRIMARY KEY (id), 
+	UNIQUE (source_key)
+);
+
+CREATE INDEX ix_orch_tasks_session ON orch_tasks (session);
+
+CREATE INDEX ix_orch_tasks_project ON orch_tasks (project);
+
+CREATE INDEX ix_orch_tasks_status ON orch_tasks (status);
+
+CREATE TABLE orch_sessions (
+	project VARCHAR(63) NOT NULL, 
+	profile VARCHAR(63) NOT NULL, 
+	session_id VARCHAR(255) NOT NULL, 
+	task_id VARCHAR(32), 
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+	PRIMARY KEY (project, profile)
+);
+
+CREATE TABLE orch_allocation (
+	key VARCHAR(128) NOT NULL, 
+	value INTEGER NOT NULL, 
+	PRIMARY KEY (key)
+);
+
+INSERT INTO orch_tasks ("id", "project", "prompt", "status", "priority", "reason", "after", "profile", "source", "source_key", "session", "dispatched", "attempts", "run_id", "branch", "commit", "session_id", "cost_usd", "duration_s", "tokens_in", "tokens_out", "turns", "summary", "extra", "created_at", "updated_at", "started_at", "finished_at") VALUES ('tmx1aefbjemrh', 'alpha', 'Fix the bug', 'succeeded', 70, NULL, '[]', 'codex', 'agent-os', 'agent-os:alpha:tasks.md:1', 's1', true, 1, 'run-1', 'orch/alpha/x', 'abc123', NULL, 0.5, NULL, 10, 20, 3, 'done', '{"files_changed": 2}', '2026-11-29T03:36:02.575695+00:00'::timestamptz, '2026-11-29T03:36:02.583000+00:00'::timestamptz, '2026-11-29T03:36:02.581181+00:00'::timestamptz, '2026-11-29T03:36:02.582912+00:00'::timestamptz);
+
+INSERT INTO orch_tasks ("id", "project", "prompt", "status", "priority", "reason", "after", "profile", "source", "source_key", "session", "dispatched", "attempts", "run_id", "branch", "commit", "session_id", "cost_usd", "duration_s", "tokens_in", "tokens_out", "turns", "summary", "extra", "created_at", "updated_at", "started_at", "finished_at") VALUES ('tmx1aefbsoccp', 'beta', 'Queued work', 'queued', 50, NULL, '["tmx1aefbjemrh"]', NULL, 'cli', NULL, NULL, false, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', '2026-11-29T03:36:02.584884+00:00'::timestamptz, '2026-11-29T03:36:02.584884+00:00'::timestamptz, NULL, NULL);
+
+INSERT INTO orch_sessions ("project", "profile", "session_id", "task_id", "updated_at") VALUES ('alpha', 'codex', 'sess-1', 'tmx1aefbjemrh', '2026-11-29T03:36:02.586146+00:00'::timestamptz);
+
+INSERT INTO orch_allocation ("key", "value") VALUES ('slots', 3);
