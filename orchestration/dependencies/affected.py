@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry.loader import LoadedProject
@@ -53,7 +54,7 @@ def changed_projects(
             workspace = ProjectWorkspace(settings.home, spec)
             repo, tip = workspace.sync(), workspace.upstream_ref
         else:
-            repo, tip = GitRepo(spec.repo), f"refs/heads/{spec.branch}"
+            repo, tip = GitRepo(Path(spec.repo)), f"refs/heads/{spec.branch}"
         if repo.resolve(tip) is None:
             continue
         if by_date:

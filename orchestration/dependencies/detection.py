@@ -153,8 +153,11 @@ def detect(
                 continue
             try:
                 repo_path, commit = _branch_tip(spec, settings)
-                if cache.cached_commit(spec.name) == commit:
-                    outcomes[spec.name] = ScanOutcome(cache.load_scan(spec.name)[1], cached=True)
+                cached = (
+                    cache.load_scan(spec.name) if cache.cached_commit(spec.name) == commit else None
+                )
+                if cached is not None:
+                    outcomes[spec.name] = ScanOutcome(cached[1], cached=True)
                     if progress is not None:
                         progress(spec.name)
                 else:
@@ -170,9 +173,9 @@ def detect(
             for future in as_completed(futures):
                 name = futures[future]
                 try:
-                    key, scan = future.result()
-                    cache.save_scan(key, scan)
-                    outcomes[name] = ScanOutcome(scan, cached=False)
+                    key, parsed = future.result()
+                    cache.save_scan(key, parsed)
+                    outcomes[name] = ScanOutcome(parsed, cached=False)
                 except Exception as exc:  # one broken repository never stops the others
                     outcomes[name] = f"{type(exc).__name__}: {exc}"
                 if progress is not None:
@@ -180,11 +183,12 @@ def detect(
         for project in projects:
             spec = project.spec
             outcome = outcomes.get(spec.name)
+            scan: ProjectScan | None
             if isinstance(outcome, ScanOutcome):
-                scan: ProjectScan | None = outcome.scan
+                scan = outcome.scan
             else:
-                cached = cache.load_scan(spec.name)
-                scan = cached[1] if cached else None
+                last = cache.load_scan(spec.name)
+                scan = last[1] if last else None
             inputs.append(
                 ProjectInput(
                     name=spec.name,

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import semantic_version
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -174,16 +174,16 @@ class DependencyGraph:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> DependencyGraph:
+    def from_json(cls, data: Mapping[str, Any]) -> DependencyGraph:
         edges = [
             DependencyEdge(
                 e["consumer"],
                 e["provider"],
                 tuple(Evidence(**{"line": None, **ev}) for ev in e["evidence"]),
             )
-            for e in data.get("edges", [])  # type: ignore[union-attr]
+            for e in data.get("edges", [])
         ]
-        return cls.of(data.get("nodes", []), edges)  # type: ignore[arg-type]
+        return cls.of(data.get("nodes", []), edges)
 
     def to_mermaid(self) -> str:
         lines = ["graph LR"]

@@ -168,7 +168,7 @@ class TaskStore:
             if source_key is None:
                 raise
             return None  # another process imported the same item a moment ago
-        return self.get(row["id"])
+        return self.get(str(row["id"]))
 
     def get(self, task_id: str) -> Task | None:
         with self.engine.connect() as conn:
@@ -359,7 +359,7 @@ class TaskStore:
         )
         with self.engine.connect() as conn:
             return [
-                (row.project, _utc(row.started_at), _utc(row.finished_at))
+                (str(row.project), _aware(row.started_at), _utc(row.finished_at))
                 for row in conn.execute(query)
             ]
 
@@ -440,13 +440,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time the store writes is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return None if value is None else _aware(value)
 
 
-def _task(row: Mapping[str, Any]) -> Task:
+def _task(row: sa.RowMapping | Mapping[str, Any]) -> Task:
     data = dict(row)
     data.pop("source_key", None)
     data["status"] = TaskStatus(data["status"])

@@ -59,7 +59,9 @@ def parse_package_json(path: str, text: str) -> ManifestScan:
             )
         )
     elif name is not None and not isinstance(name, str):
-        problems.append(problem(path, name_at and name_at.line, "`name` should be a string"))
+        problems.append(
+            problem(path, name_at.line if name_at else None, "`name` should be a string")
+        )
 
     for section, scope in SECTIONS:
         dependencies = data.get(section)
@@ -70,7 +72,7 @@ def parse_package_json(path: str, text: str) -> ManifestScan:
             problems.append(
                 problem(
                     path,
-                    section_at and section_at.line,
+                    (section_at.line if section_at else None),
                     f"`{section}` should be an object of names and versions, "
                     f"not {describe(dependencies)}",
                 )
@@ -78,7 +80,7 @@ def parse_package_json(path: str, text: str) -> ManifestScan:
             continue
         for dependency, value in dependencies.items():
             written = where.written((section, dependency))
-            line = written.line if written else section_at and section_at.line
+            line = written.line if written else (section_at.line if section_at else None)
             if not isinstance(value, str):
                 problems.append(
                     problem(
