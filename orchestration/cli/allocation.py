@@ -1,18 +1,14 @@
-"""`orch allocation`: see and change how agent slots are shared, live."""
+"""`orch allocation`: see and change how agent slots are shared, live.
+
+Every command here talks to the Dagster instance, so each imports `orchestration.allocation.control`
+(and Dagster with it) when it runs: the rest of the CLI starts without Dagster."""
 
 from __future__ import annotations
 
-import click
-import dagster as dg
+from typing import TYPE_CHECKING
 
-from orchestration.allocation.control import (
-    AllocationOverrides,
-    AllocationSettings,
-    apply_pool_limits,
-    current_allocation,
-    effective_settings,
-    rebalance,
-)
+import click
+
 from orchestration.cli.output import echo_json, echo_table, fail
 from orchestration.cli.state import (
     current_registry,
@@ -26,6 +22,11 @@ from orchestration.settings import Settings
 from orchestration.tags import PROJECT_TAG, TASK_TAG
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from orchestration.allocation.control import AllocationSettings
 
 
 @click.group()
@@ -42,11 +43,15 @@ def _context() -> tuple[Settings, dg.DagsterInstance, TaskStore]:
 
 
 def _settings(settings: Settings, store: TaskStore) -> AllocationSettings:
+    from orchestration.allocation.control import AllocationOverrides, effective_settings
+
     registry = current_registry(settings)
     return effective_settings(registry, AllocationOverrides(store).all())
 
 
 def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSettings) -> None:
+    from orchestration.allocation.control import apply_pool_limits, rebalance
+
     changed = apply_pool_limits(instance, current.pool_limits())
     reranked = rebalance(instance, store, current)
     click.echo(
@@ -69,6 +74,8 @@ def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSe
 def show(as_json: bool, next_count: int) -> None:
     """Slots, who holds them, queue depth, target and actual share per project, and the queued
     tasks in the order they will start."""
+    from orchestration.allocation.control import current_allocation
+
     settings, instance, store = _context()
     current = _settings(settings, store)
     # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
@@ -140,6 +147,8 @@ def set_command(
 ) -> None:
     """Change a project's priority or parallelism, or the slot count, live (until the next
     `orch allocation apply`)."""
+    from orchestration.allocation.control import AllocationOverrides
+
     settings, instance, store = _context()
     values: dict[str, int] = {}
     if slots is not None:
@@ -155,7 +164,8 @@ def set_command(
             fail(exc.args[0])
         if priority is not None:
             try:
-                value = int(parse_priority(priority.strip()))
+                # A class name becomes its number; digits come back as they were.
+                value = int(str(parse_priority(priority.strip())))
             except ValueError as exc:
                 fail(f"--priority: {exc}")
             if not 0 <= value <= 100:
@@ -175,6 +185,8 @@ def set_command(
 def apply_command() -> None:
     """Take the YAML (projects, pools.yaml) as the allocation now: clears `set` overrides,
     sets pool limits, re-prioritises queued runs."""
+    from orchestration.allocation.control import AllocationOverrides, effective_settings
+
     settings, instance, store = _context()
     registry = current_registry(settings)
     if registry.errors:
@@ -188,6 +200,8 @@ def apply_command() -> None:
 @allocation.command("rebalance")
 def rebalance_command() -> None:
     """Re-prioritise queued task runs by the allocation policy now."""
+    from orchestration.allocation.control import rebalance
+
     settings, instance, store = _context()
     reranked = rebalance(instance, store, _settings(settings, store))
     click.echo(f"re-prioritised {len(reranked)} queued run(s)")

@@ -1,18 +1,22 @@
 """`orch deps` and `orch affected`: the dependency graph between projects and what a change
-touches."""
+touches.
+
+Detection and `affected` read git (GitPython runs `git version` when imported), so they are
+imported by the commands that use them, not when the CLI starts."""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestration.cli.output import echo_json, echo_table, fail
 from orchestration.cli.state import current_registry, current_settings
-from orchestration.dependencies.affected import SinceError, affected_projects, changed_projects
-from orchestration.dependencies.detection import detect, last_or_detect
-from orchestration.dependencies.graph import DependencyGraph
 from orchestration.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestration.dependencies.graph import DependencyGraph
 
 
 @click.group()
@@ -22,6 +26,8 @@ def deps() -> None:
 
 def current_graph(settings: Settings) -> DependencyGraph:
     """The last detected graph; detection runs first when there is none."""
+    from orchestration.dependencies.detection import last_or_detect
+
     return last_or_detect(
         current_registry(settings).projects,
         settings,
@@ -33,6 +39,8 @@ def current_graph(settings: Settings) -> DependencyGraph:
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def detect_command(as_json: bool) -> None:
     """Scan every project's manifests now (unchanged repositories come from the cache)."""
+    from orchestration.dependencies.detection import detect
+
     settings = current_settings()
     registry = current_registry(settings)
     with click.progressbar(
@@ -114,6 +122,12 @@ def why(consumer: str, provider: str) -> None:
 def affected(since: str, as_json: bool) -> None:
     """Projects whose repositories changed since SINCE, plus all their transitive consumers,
     in topological order (providers first)."""
+    from orchestration.dependencies.affected import (
+        SinceError,
+        affected_projects,
+        changed_projects,
+    )
+
     settings = current_settings()
     registry = current_registry(settings)
     try:

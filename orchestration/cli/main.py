@@ -1,28 +1,59 @@
-"""The root `orch` group; the command groups register themselves here."""
+"""The root `orch` group. Each command group's module is imported when that command runs (or
+when `--help` lists them all), so `orch task list` loads the task store and not the registry,
+git or Dagster."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
 import click
 
-from orchestration.cli import allocation, config, deps, projects, tasks, up, validate
+#: Command name -> "module:attribute" of the click command.
+COMMANDS = {
+    "validate": "orchestration.cli.validate:validate",
+    "projects": "orchestration.cli.projects:projects",
+    "config": "orchestration.cli.config:config",
+    "up": "orchestration.cli.up:up",
+    "samples": "orchestration.cli.up:samples",
+    "task": "orchestration.cli.tasks:task",
+    "session": "orchestration.cli.tasks:session",
+    "deps": "orchestration.cli.deps:deps",
+    "affected": "orchestration.cli.deps:affected",
+    "allocation": "orchestration.cli.allocation:allocation",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a command's module when the command is first asked for (click's
+    "lazily loading subcommands" pattern)."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy_commands:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = self.lazy_commands[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.lazy_commands[cmd_name]} is not a click command")
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 def main() -> None:
     """Run coding agents across many projects, on Dagster.
 
     Paths come from ORCH_PROJECTS_DIR (default ./projects), ORCH_CONFIG_DIR (default
     ./config) and ORCH_HOME (default ./.orch); `orch validate` shows the ones in use.
     """
-
-
-main.add_command(validate.validate)
-main.add_command(projects.projects)
-main.add_command(config.config)
-main.add_command(up.up)
-main.add_command(up.samples)
-main.add_command(tasks.task)
-main.add_command(tasks.session)
-main.add_command(deps.deps)
-main.add_command(deps.affected)
-main.add_command(allocation.allocation)

@@ -1,18 +1,19 @@
 """What every command works on: the settings, the live registry, the task store and (only for
-the commands that need it) the Dagster instance, imported when first asked for."""
+the commands that need it) the Dagster instance; the registry and the instance are imported
+when first asked for."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
-from orchestration.registry.live import LiveRegistry
-from orchestration.registry.loader import Registry
 from orchestration.settings import Settings
 from orchestration.tasks.store import TaskStore
 
 if TYPE_CHECKING:
     import dagster as dg
+
+    from orchestration.registry.loader import Registry
 
 
 def current_settings() -> Settings:
@@ -21,6 +22,8 @@ def current_settings() -> Settings:
 
 def current_registry(settings: Settings | None = None) -> Registry:
     """The registry as its files say now, through the same live registry the daemon uses."""
+    from orchestration.registry.live import LiveRegistry  # not needed by the task commands
+
     return LiveRegistry.of(settings or current_settings()).current()
 
 
@@ -30,12 +33,18 @@ def task_store(settings: Settings | None = None) -> TaskStore:
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance | None:
     """The instance of DAGSTER_HOME, or of ORCH_HOME/dagster when that has been set up; None
-    when there is none yet (the dispatch sensor then adds what is missing)."""
+    when there is none yet (the dispatch sensor then adds what is missing). Opened under the
+    instance lock, as every process of ours opens it, since the daemon may be creating its
+    storage at this very moment."""
     home = os.environ.get("DAGSTER_HOME") or (
         str(settings.dagster_home) if (settings.dagster_home / "dagster.yaml").exists() else None
     )
     if not home:
         return None
-    import dagster as dg  # only the commands that talk to the instance pay for the import
+    from orchestration.cli.output import fail
+    from orchestration.instance import InstanceError, open_instance
 
-    return dg.DagsterInstance.from_config(home)
+    try:
+        return open_instance(home)
+    except InstanceError as exc:
+        fail(str(exc))

@@ -1,5 +1,6 @@
 """`orch task` and `orch session`: add, list, show, cancel, retry and import tasks; list
-sessions."""
+sessions. Listing and showing need only the task store: what else a command needs (the
+registry, git, Dagster) it imports itself."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import sys
 
 import click
 
-from orchestration.cli.deps import current_graph
 from orchestration.cli.output import echo_json, echo_table, fail
 from orchestration.cli.state import (
     current_registry,
@@ -15,12 +15,8 @@ from orchestration.cli.state import (
     dagster_instance,
     task_store,
 )
-from orchestration.registry.rules import ProfileError, resolve_profile
-from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.models import Task, TaskStatus, is_task_id
-from orchestration.tasks.propagate import follow_up_tasks, new_session_id
 from orchestration.tasks.store import TaskError
-from orchestration.workspace.workspace import ProjectWorkspace
 
 #: Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN), and the prompt is one.
 MAX_PROMPT_BYTES = 120 * 1024
@@ -53,6 +49,8 @@ def add(
 ):
     """Queue a task for PROJECT; PROMPT `-` reads it from standard input. Prints the task id
     (with --propagate, one line per task: id and project)."""
+    from orchestration.registry.rules import ProfileError, resolve_profile
+
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
@@ -76,7 +74,13 @@ def add(
     for prerequisite in after:
         if not is_task_id(prerequisite) or store.get(prerequisite) is None:
             fail(f"--after {prerequisite}: no such task")
-    session_id = new_session_id() if propagate else None
+    session_id = None
+    if propagate:
+        # The dependency graph's modules (packaging, semantic_version, git): only when needed.
+        from orchestration.cli.deps import current_graph
+        from orchestration.tasks.propagate import follow_up_tasks, new_session_id
+
+        session_id = new_session_id()
     created = store.add(
         project, prompt, priority=priority, after=after, profile=profile, session=session_id
     )
@@ -177,6 +181,9 @@ def retry(task_id: str) -> None:
 @click.argument("project")
 def import_tasks(project: str) -> None:
     """Add a task for each unchecked `- [ ]` item of PROJECT's .agent-os/specs/*/tasks.md."""
+    from orchestration.tasks.intake import import_task_lists  # reads git: only when importing
+    from orchestration.workspace.workspace import ProjectWorkspace
+
     settings = current_settings()
     try:
         spec = current_registry(settings).project(project).spec

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from orchestration.cli.output import fail
 from orchestration.cli.state import current_settings
 from orchestration.defs.reload import WEBSERVER_URL_VAR
-from orchestration.samples import ensure_sample_repos
+from orchestration.instance import InstanceError, open_instance
 from orchestration.settings import Settings
 
 INSTANCE_CONFIG = "dagster.yaml"
@@ -32,9 +33,17 @@ def up(host: str, port: int, workspace: Path) -> None:
     State is kept in ORCH_HOME/dagster (SQLite), whose dagster.yaml links to the one beside the
     workspace file, so it survives restarts.
     """
+    from orchestration.samples import ensure_sample_repos  # GitPython: only when run
+
     settings = current_settings()
     ensure_sample_repos(settings.samples_dir)
     dagster_home = prepare_dagster_home(settings, workspace.resolve().parent / INSTANCE_CONFIG)
+    # Create the instance's databases now, under our lock, so the webserver and the daemon,
+    # which start together and do not take it, find them made.
+    try:
+        open_instance(dagster_home).dispose()
+    except InstanceError as exc:
+        fail(str(exc))
     for notice in settings.notices:
         click.echo(f"warning: {notice}", err=True)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -70,6 +79,8 @@ def samples() -> None:
 @samples.command("init")
 def samples_init() -> None:
     """Create the sample repositories under ORCH_HOME/samples (existing ones are kept)."""
+    from orchestration.samples import ensure_sample_repos  # GitPython: only when run
+
     for name, path in ensure_sample_repos(current_settings().samples_dir).items():
         click.echo(f"{name}: {path}")
 

@@ -138,11 +138,27 @@ def _tag_value(value: object) -> object:
     return value
 
 
-def _cron(value: str) -> str:
-    # Dagster's own validator, so a schedule accepted here is one Dagster accepts at load time.
-    from dagster._utils.schedules import is_valid_cron_string
+def is_dagster_cron(value: str) -> bool:
+    """True when Dagster accepts `value` as a schedule, so a schedule valid here loads there.
 
-    if not is_valid_cron_string(value):
+    The same checks as `is_valid_cron_string` in dagster/_utils/schedules.py, on the croniter
+    release Dagster vendors, without importing Dagster (whose import is most of a CLI command's
+    time): croniter parses it, it has five fields (no seconds), and it is not only February 30
+    or 31. tests/unit/registry/test_cron.py compares the two.
+    """
+    from croniter import croniter  # type: ignore[import-untyped]  # imported for a schedule only
+
+    if not croniter.is_valid(value):
+        return False
+    expanded, *_ = croniter.expand(value)
+    if len(expanded) != 5:
+        return False
+    _, _, days, months, _ = expanded
+    return not (len(months) == 1 and months[0] == 2 and len(days) == 1 and days[0] in {30, 31})
+
+
+def _cron(value: str) -> str:
+    if not is_dagster_cron(value):
         raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 6 * * 1-5')")
     return value
 
