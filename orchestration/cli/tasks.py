@@ -46,7 +46,7 @@ def add(
     after: tuple[str, ...],
     profile: str | None,
     propagate: bool,
-):
+) -> None:
     """Queue a task for PROJECT; PROMPT `-` reads it from standard input. Prints the task id
     (with --propagate, one line per task: id and project)."""
     from orchestration.registry.rules import ProfileError, resolve_profile

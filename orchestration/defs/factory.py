@@ -11,7 +11,7 @@ when a provider's code changes, its consumers' tests are what must be re-run.
 # No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
 # and sensor functions (context and resource types) when the definitions are built.
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -160,7 +160,9 @@ def _repository_assets(
         can_subset=True,
         op_tags={PROJECT_TAG: spec.name},
     )
-    def repository(context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces):
+    def repository(
+        context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         current = workspaces.spec(spec.name)  # the file as it is now, not as it was at load
         selected = context.selected_asset_keys
         if keys.source in selected:
@@ -244,7 +246,7 @@ def _tasks_asset(
         pool=GLOBAL_POOL,
         **common,
     )
-    def tasks(context: dg.AssetExecutionContext, agent_tasks: AgentTasks):
+    def tasks(context: dg.AssetExecutionContext, agent_tasks: AgentTasks) -> dg.MaterializeResult:
         try:
             outcome = agent_tasks.execute(
                 spec.name, context.partition_key, context.run_id, context.log
@@ -266,7 +268,9 @@ def _tasks_asset(
             else "The task succeeded (no verify command is configured)."
         ),
     )
-    def verify_passed(context: dg.AssetCheckExecutionContext, agent_tasks: AgentTasks):
+    def verify_passed(
+        context: dg.AssetCheckExecutionContext, agent_tasks: AgentTasks
+    ) -> dg.AssetCheckResult:
         store = agent_tasks.store()
         try:
             task = store.require(context.partition_key)
@@ -308,7 +312,7 @@ def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Refresh source, manifest and verification of {spec.name}.",
     )
-    def refresh_schedule(context: dg.ScheduleEvaluationContext, workspaces: ProjectWorkspaces):
+    def refresh_schedule(workspaces: ProjectWorkspaces) -> dg.RunRequest | dg.SkipReason:
         current = workspaces.registry().spec(spec.name)  # the file as it is now
         if current is None:
             return dg.SkipReason(f"{spec.name} is not valid in the registry now; see orch validate")

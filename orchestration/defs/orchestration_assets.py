@@ -4,7 +4,7 @@
 # No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
 # and sensor functions (context and resource types) when the definitions are built.
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
@@ -56,7 +56,9 @@ def _dependencies_asset(graph: DependencyGraph | None) -> dg.AssetsDefinition:
         tags={ROLE_TAG: "dependencies"},
         kinds={"git"},
     )
-    def dependencies(context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces):
+    def dependencies(
+        context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         current, outcomes = workspaces.detect_all()
         for project, outcome in outcomes.items():
             if isinstance(outcome, str):
@@ -99,7 +101,9 @@ def build_registry_defs(
         tags={ROLE_TAG: "registry"},
         kinds={"yaml"},
     )
-    def registry(context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces):
+    def registry(
+        context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         current = workspaces.registry()
         for warning in current.warnings:
             context.log.warning(warning)

@@ -42,7 +42,7 @@ def _post(endpoint: str) -> None:
         headers={"Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT_S) as response:
             response.read()
     except OSError:
         pass  # the next tick asks again if the project is still missing

@@ -50,7 +50,9 @@ def build_dispatch_sensor(
         "ranked by the allocation policy; keep pool limits and queued runs' priorities in line "
         "with the allocation; fail or requeue tasks whose runs ended without recording them.",
     )
-    def task_dispatch(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+    def task_dispatch(
+        context: dg.SensorEvaluationContext, agent_tasks: AgentTasks
+    ) -> dg.SensorResult | dg.SkipReason:
         live = agent_tasks.live_registry()
         registry = live.current()
         store = agent_tasks.store()
@@ -110,7 +112,7 @@ def build_import_sensor() -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Turn unchecked items of .agent-os/specs/*/tasks.md into tasks, once each.",
     )
-    def task_import(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks):
+    def task_import(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks) -> dg.SkipReason:
         registry = agent_tasks.registry()
         store = agent_tasks.store()
         added = 0

@@ -14,7 +14,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -160,7 +160,7 @@ class DependencyGraph:
         """The graph consumer -> provider, for networkx's algorithms."""
         import networkx as nx
 
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(self.nodes)
         for consumer, providers in self._providers.items():
             graph.add_edges_from((consumer, provider) for provider in providers)
@@ -257,7 +257,8 @@ def _matches(
     by_package: Mapping[tuple[str, str], list[tuple[str, Package]]],
     local_roots: Mapping[str, str],
     remote_roots: Mapping[str, str],
-):
+) -> Iterator[tuple[str, Evidence]]:
+    """The projects `requirement` points at, each with the evidence."""
     if requirement.local_path and project.root and not is_remote_url(project.root):
         manifest_dir = PurePosixPath(requirement.manifest).parent
         target = _norm(os.path.join(project.root, str(manifest_dir), requirement.local_path))

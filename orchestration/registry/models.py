@@ -146,7 +146,7 @@ def is_dagster_cron(value: str) -> bool:
     time): croniter parses it, it has five fields (no seconds), and it is not only February 30
     or 31. tests/unit/registry/test_cron.py compares the two.
     """
-    from croniter import croniter  # type: ignore[import-untyped]  # imported for a schedule only
+    from croniter import croniter  # imported for a schedule only
 
     if not croniter.is_valid(value):
         return False

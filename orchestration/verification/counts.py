@@ -28,8 +28,9 @@ class TestCounts:
 
 
 # --- pytest -----------------------------------------------------------------------------------
-# "==== 1 failed, 3 passed, 2 skipped, 1 warning in 0.12s ====", "3 passed in 0.10s" (-q),
-# "=== no tests ran in 0.01s ===", older "3 passed in 0.12 seconds", "in 61.00s (0:01:01)".
+# Summaries such as `==== 1 failed, 3 passed, 2 skipped, 1 warning in 0.12s ====`,
+# `3 passed in 0.10s` (-q), `=== no tests ran in 0.01s ===`, the older `3 passed in 0.12
+# seconds`, and `in 61.00s (0:01:01)`.
 _PYTEST_SUMMARY = re.compile(
     r"^=*\s*(?P<items>(?:\d+ [a-z]+(?:, )?)+|no tests ran)"
     r"\s+in [\d.]+\s*(?:s|seconds)(?: \([\d:.]+\))?\s*=*\s*$",

@@ -119,7 +119,7 @@ def test_a_new_project_makes_the_sensor_ask_the_webserver_to_reload(
     arrived = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+        def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
             received.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
             self.send_response(200)

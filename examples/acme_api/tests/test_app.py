@@ -8,7 +8,7 @@ from wsgiref.util import setup_testing_defaults
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from acme_api.app import application  # noqa: E402
+from acme_api.app import application
 
 
 def call(path: str, method: str = "GET") -> tuple[str, dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from acme_core import SemVer, parse_version, slugify  # noqa: E402
+from acme_core import SemVer, parse_version, slugify
 
 
 class SlugifyTest(unittest.TestCase):

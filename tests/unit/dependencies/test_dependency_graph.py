@@ -229,7 +229,7 @@ def test_no_edge_to_a_package_nobody_provides_nor_to_itself() -> None:
         [
             project("core", pyproject("acme-core", "1.0.0", "acme-core[extra]", "numpy")),
             project("api", pyproject("api", "1.0.0", "requests", "left-pad")),
-            project("web", package_json("web", **{"react": "^18.0.0", "web": "file:."})),
+            project("web", package_json("web", react="^18.0.0", web="file:.")),
             project("app", {"requirements.txt": "-e .\n"}),
         ]
     )
