@@ -392,10 +392,6 @@ class TaskStore:
                 return None
             return str(row.reason)
 
-    def release(self, name: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(holds_table.delete().where(holds_table.c.name == name))
-
     # Sessions --------------------------------------------------------------------------------
 
     def save_session(self, project: str, profile: str, session_id: str, task_id: str) -> None:
