@@ -2,12 +2,17 @@
 against plain Dagster (FIFO, one global pool) on the same workload, through one real daemon.
 
 Workload: N projects (a third each critical, normal, low, round robin), T tasks each, all queued
-at once in round-robin order (task 0 of every project, then task 1, ...), 4 slots, stand-in
-agents (the `command` profile) that work for a random, seeded time. The same daemon and instance
-then run the baseline, the same tasks as runs of a plain asset job in pool `agents` (same limit,
-no priorities, no rebalancing: Dagster's FIFO), and the floor: empty runs through the same queue
-on a pool of one slot. This file is also the code location of the baseline and the floor
-(`allocation_baseline`, attribute `baseline_defs`). See bench/README.md.
+at once in round-robin order (task 0 of every project, then task 1, ...), 4 slots, agents that
+work for a random, seeded time: the stand-in `claude` (tests/support/fakes/claude) run by the
+`command` profile, told to change nothing. The same daemon and instance then run the baseline,
+the same tasks as runs of a plain asset job in pool `agents` (same limit, no priorities, no
+rebalancing: Dagster's FIFO) running the same stand-in, and the floor: empty runs through the
+same queue on a pool of one slot. This module is also the code location of the baseline and the
+floor (`allocation_baseline`, attribute `baseline_defs`). Run it from the repository root:
+
+    .venv/bin/python -m bench.allocation --quick
+
+See bench/README.md for the options and what the numbers mean.
 """
 
 import json
@@ -30,44 +35,22 @@ import click
 import dagster as dg
 import yaml
 from dagster import AssetExecutionContext
-from machine import discard, finish, machine, progress
 
+from bench.machine import discard, finish, machine, progress
 from orchestration.allocation.policy import priority_weight
 from orchestration.defs.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
+from tests.support.paths import FAKE_CLAUDE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "allocation.json"
 BASELINE_LOCATION = "allocation_baseline"
 TRIGGER_VAR = "BENCH_ALLOCATION_TRIGGERS"
-LOG_VAR = "ALLOC_LOG"  # the stand-in's log; a `secrets` variable of every bench project
-STAND_IN_VAR = "ALLOC_STAND_IN"  # the stand-in script, for the baseline's op
+LOG_VAR = "FAKE_CLAUDE_LOG"  # the stand-in's log; a `secrets` variable of every bench project
+WORK_VAR = "BENCH_ALLOCATION_WORK"  # where the baseline's agents work, a directory per item
 SLOTS = 4
 FLOOR_POOL = "bench_floor"
 CLASSES = {"critical": 100, "normal": 50, "low": 25}
 STARTUP_TIMEOUT_S = 180.0
-
-STAND_IN = '''\
-"""Stand-in agent: logs `start|end <project> <task> <time> <pid>`, works SLEEP<seconds>."""
-import os, re, sys, time
-from pathlib import Path
-
-cwd = Path.cwd()  # for tasks: ORCH_HOME/workspaces/<project>/worktrees/<task id>
-project = os.environ.get("ALLOC_PROJECT") or cwd.parent.parent.name
-task = os.environ.get("ALLOC_TASK") or cwd.name
-log = Path(os.environ["ALLOC_LOG"])
-
-
-def write(event):
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(f"{event} {project} {task} {time.time():.3f} {os.getpid()}\\n")
-
-
-write("start")
-work = re.search(r"SLEEP(\\d+(?:\\.\\d+)?)", sys.argv[-1])
-time.sleep(float(work.group(1)) if work else 0)
-write("end")
-'''
-
 
 # --------------------------------------------------------------------------------------------
 # The baseline and the floor: plain Dagster, requested by a sensor as tasks are.
@@ -75,15 +58,17 @@ write("end")
 
 @dg.asset(pool="agents", group_name=BASELINE_LOCATION)
 def fifo_work(context: AssetExecutionContext) -> None:
-    """Runs the stand-in agent for the run's `bench/seconds`, as a task's run would."""
+    """Runs the stand-in agent for the run's `bench/seconds`, as a task's run would, in a
+    directory named after the item (as a task's agent works in a worktree named after it)."""
+    # FAKE_CLAUDE comes with the module's imports: a run worker has the repository on its path
+    # only while it loads this module, so an import here would fail.
     tags = context.run.tags
+    work = Path(os.environ[WORK_VAR]) / tags["bench/task"]
+    work.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, os.environ[STAND_IN_VAR], f"SLEEP{tags['bench/seconds']}"],
-        env={
-            **os.environ,
-            "ALLOC_PROJECT": tags["bench/project"],
-            "ALLOC_TASK": tags["bench/task"],
-        },
+        [sys.executable, str(FAKE_CLAUDE), f"NOOP SLEEP{tags['bench/seconds']}"],
+        cwd=work,
+        capture_output=True,
         check=True,
     )
 
@@ -190,16 +175,20 @@ class Bench:
         return Path(self.env[TRIGGER_VAR])
 
     def agents(self) -> dict[str, tuple[float, float | None]]:
-        """Per task (or baseline item), the stand-in's start and end."""
+        """Per task (or baseline item), the stand-in's start and end. It works in a directory
+        named after the task: its worktree, or the baseline item's directory."""
         found: dict[str, tuple[float, float | None]] = {}
+        tasks: dict[int, str] = {}
         if not self.agent_log.exists():
             return found
         for line in self.agent_log.read_text(encoding="utf-8").splitlines():
-            event, _, task, at, _ = line.split()
-            if event == "start":
-                found[task] = (float(at), None)
-            elif task in found:
-                found[task] = (found[task][0], float(at))
+            entry = json.loads(line)
+            if entry["event"] == "start":
+                tasks[entry["pid"]] = task = Path(entry["cwd"]).name
+                found[task] = (entry["time"], None)
+            elif entry["event"] == "end" and entry["pid"] in tasks:
+                task = tasks[entry["pid"]]
+                found[task] = (found[task][0], entry["time"])
         return found
 
     def trigger(self, items: Sequence[tuple[str, str, dict[str, str]]]) -> float:
@@ -236,10 +225,12 @@ def write_setup(
     run_queue: Mapping[str, Any] | None,
     ageing_s: int | None,
 ) -> tuple[dict[str, str], Path]:
-    """Registry (one git repository per project), instance, workspace, stand-in; environment.
+    """Registry (one git repository per project), instance, workspace; environment.
     `run_queue` replaces the shipped dagster.yaml's (`{}`: Dagster's defaults)."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from tests.support.registry import make_git_repo
+    # Imported here, not at the top: this module is also the baseline's code location, and its
+    # run workers import it for every run; the baseline must not pay for the test harness.
+    from tests.support.daemon import write_instance, write_workspace
+    from tests.support.git import make_git_repo
 
     shutil.copytree(REPO_ROOT / "config", root / "config")
     pools_file = root / "config" / "pools.yaml"
@@ -249,8 +240,6 @@ def write_setup(
         pools["agents"]["ageing_seconds"] = ageing_s
     pools[FLOOR_POOL] = {"slots": 1, "description": "The floor's single slot."}
     pools_file.write_text(yaml.safe_dump(pools, sort_keys=False))
-    stand_in = root / "stand_in_agent.py"
-    stand_in.write_text(STAND_IN, encoding="utf-8")
     projects = root / "projects"
     (projects / "templates").mkdir(parents=True)
     for name, cls in sorted({(i.project, i.cls) for i in items}):
@@ -261,33 +250,16 @@ def write_setup(
             "priority": cls,
             "agent": {
                 "profile": "command",
-                "command": [sys.executable, str(stand_in)],
+                "command": [sys.executable, str(FAKE_CLAUDE)],
                 "max_parallel": SLOTS,  # never binds: the baseline has no per-project limit
                 "timeout": 3600,
             },
             "secrets": [LOG_VAR],
         }
         (projects / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    config = shipped_instance_config()
-    if run_queue is not None:
-        config["run_queue"] = dict(run_queue)
-    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    workspace = root / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n"
-        "  - python_module:\n"
-        "      module_name: orchestration.defs.definitions\n"
-        f"      working_directory: {REPO_ROOT}\n"
-        "      location_name: orchestration\n"
-        "  - python_file:\n"
-        f"      relative_path: {Path(__file__).resolve()}\n"
-        "      attribute: baseline_defs\n"
-        f"      working_directory: {Path(__file__).resolve().parent}\n"  # imports `machine`
-        f"      location_name: {BASELINE_LOCATION}\n"
-    )
-    (root / "home").mkdir()
+    replace = {"run_queue": run_queue} if run_queue is not None else None
+    dagster_home = write_instance(root, {}, replace=replace)
+    workspace = write_workspace(root, {BASELINE_LOCATION: "bench.allocation:baseline_defs"})
     env = {
         "ORCH_PROJECTS_DIR": str(projects),
         "ORCH_CONFIG_DIR": str(root / "config"),
@@ -295,7 +267,7 @@ def write_setup(
         "DAGSTER_HOME": str(dagster_home),
         TRIGGER_VAR: str(root / "triggers.jsonl"),
         LOG_VAR: str(root / "agents.log"),
-        STAND_IN_VAR: str(stand_in),
+        WORK_VAR: str(root / "fifo"),
     }
     return env, workspace
 
@@ -307,43 +279,28 @@ def running_daemon(
     run_queue: Mapping[str, Any] | None = None,
     ageing_s: int | None = None,
 ) -> Iterator[Bench]:
+    """The daemon up on a fresh setup under `root`; stopped with its whole process group (run
+    workers included) however the block ends."""
     from orchestration.tasks.store import TaskStore
+    from tests.support import daemon
 
     env, workspace = write_setup(root, items, run_queue, ageing_s)
-    from daemon import stop  # tests/daemon.py; write_setup put tests/ on the path
-
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ORCH_", "DAGSTER_", "BENCH_", "ALLOC_"))
-    }
-    log = root / "daemon.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=root,
-            env={**inherited, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-    store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
-    bench = Bench(root, env, daemon, log, instance, store)
-    try:
-        needed = {"SENSOR", "QUEUED_RUN_COORDINATOR"}
-        bench.wait(
-            "the daemon", lambda: needed <= set(instance.get_daemon_heartbeats()), STARTUP_TIMEOUT_S
-        )
-        # The dispatch sensor sets these from pools.yaml too, but perhaps not before the floor.
-        instance.event_log_storage.set_concurrency_slots("agents", SLOTS)
-        instance.event_log_storage.set_concurrency_slots(FLOOR_POOL, 1)
-        yield bench
-    finally:
-        stop(daemon)  # tests/daemon.py: the whole process group, run workers included
-        store.dispose()
-        instance.dispose()
+    daemon_env = daemon.daemon_environment(env, drop=("BENCH_", "FAKE_CLAUDE_"))
+    needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
+    with daemon.running_daemon(
+        root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S
+    ) as (process, log):
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
+        try:
+            # The dispatch sensor sets these from pools.yaml too, but perhaps not before the
+            # floor.
+            instance.event_log_storage.set_concurrency_slots("agents", SLOTS)
+            instance.event_log_storage.set_concurrency_slots(FLOOR_POOL, 1)
+            yield Bench(root, env, process, log, instance, store)
+        finally:
+            store.dispose()
+            instance.dispose()
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,7 +355,7 @@ def run_ours(bench: Bench, items: Sequence[Item]) -> list[Sample]:
     ids: dict[str, Item] = {}
     added: dict[str, float] = {}
     for item in items:
-        task = bench.store.add(item.project, f"bench {item.key} SLEEP{item.seconds}")
+        task = bench.store.add(item.project, f"bench {item.key} NOOP SLEEP{item.seconds}")
         ids[task.id] = item
         added[task.id] = task.created_at.timestamp()
     progress(f"ours: {len(items)} tasks queued")

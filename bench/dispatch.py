@@ -1,13 +1,19 @@
 """Dispatch benchmark: what running a task costs on top of what Dagster itself costs.
 
 Through a real `dagster-daemon` on the shipped dagster.yaml (unchanged), with the stand-in
-`claude` CLI (tests/fakes/claude) doing no work, it measures how long a task waits before its
-agent starts, how long recording it takes after the agent exits, and how many tasks per minute
-go through the agent slots. The floor is measured in the same run, through the same daemon,
-queue, launcher and pool: an empty asset whose runs are requested by a sensor, as tasks are.
+`claude` CLI (tests/support/fakes/claude) doing no work, it measures how long a task waits
+before its agent starts, how long recording it takes after the agent exits, and how many tasks
+per minute go through the agent slots. The floor is measured in the same run, through the same
+daemon, queue, launcher and pool: an empty asset whose runs are requested by a sensor, as tasks
+are.
 
-This file is also that floor's code location (`dispatch_baseline`, attribute `baseline_defs`),
-which the benchmark's workspace loads next to `orchestration.defs.definitions`. See bench/README.md.
+This module is also that floor's code location (`dispatch_baseline`, attribute `baseline_defs`),
+which the benchmark's workspace loads next to `orchestration.defs.definitions`. Run it from the
+repository root:
+
+    .venv/bin/python -m bench.dispatch --quick
+
+See bench/README.md for the options and what the numbers mean.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,13 +34,12 @@ from typing import Any
 
 import click
 import dagster as dg
-from machine import discard, finish, machine, progress
 
+from bench.machine import discard, finish, machine, progress
 from orchestration.defs.sensors import DISPATCH_INTERVAL_S
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
-FAKES_DIR = REPO_ROOT / "tests" / "fakes"
 BASELINE_LOCATION = "dispatch_baseline"
 PROJECT = "bench"
 #: The file of baseline run requests the baseline sensor reads (one JSON object per line).
@@ -192,8 +196,10 @@ class Bench:
 
 def write_setup(root: Path) -> tuple[dict[str, str], Path]:
     """Registry, instance and workspace under `root`: the ORCH_* environment and workspace."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from tests.support.registry import make_git_repo
+    # Imported here, not at the top: this module is also the floor's code location, and its
+    # run workers import it for every run; the floor must not pay for the test harness.
+    from tests.support.daemon import write_instance, write_workspace
+    from tests.support.git import make_git_repo
 
     shutil.copytree(REPO_ROOT / "config", root / "config")
     (root / "projects" / "templates").mkdir(parents=True)
@@ -201,22 +207,8 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
     (root / "projects" / f"{PROJECT}.yaml").write_text(
         f"name: {PROJECT}\nrepo: {repo}\nagent: {{profile: claude_code, max_parallel: 50}}\n"
     )
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    workspace = root / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n"
-        "  - python_module:\n"
-        "      module_name: orchestration.defs.definitions\n"
-        f"      working_directory: {REPO_ROOT}\n"
-        "      location_name: orchestration\n"
-        "  - python_file:\n"
-        f"      relative_path: {Path(__file__).resolve()}\n"
-        "      attribute: baseline_defs\n"
-        f"      working_directory: {Path(__file__).resolve().parent}\n"  # imports `machine`
-        f"      location_name: {BASELINE_LOCATION}\n"
-    )
+    dagster_home = write_instance(root, {})  # the shipped dagster.yaml, unchanged
+    workspace = write_workspace(root, {BASELINE_LOCATION: "bench.dispatch:baseline_defs"})
     env = {
         "ORCH_PROJECTS_DIR": str(root / "projects"),
         "ORCH_CONFIG_DIR": str(root / "config"),
@@ -229,45 +221,27 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
 
 @contextmanager
 def running_daemon(root: Path) -> Iterator[Bench]:
+    """The daemon up on a fresh setup under `root`, the stand-in `claude` first on its PATH;
+    stopped with its whole process group (run workers included) however the block ends."""
     from orchestration.tasks.store import TaskStore
+    from tests.support import daemon
+    from tests.support.paths import path_with_fakes
 
     env, workspace = write_setup(root)
-    from daemon import stop  # tests/daemon.py; write_setup put tests/ on the path
-
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_", "BENCH_"))
-    }
-    path = os.pathsep.join([str(FAKES_DIR), str(Path(sys.executable).parent), os.environ["PATH"]])
-    # Create the databases before two processes race to create (and version-stamp) them.
-    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-    instance.get_runs(limit=1)
-    instance.get_daemon_heartbeats()
-    instance.event_log_storage.get_concurrency_keys()
-    instance.all_instigator_state()
-    (root / "home").mkdir()
-    store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
-    log = root / "daemon.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=root,
-            env={**inherited, **env, "PATH": path},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    bench = Bench(root, env, daemon, log, instance, store)
-    try:
-        needed = {"SENSOR", "QUEUED_RUN_COORDINATOR"}
-        bench.wait(
-            "the daemon", lambda: needed <= set(instance.get_daemon_heartbeats()), STARTUP_TIMEOUT_S
-        )
-        yield bench
-    finally:
-        stop(daemon)  # tests/daemon.py: the whole process group, run workers included
-        store.dispose()
-        instance.dispose()
+    daemon_env = daemon.daemon_environment(
+        env, drop=("BENCH_",), path=path_with_fakes(os.environ["PATH"])
+    )
+    needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
+    with daemon.running_daemon(
+        root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S
+    ) as (process, log):
+        instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+        store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
+        try:
+            yield Bench(root, env, process, log, instance, store)
+        finally:
+            store.dispose()
+            instance.dispose()
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,7 +487,6 @@ def render_table(results: dict[str, Any]) -> str:
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (daemon log, state).")
 def main(quick: bool, samples: int | None, count: int | None, output: Path, keep: bool) -> None:
     """Measure dispatch latency and throughput through the real daemon, against the floor."""
-    sys.path.insert(0, str(REPO_ROOT))
     samples = samples if samples is not None else 1 if quick else 6
     count = count if count is not None else 4 if quick else 50
     root = Path(tempfile.mkdtemp(prefix="orch-bench-dispatch-"))

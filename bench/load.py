@@ -3,7 +3,11 @@
 For each size N a synthetic registry (projects/*.yaml, templates, copies of config/) is written
 to a temporary directory, then each case runs in a fresh subprocess that loads the registry,
 builds the definitions, and builds and serializes the repository snapshot the way the gRPC code
-server does for the webserver. See bench/README.md for how to run it and what the numbers mean.
+server does for the webserver. Run it from the repository root:
+
+    .venv/bin/python -m bench.load --quick
+
+See bench/README.md for the options and what the numbers mean.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from machine import loadavg, machine, progress
+
+from bench.machine import loadavg, machine, progress
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -106,15 +111,10 @@ def build_naive_definitions(registry: Registry) -> dg.Definitions:
     from orchestration.defs.orchestration_assets import build_registry_defs
     from orchestration.defs.resources import ProjectWorkspaces
 
-    base_env = list(registry.agents.base_env) if registry.agents else None
     return dg.Definitions.merge(
         *(_naive_project_defs(project.spec) for project in registry.projects),
         build_registry_defs(registry.errors, len(registry.projects)),
-        dg.Definitions(
-            resources={
-                "workspaces": ProjectWorkspaces(**({"base_env": base_env} if base_env else {}))
-            }
-        ),
+        dg.Definitions(resources={"workspaces": ProjectWorkspaces()}),  # as definitions.py
     )
 
 
@@ -323,8 +323,11 @@ def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) ->
         "ORCH_HOME": str(root / "home"),
         "DAGSTER_HOME": str(root / "home"),
         "PYTHONHASHSEED": "0",
+        # It runs in the generated directory, as a code server runs next to its projects, and
+        # finds this package (`python -m bench.load`) from the repository root.
+        "PYTHONPATH": str(REPO_ROOT),
     }
-    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", factory]
+    argv = [sys.executable, "-m", "bench.load", "--worker", factory]
     argv += ["--worker-count", str(count)]
     if profile_to is not None:
         argv += ["--worker-profile", str(profile_to)]
@@ -488,7 +491,6 @@ def main(
 ) -> None:
     """Time loading N synthetic projects into definitions and a webserver snapshot."""
     if worker is not None:
-        sys.path.insert(0, str(REPO_ROOT))
         if worker_count is None:
             raise click.UsageError("--worker needs --worker-count")
         result = measure(worker, worker_count, worker_profile)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from orchestration.tasks.dispatch import plan_dispatch
 from orchestration.tasks.lifecycle import task_run_tags
 from orchestration.tasks.models import Task, TaskStatus, is_task_id
 from orchestration.tasks.store import TaskStore
-from tests.support.git import GIT_IDENTITY
+from tests.support.git import commit, git
 from tests.support.registry import RegistryDir
 
 Invoke = Callable[..., Result]
@@ -37,23 +36,6 @@ WORKER = "[metadata]\nname = acme-worker\n\n[options]\ninstall_requires =\n    a
 CLI = "click>=8\nacme-api\nacme-worker\n"
 WEB = '{\n  "name": "@acme/web",\n  "version": "1.0.0",\n  "dependencies": {"react": "^18"}\n}\n'
 MISMATCH = "requires >=2, but acme-core is at 1.0.0 (pyproject.toml)"
-
-
-def git(repo: Path, *args: str, date: str | None = None) -> str:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), **GIT_IDENTITY}
-    if date:
-        env |= {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
-    return subprocess.run(
-        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def commit(repo: Path, files: Mapping[str, str], *, date: str | None = None) -> str:
-    for name, text in files.items():
-        (repo / name).write_text(text, encoding="utf-8")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--no-gpg-sign", "-m", "change", date=date)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def old_repo(path: Path, files: Mapping[str, str]) -> Path:

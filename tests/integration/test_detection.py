@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,30 +21,13 @@ from orchestration.dependencies.detection import DetectionCache, ScanOutcome, de
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry import Registry
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
-from tests.support.git import GIT_IDENTITY, make_git_repo
+from tests.support.git import commit, git, make_git_repo
 from tests.support.registry import RegistryDir
 
 CORE = '[project]\nname = "Acme_Core"\nversion = "1.0.0"\n'
 API = '[project]\nname = "acme-api"\nversion = "0.3.0"\ndependencies = [\n  "acme-core>=2",\n]\n'
 CLI = "acme-api\nclick>=8\n"
 WEB = '{\n  "name": "@acme/web",\n  "version": "2.0.0",\n  "dependencies": {"react": "^18"}\n}\n'
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), **GIT_IDENTITY}
-    return subprocess.run(
-        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def commit(repo: Path, files: Mapping[str, str], message: str = "change") -> str:
-    """A new commit on the checked-out branch with `files` written."""
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text, encoding="utf-8")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--no-gpg-sign", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def add_project(registry_dir: RegistryDir, name: str, files: Mapping[str, str]) -> Path:

@@ -6,7 +6,6 @@ the same afterwards, and the private clone lives under `<home>/workspaces/<proje
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from orchestration.defs.factory import REFRESH_JOB, ProjectKeys
 from orchestration.defs.orchestration_assets import DEPENDENCIES_KEY, REGISTRY_KEY
 from orchestration.defs.resources import ProjectWorkspaces
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
-from tests.support.git import GIT_IDENTITY, make_git_repo
+from tests.support.git import commit, git, make_git_repo
 from tests.support.registry import RegistryDir
 
 PROJECT = "calc"
@@ -41,14 +40,6 @@ class Breaks(unittest.TestCase):
     def test_breaks(self):
         self.assertEqual(1 + 1, 3)
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    """git in the user's repository, as the user would run it (without optional index locks)."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), "GIT_OPTIONAL_LOCKS": "0", **GIT_IDENTITY}
-    return subprocess.run(
-        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def tree_state(repo: Path) -> dict[str, tuple[int, int]]:
@@ -174,14 +165,12 @@ def test_uncommitted_changes_make_source_dirty_but_do_not_reach_verification(
 
 def test_committed_failing_test_fails_the_check(project: Project) -> None:
     project.refresh()
-    (project.repo / "tests" / "test_breaks.py").write_text(FAILING_TEST, encoding="utf-8")
-    git(project.repo, "add", "-A")
-    git(project.repo, "commit", "-q", "--no-gpg-sign", "-m", "a failing test")
+    head = commit(project.repo, {"tests/test_breaks.py": FAILING_TEST}, message="a failing test")
 
     result = project.refresh()
 
     source = project.metadata(project.keys.source)
-    assert source["branch_sha"] == git(project.repo, "rev-parse", "HEAD")
+    assert source["branch_sha"] == head == git(project.repo, "rev-parse", "HEAD")
     assert source["dirty"] is False
     verification = project.metadata(project.keys.verification)
     assert (verification["passed"], verification["failed"]) == (1, 1)

@@ -1,12 +1,12 @@
-"""Running tasks end to end: real git repositories, a real task store and a stand-in agent CLI
-(a small Python program that speaks Claude Code's argv-in, JSON-out protocol), through
+"""Running tasks end to end: real git repositories, a real task store and the stand-in `claude`
+CLI (tests/support/fakes/claude: Claude Code's argv-in, JSON-out protocol), through
 `AgentTasks.execute` exactly as the Dagster asset calls it."""
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import os
 import sys
 import threading
 import time
@@ -24,103 +24,31 @@ from orchestration.tasks.models import TaskStatus, is_task_id, new_task_id
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.workspace.isolation import IsolationError, path_inside, project_dir
 from orchestration.workspace.workspace import ProjectWorkspace
-from tests.support.git import GIT_IDENTITY
+from tests.support.git import commit, git
+from tests.support.paths import FAKE_CLAUDE, path_with_fakes
 from tests.support.registry import RegistryDir
 
 LOG = logging.getLogger("test_task_execution")
 
-#: The stand-in agent. The prompt's first line names the task (its report file); each further
-#: line is a directive, run in order. It reports its argv, environment and surroundings first.
-STAND_IN = r"""
-import json, os, sys, time
-from pathlib import Path
-
-REPORTS = Path(__REPORTS__)
-argv = sys.argv[1:]
-prompt = argv[argv.index("-p") + 1] if "-p" in argv else argv[-1]
-json_mode = "--output-format" in argv
-resume = argv[argv.index("--resume") + 1] if "--resume" in argv else None
-lines = prompt.splitlines()
-name = lines[0].strip()
-started_with = set(os.listdir("."))
-REPORTS.mkdir(exist_ok=True)
-(REPORTS / f"{name}.json").write_text(json.dumps({
-    "argv": argv,
-    "env": dict(os.environ),
-    "cwd": os.getcwd(),
-    "siblings": sorted(os.listdir("..")),
-}))
-code = 0
-for line in lines[1:]:
-    op, _, rest = line.strip().partition(" ")
-    if op == "WRITE":
-        path, _, text = rest.partition(" ")
-        Path(path).write_text(text + "\n")
-    elif op == "APPEND":
-        path, _, text = rest.partition(" ")
-        with open(path, "a") as handle:
-            handle.write(text + "\n")
-    elif op == "MARK":
-        Path(rest).touch()
-    elif op == "WAITFOR":
-        deadline = time.monotonic() + 60
-        while not Path(rest).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-    elif op == "ABSENT":
-        if Path(rest).exists():
-            sys.stderr.write(f"isolation broken: {rest} is visible\n")
-            sys.exit(9)
-    elif op == "SLEEP":
-        time.sleep(float(rest))
-    elif op == "EXIT":
-        sys.stderr.write(f"stand-in agent crashed on purpose ({name})\n")
-        code = int(rest)
-    elif op == "GITCOMMIT":
-        import subprocess
-        identity = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
-        subprocess.run(["git", "add", "-A"], check=True)
-        subprocess.run(["git", *identity, "commit", "-q", "-m", rest], check=True)
-    elif op == "EXIT_IF_NEW":
-        path, _, value = rest.partition(" ")
-        if path not in started_with:
-            sys.stderr.write(f"first attempt at {path} fails ({name})\n")
-            code = int(value)
-summary = f"stand-in did {name}"
-if json_mode:
-    print(json.dumps({
-        "type": "result", "subtype": "success", "is_error": False, "num_turns": 2,
-        "duration_ms": 10, "result": summary, "session_id": resume or f"sess-{name}",
-        "total_cost_usd": 0.25, "usage": {"input_tokens": 100, "output_tokens": 7},
-    }))
-else:
-    print(summary)
-sys.exit(code)
-"""
-
-STAND_IN_PROFILE = """
-  stand_in:
-    description: Test stand-in speaking Claude Code's JSON protocol.
-    argv: ["{{python}}", {script}, -p, "{{prompt}}", --output-format, json]
-    resume_args: [--resume, "{{session_id}}"]
-    output: claude_json
-    env: [STAND_IN_KEY]
-    config_dir_env: STAND_IN_CONFIG_DIR
-"""
-
-
-def git(path: Path, *args: str) -> str:
-    """A git command in a repository the test inspects."""
-    done = subprocess.run(
-        ["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=60
-    )
-    return done.stdout.strip()
+#: Projects run the shipped `claude_code` profile: the stand-in `claude` (tests/support/fakes/
+#: claude) is first on PATH. A prompt's first line names the task; directive lines (WRITE, MARK,
+#: ...) say what the agent does. The stand-in's log, in each project's CLAUDE_CONFIG_DIR, is the
+#: record of what it saw.
+AGENT = "agent:\n  profile: claude_code\n"
+#: The shipped profile's own variable: its agents may see it, verify commands may not.
+PROFILE_VAR = "ANTHROPIC_API_KEY"
+#: The `command` profile running the same stand-in; `secrets` lets its log variable through.
+COMMAND_AGENT = (
+    f"agent:\n  profile: command\n  command: {json.dumps([sys.executable, str(FAKE_CLAUDE)])}\n"
+    "secrets: [FAKE_CLAUDE_LOG]\n"
+)
+SCRUBBED = ("SECRET_A", "SECRET_B", "UNLISTED_X", "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR")
 
 
 @dataclass
 class Harness:
     registry: RegistryDir
-    script: Path
-    reports: Path
+    command_log: Path  # where the `command` profile's stand-in logs
     monkeypatch: pytest.MonkeyPatch
 
     @property
@@ -156,8 +84,18 @@ class Harness:
     def run(self, project: str, prompt: str) -> TaskOutcome:
         return self.execute(project, self.add(project, prompt))
 
+    def calls(self) -> list[dict]:
+        """The stand-in's start lines, from every project's log and the `command` one."""
+        logs = sorted(self.home.glob("workspaces/*/agents/*/fake_claude.jsonl"))
+        if self.command_log.exists():
+            logs.append(self.command_log)
+        entries = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+        return [entry for entry in entries if entry["event"] == "start"]
+
     def report(self, name: str) -> dict:
-        return json.loads((self.reports / f"{name}.json").read_text(encoding="utf-8"))
+        """What the one agent whose prompt's first line is `name` saw (argv, env, cwd, ...)."""
+        (call,) = [c for c in self.calls() if c["prompt"].splitlines()[0] == name]
+        return call
 
     def clone(self, project: str) -> Path:
         return self.home / "workspaces" / project / "repo.git"
@@ -174,30 +112,24 @@ class Harness:
 def harness(
     registry_dir: RegistryDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    reports = tmp_path / "reports"
-    script = tmp_path / "stand_in_agent.py"
-    script.write_text(STAND_IN.replace("__REPORTS__", repr(str(reports))), encoding="utf-8")
-    agents = registry_dir.root / "config" / "agents.yaml"
-    profile = STAND_IN_PROFILE.format(script=json.dumps(str(script)))
-    agents.write_text(agents.read_text(encoding="utf-8").rstrip("\n") + "\n" + profile)
     settings = registry_dir.settings
     monkeypatch.setenv("ORCH_PROJECTS_DIR", str(settings.projects_dir))
     monkeypatch.setenv("ORCH_CONFIG_DIR", str(settings.config_dir))
     monkeypatch.setenv("ORCH_HOME", str(settings.home))
     monkeypatch.delenv("ORCH_TASKS_DB_URL", raising=False)
-    for name in ("SECRET_A", "SECRET_B", "UNLISTED_X", "STAND_IN_KEY"):
+    monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
+    command_log = tmp_path / "fake_claude_command.jsonl"
+    monkeypatch.setenv("FAKE_CLAUDE_LOG", str(command_log))
+    for name in (*SCRUBBED, PROFILE_VAR):
         monkeypatch.delenv(name, raising=False)
-    yield Harness(registry_dir, script, reports, monkeypatch)
-
-
-STAND_IN_AGENT = "agent:\n  profile: stand_in\n"
+    yield Harness(registry_dir, command_log, monkeypatch)
 
 
 # --- one task, end to end -------------------------------------------------------------------
 
 
 def test_commit_lands_on_the_task_branch_of_the_private_clone(harness: Harness) -> None:
-    repo = harness.project("alpha", STAND_IN_AGENT)
+    repo = harness.project("alpha", AGENT)
     user_refs = git(repo, "for-each-ref")
     user_head = git(repo, "rev-parse", "HEAD")
 
@@ -233,24 +165,24 @@ def test_commit_lands_on_the_task_branch_of_the_private_clone(harness: Harness) 
     recorded = harness.task(task_id)
     assert recorded.status is TaskStatus.SUCCEEDED
     assert (recorded.branch, recorded.commit) == (branch, outcome.commit)
-    assert recorded.session_id == "sess-feature"
-    assert recorded.cost_usd == 0.25 and recorded.turns == 2
-    assert recorded.summary == "stand-in did feature"
-    assert recorded.profile == "stand_in"
+    assert recorded.session_id == harness.report("feature")["session_id"]
+    assert recorded.cost_usd == 0.0123 and recorded.turns == 3
+    assert recorded.summary == "Done: feature"
+    assert recorded.profile == "claude_code"
     assert recorded.extra["files_changed"] == 1 and recorded.extra["lines_added"] == 1
     assert recorded.run_id == f"run-{task_id}"
 
     metadata = task_metadata(outcome)
     assert metadata["task"] == task_id and metadata["status"] == "succeeded"
     assert metadata["branch"] == branch and metadata["commit"] == outcome.commit
-    assert metadata["cost_usd"] == 0.25 and metadata["files_changed"] == 1
-    assert metadata["tokens_in"] == 100 and metadata["tokens_out"] == 7
+    assert metadata["cost_usd"] == 0.0123 and metadata["files_changed"] == 1
+    assert metadata["tokens_in"] == 150 and metadata["tokens_out"] == 40
     assert "reason" not in metadata
 
 
 def test_agent_that_changes_nothing_records_no_commit(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
-    outcome = harness.run("alpha", "noop")
+    harness.project("alpha", AGENT)
+    outcome = harness.run("alpha", "noop NOOP")
     assert outcome.task.status is TaskStatus.SUCCEEDED
     assert outcome.commit is None
     assert outcome.diff.files_changed == 0
@@ -258,13 +190,12 @@ def test_agent_that_changes_nothing_records_no_commit(harness: Harness) -> None:
 
 
 def test_command_profile_runs_the_projects_program(harness: Harness) -> None:
-    command = json.dumps([sys.executable, str(harness.script)])
-    harness.project("alpha", f"agent:\n  profile: command\n  command: {command}\n")
+    harness.project("alpha", COMMAND_AGENT)
     outcome = harness.run("alpha", "cmd\nWRITE out.txt via command")
     assert outcome.task.status is TaskStatus.SUCCEEDED, outcome.task.reason
     report = harness.report("cmd")
-    assert report["argv"] == ["cmd\nWRITE out.txt via command"]
-    assert outcome.agent.summary == "stand-in did cmd"
+    assert report["argv"] == [str(FAKE_CLAUDE), "cmd\nWRITE out.txt via command"]
+    assert outcome.agent.summary == "Done: cmd"  # the program's text output
     assert git(harness.clone("alpha"), "show", f"{outcome.commit}:out.txt") == "via command"
 
 
@@ -275,8 +206,9 @@ def test_two_tasks_running_at_once_are_isolated(harness: Harness, tmp_path: Path
     """Both agents run at the same time, each in its own worktree on its own branch.
 
     The first agent waits until the second has finished, so both worktrees exist together;
-    git commands of the two tasks do not overlap (see the xfail tests for that)."""
-    harness.project("alpha", STAND_IN_AGENT)
+    git commands of the two tasks do not overlap (the tests at the end of this file overlap
+    them)."""
+    harness.project("alpha", AGENT)
     started, go = tmp_path / "one-started", tmp_path / "go"
     one = harness.add(
         "alpha", f"one\nWRITE one.txt 1\nMARK {started}\nWAITFOR {go}\nABSENT two.txt"
@@ -315,12 +247,12 @@ def test_two_tasks_running_at_once_are_isolated(harness: Harness, tmp_path: Path
 
 
 def test_agent_environment_is_built_from_allowlists(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT + "secrets: [SECRET_A]\n")
-    harness.project("beta", STAND_IN_AGENT + "secrets: [SECRET_B]\n")
+    harness.project("alpha", AGENT + "secrets: [SECRET_A]\n")
+    harness.project("beta", AGENT + "secrets: [SECRET_B]\n")
     harness.monkeypatch.setenv("SECRET_A", "value-a")
     harness.monkeypatch.setenv("SECRET_B", "value-b")
     harness.monkeypatch.setenv("UNLISTED_X", "value-x")
-    harness.monkeypatch.setenv("STAND_IN_KEY", "profile-key")
+    harness.monkeypatch.setenv(PROFILE_VAR, "profile-key")
 
     assert harness.run("alpha", "env_a").task.status is TaskStatus.SUCCEEDED
     assert harness.run("beta", "env_b").task.status is TaskStatus.SUCCEEDED
@@ -329,47 +261,50 @@ def test_agent_environment_is_built_from_allowlists(harness: Harness) -> None:
     assert env_a["SECRET_A"] == "value-a" and "SECRET_B" not in env_a
     assert env_b["SECRET_B"] == "value-b" and "SECRET_A" not in env_b
     assert "UNLISTED_X" not in env_a and "UNLISTED_X" not in env_b
-    assert env_a["STAND_IN_KEY"] == env_b["STAND_IN_KEY"] == "profile-key"
+    assert env_a[PROFILE_VAR] == env_b[PROFILE_VAR] == "profile-key"
     for project, env in (("alpha", env_a), ("beta", env_b)):
         root = harness.home.resolve() / "workspaces" / project
         assert env["HOME"] == str(root / "home")
         assert Path(env["HOME"]).is_dir()
-        assert env["STAND_IN_CONFIG_DIR"] == str(root / "agents" / "stand_in")
-        assert Path(env["STAND_IN_CONFIG_DIR"]).is_dir()
-    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "TERM", "HOME", "STAND_IN_KEY"}
-    allowed |= {"STAND_IN_CONFIG_DIR", "LC_CTYPE"}  # LC_CTYPE: Python's own locale coercion
+        assert env["CLAUDE_CONFIG_DIR"] == str(root / "agents" / "claude_code")
+        assert Path(env["CLAUDE_CONFIG_DIR"]).is_dir()
+    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "TERM", "HOME", PROFILE_VAR}
+    allowed |= {"CLAUDE_CONFIG_DIR", "LC_CTYPE"}  # LC_CTYPE: Python's own locale coercion
     assert set(env_a) <= allowed | {"SECRET_A"}
     assert set(env_b) <= allowed | {"SECRET_B"}
 
 
 def test_verify_sees_only_base_env_and_secrets(harness: Harness) -> None:
     check = (
-        "import os, sys; bad = [n for n in ('UNLISTED_X', 'STAND_IN_KEY') if n in os.environ]; "
+        f"import os, sys; bad = [n for n in ('UNLISTED_X', '{PROFILE_VAR}') if n in os.environ]; "
         "sys.exit(1 if bad or os.environ.get('SECRET_A') != 'value-a' else 0)"
     )
     verify = json.dumps([sys.executable, "-c", check])
-    harness.project("alpha", STAND_IN_AGENT + f"secrets: [SECRET_A]\nverify: {verify}\n")
+    harness.project("alpha", AGENT + f"secrets: [SECRET_A]\nverify: {verify}\n")
     harness.monkeypatch.setenv("SECRET_A", "value-a")
     harness.monkeypatch.setenv("UNLISTED_X", "value-x")
-    harness.monkeypatch.setenv("STAND_IN_KEY", "profile-key")
+    harness.monkeypatch.setenv(PROFILE_VAR, "profile-key")
     outcome = harness.run("alpha", "verified\nWRITE v.txt v")
     assert outcome.task.status is TaskStatus.SUCCEEDED, outcome.task.reason
     assert outcome.verification is not None and outcome.verification.passed
 
 
 def test_resume_uses_the_projects_own_last_session(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT + "  resume: true\n")
-    harness.project("beta", STAND_IN_AGENT + "  resume: true\n")
-    harness.project("gamma", STAND_IN_AGENT)  # resume off
+    harness.project("alpha", AGENT + "  resume: true\n")
+    harness.project("beta", AGENT + "  resume: true\n")
+    harness.project("gamma", AGENT)  # resume off
 
     assert harness.run("alpha", "first").task.status is TaskStatus.SUCCEEDED
     assert "--resume" not in harness.report("first")["argv"]
+    first_session = harness.report("first")["session_id"]
     assert harness.run("alpha", "second").task.status is TaskStatus.SUCCEEDED
-    assert harness.report("second")["argv"][-2:] == ["--resume", "sess-first"]
+    assert harness.report("second")["argv"][-2:] == ["--resume", first_session]
 
     assert harness.run("beta", "other").task.status is TaskStatus.SUCCEEDED
     argv_b = harness.report("other")["argv"]
-    assert "--resume" not in argv_b and "sess-first" not in argv_b
+    assert "--resume" not in argv_b and first_session not in argv_b
+    other_session = harness.report("other")["session_id"]
+    assert other_session != first_session
 
     assert harness.run("gamma", "g1").task.status is TaskStatus.SUCCEEDED
     assert harness.run("gamma", "g2").task.status is TaskStatus.SUCCEEDED
@@ -377,8 +312,8 @@ def test_resume_uses_the_projects_own_last_session(harness: Harness) -> None:
 
     store = harness.store()
     try:
-        assert store.last_session("alpha", "stand_in") == "sess-first"
-        assert store.last_session("beta", "stand_in") == "sess-other"
+        assert store.last_session("alpha", "claude_code") == first_session
+        assert store.last_session("beta", "claude_code") == other_session
     finally:
         store.dispose()
 
@@ -390,7 +325,7 @@ def test_failed_verification_fails_the_task(harness: Harness) -> None:
     verify = json.dumps(
         [sys.executable, "-c", "import sys; print('1 failed, 3 passed'); sys.exit(1)"]
     )
-    harness.project("alpha", STAND_IN_AGENT + f"verify: {verify}\n")
+    harness.project("alpha", AGENT + f"verify: {verify}\n")
     outcome = harness.run("alpha", "unverified\nWRITE broken.txt x")
     assert outcome.task.status is TaskStatus.FAILED
     assert outcome.task.reason.startswith("verification failed")
@@ -401,20 +336,19 @@ def test_failed_verification_fails_the_task(harness: Harness) -> None:
 
 
 def test_agent_exit_status_fails_the_task_with_the_output_tail(harness: Harness) -> None:
-    command = json.dumps([sys.executable, str(harness.script)])
-    harness.project("alpha", f"agent:\n  profile: command\n  command: {command}\n")
-    outcome = harness.run("alpha", "crash\nWRITE half.txt partial\nEXIT 3")
+    harness.project("alpha", COMMAND_AGENT)
+    outcome = harness.run("alpha", "crash\nWRITE half.txt partial\nEXIT3")
     assert outcome.task.status is TaskStatus.FAILED
     assert "exited with status 3" in outcome.task.reason
-    assert "stand-in agent crashed on purpose (crash)" in outcome.task.reason
+    assert "fake claude: exiting with status 3" in outcome.task.reason
     clone = harness.clone("alpha")
     assert "(failed, partial work)" in git(clone, "log", "-1", "--format=%s", outcome.branch)
 
 
 def test_agent_timeout_fails_the_task(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT + "  timeout: 1\n")
+    harness.project("alpha", AGENT + "  timeout: 1\n")
     started = time.monotonic()
-    outcome = harness.run("alpha", "slow\nWRITE slow.txt s\nSLEEP 60")
+    outcome = harness.run("alpha", "slow\nWRITE slow.txt s\nSLEEP60")
     assert time.monotonic() - started < 30
     assert outcome.task.status is TaskStatus.FAILED
     assert "timed out" in outcome.task.reason
@@ -422,7 +356,7 @@ def test_agent_timeout_fails_the_task(harness: Harness) -> None:
 
 
 def test_a_failed_task_run_again_continues_on_its_branch(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
     task_id = harness.add("alpha", "retry\nEXIT_IF_NEW attempts.txt 5\nAPPEND attempts.txt attempt")
     first = harness.execute("alpha", task_id, "run-1")
     assert first.task.status is TaskStatus.FAILED
@@ -436,8 +370,8 @@ def test_a_failed_task_run_again_continues_on_its_branch(harness: Harness) -> No
 
 
 def test_execute_refuses_a_task_it_may_not_run(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
-    harness.project("beta", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
+    harness.project("beta", AGENT)
     store = harness.store()
     try:
         held = store.add("alpha", "held").id
@@ -459,11 +393,11 @@ def test_execute_refuses_a_task_it_may_not_run(harness: Harness) -> None:
         assert "no_such_profile" in (requeued.reason or "")
     finally:
         store.dispose()
-    assert not harness.reports.exists()  # no agent ever started
+    assert harness.calls() == []  # no agent ever started
 
 
 def test_work_the_agent_committed_itself_is_recorded(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
     outcome = harness.run("alpha", "selfcommit\nWRITE mine.txt mine\nGITCOMMIT agent's own commit")
     assert outcome.task.status is TaskStatus.SUCCEEDED, outcome.task.reason
     head = git(harness.clone("alpha"), "rev-parse", f"refs/heads/{outcome.branch}")
@@ -474,7 +408,7 @@ def test_work_the_agent_committed_itself_is_recorded(harness: Harness) -> None:
 
 
 def test_command_profile_without_agent_command_never_runs_the_prompt(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)  # no agent.command
+    harness.project("alpha", AGENT)  # no agent.command
     task_id = harness.add("alpha", "true", profile="command")  # `true` is a program on PATH
     with pytest.raises(TaskError, match="agent.command"):
         harness.execute("alpha", task_id)
@@ -518,7 +452,7 @@ def test_project_workspace_refuses_names_that_are_not_slugs(tmp_path: Path, proj
 
 @pytest.mark.parametrize("task_id", ["../escape", "/etc/passwd", "..", "a/b"])
 def test_task_worktree_refuses_ids_that_are_not_plain_names(harness: Harness, task_id: str) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
     workspace = ProjectWorkspace(harness.home, harness.spec("alpha"))
     with pytest.raises(IsolationError):
         workspace.open_task_worktree(task_id)
@@ -529,7 +463,7 @@ def test_task_worktree_refuses_ids_that_are_not_plain_names(harness: Harness, ta
 @pytest.mark.parametrize("task_id", ["../../etc", "/etc", "..", "T0000000000", "t1"])
 def test_invalid_task_ids_never_become_paths(harness: Harness, task_id: str) -> None:
     assert not is_task_id(task_id)
-    harness.project("alpha", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
     with pytest.raises(TaskError, match="no task with id"):
         harness.execute("alpha", task_id)
     assert not (harness.home / "workspaces").exists()
@@ -542,7 +476,7 @@ def test_generated_task_ids_are_plain_path_segments(tmp_path: Path) -> None:
         assert path_inside(tmp_path, task_id).parent == tmp_path.resolve()
 
 
-# --- concurrent git operations (known races) ------------------------------------------------
+# --- concurrent git operations of one project ------------------------------------------------
 
 
 def run_at_once(harness: Harness, project: str, prompts: list[str]) -> list[object]:
@@ -570,7 +504,7 @@ def run_at_once(harness: Harness, project: str, prompts: list[str]) -> list[obje
 def test_first_tasks_of_a_project_started_at_once_both_succeed(harness: Harness) -> None:
     for round_ in range(3):
         project = f"fresh{round_}"
-        harness.project(project, STAND_IN_AGENT)
+        harness.project(project, AGENT)
         results = run_at_once(
             harness, project, [f"a{round_}\nWRITE a.txt a", f"b{round_}\nWRITE b.txt b"]
         )
@@ -582,14 +516,11 @@ def test_first_tasks_of_a_project_started_at_once_both_succeed(harness: Harness)
 def test_tasks_started_at_once_after_the_branch_moved_both_succeed(harness: Harness) -> None:
     for round_ in range(3):
         project = f"moved{round_}"
-        repo = harness.project(project, STAND_IN_AGENT)
+        repo = harness.project(project, AGENT)
         assert (
             harness.run(project, f"warm{round_}").task.status is TaskStatus.SUCCEEDED
         )  # the clone exists
-        (repo / "new.txt").write_text("upstream moved\n", encoding="utf-8")
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(repo), **GIT_IDENTITY}
-        subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True)
-        subprocess.run(["git", "commit", "-qm", "moved"], cwd=repo, env=env, check=True)
+        commit(repo, {"new.txt": "upstream moved\n"}, message="moved")
         results = run_at_once(
             harness, project, [f"c{round_}\nWRITE c.txt c", f"d{round_}\nWRITE d.txt d"]
         )
@@ -599,7 +530,7 @@ def test_tasks_started_at_once_after_the_branch_moved_both_succeed(harness: Harn
 
 
 def test_task_branches_do_not_write_tracking_config(harness: Harness) -> None:
-    harness.project("alpha", STAND_IN_AGENT)
+    harness.project("alpha", AGENT)
     outcome = harness.run("alpha", "tracked\nWRITE t.txt t")
     assert outcome.task.status is TaskStatus.SUCCEEDED
     config = git(harness.clone("alpha"), "config", "--list", "--local")

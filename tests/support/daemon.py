@@ -1,5 +1,10 @@
-"""A real `dagster-daemon` for tests: instance and workspace in a temp dir, started in its own
-process group, stopped with everything it started."""
+"""A real `dagster-daemon` for tests and benchmarks: instance and workspace in a temporary
+directory, started in its own process group, stopped with everything it started.
+
+    with running_daemon(root, workspace, env) as (daemon, log_path): ...
+
+does it all (storage created first, heartbeats awaited, the group stopped however it ends);
+`start_daemon`, `wait_healthy` and `stop` are its steps."""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +24,16 @@ import yaml
 from click.testing import CliRunner
 
 from orchestration.cli import main
+from orchestration.instance import open_instance
 from orchestration.settings import HOME_VAR
 from orchestration.tasks.store import TaskStore
 from tests.support.paths import REPO_ROOT
 
 DAEMON_START_TIMEOUT_S = 120.0
+#: The daemons a task system needs: sensors, the run queue, run monitoring.
+TASK_DAEMONS = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING")
+#: Variables of this machine that must not reach a daemon under test: it gets its own.
+MACHINE_SETTINGS = ("ORCH_", "DAGSTER_")
 
 #: The shipped dagster.yaml with shorter polling, so a test waits seconds, not minutes.
 FAST_POLLING = {
@@ -32,43 +42,55 @@ FAST_POLLING = {
 }
 
 
-def write_instance(root: Path, overrides: Mapping[str, Mapping] = FAST_POLLING) -> Path:
-    """DAGSTER_HOME under `root`: the repository's dagster.yaml with `overrides` merged in."""
+def write_instance(
+    root: Path,
+    overrides: Mapping[str, Mapping] = FAST_POLLING,
+    *,
+    replace: Mapping[str, Mapping] | None = None,
+) -> Path:
+    """DAGSTER_HOME under `root`: the repository's dagster.yaml with `overrides` merged into its
+    sections and the sections in `replace` replaced whole (`{}`: Dagster's defaults)."""
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
+    for section, values in (replace or {}).items():
+        config[section] = dict(values)
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return dagster_home
 
 
-def write_workspace(root: Path) -> Path:
-    """A workspace loading orchestration.defs.definitions from the repository."""
+def write_workspace(root: Path, extra: Mapping[str, str] | None = None) -> Path:
+    """A workspace loading orchestration.defs.definitions from the repository, and the `extra`
+    code locations (location name -> "module:attribute", e.g. a benchmark's baseline)."""
+    locations = {"orchestration": "orchestration.defs.definitions", **(extra or {})}
+    load_from = []
+    for name, target in locations.items():
+        module, _, attribute = target.partition(":")
+        entry = {"module_name": module, "working_directory": str(REPO_ROOT)}
+        entry |= {"attribute": attribute} if attribute else {}
+        load_from.append({"python_module": entry | {"location_name": name}})
     workspace = root / "workspace.yaml"
-    workspace.write_text(
-        textwrap.dedent(
-            f"""\
-            load_from:
-              - python_module:
-                  module_name: orchestration.defs.definitions
-                  working_directory: {REPO_ROOT}
-                  location_name: orchestration
-            """
-        )
-    )
+    workspace.write_text(yaml.safe_dump({"load_from": load_from}, sort_keys=False))
     return workspace
 
 
+def daemon_environment(
+    env: Mapping[str, str], *, drop: Iterable[str] = (), path: str | None = None
+) -> dict[str, str]:
+    """A daemon's environment: this process's, without this machine's ORCH_ and DAGSTER_
+    settings or any variable starting with one of `drop`, then `env`, then `path` as PATH."""
+    prefixes = (*MACHINE_SETTINGS, *drop)
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return {**inherited, **env} | ({"PATH": path} if path is not None else {})
+
+
 def create_storage(dagster_home: Path, orch_home: Path) -> None:
-    """Create the instance's and the task store's databases before any other process opens
-    them: two processes creating the same fresh SQLite storage at once can both stamp its
-    schema version (alembic then sees two heads)."""
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        instance.get_runs(limit=1)
-        instance.get_daemon_heartbeats()
-        instance.event_log_storage.get_concurrency_keys()
-        instance.all_instigator_state()
+    """Create the instance's and the task store's databases before the daemon opens them, as
+    `orch up` does: the daemon takes no lock, and two processes creating the same fresh SQLite
+    storage at once can both stamp its schema version (alembic then sees two heads)."""
+    open_instance(dagster_home).dispose()
     orch_home.mkdir(parents=True, exist_ok=True)
     TaskStore(f"sqlite:///{orch_home / 'tasks.db'}").dispose()
 
@@ -76,6 +98,8 @@ def create_storage(dagster_home: Path, orch_home: Path) -> None:
 def start_daemon(
     root: Path, workspace: Path, env: Mapping[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
+    """`dagster-daemon run` in `root` with exactly `env`, in a process group of its own, its
+    output to `log_path`."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
@@ -111,9 +135,12 @@ def wait_healthy(
     daemon: subprocess.Popen[bytes],
     instance: dg.DagsterInstance,
     log_path: Path,
-    needed: Iterable[str] = ("SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"),
+    needed: Iterable[str] = TASK_DAEMONS,
+    timeout_s: float = DAEMON_START_TIMEOUT_S,
 ) -> None:
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+    """Return once each of the `needed` daemons has sent a heartbeat; fail with the daemon's
+    log if it exits or `timeout_s` passes first."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if daemon.poll() is not None:
             pytest.fail(
@@ -125,10 +152,32 @@ def wait_healthy(
             return
         if time.monotonic() > deadline:
             pytest.fail(
-                f"dagster-daemon not up after {DAEMON_START_TIMEOUT_S:.0f}s (heartbeats: "
+                f"dagster-daemon not up after {timeout_s:.0f}s (heartbeats: "
                 f"{sorted(beats)}):\n" + log_path.read_text(errors="replace")[-4000:]
             )
         time.sleep(0.5)
+
+
+@contextmanager
+def running_daemon(
+    root: Path,
+    workspace: Path,
+    env: Mapping[str, str],
+    *,
+    needed: Iterable[str] = TASK_DAEMONS,
+    timeout_s: float = DAEMON_START_TIMEOUT_S,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A daemon on the instance in env's DAGSTER_HOME, healthy: (the process, its log, which
+    is `root`/daemon.log). Stopped with its whole process group however the block ends."""
+    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]))
+    log_path = root / "daemon.log"
+    daemon = start_daemon(root, workspace, env, log_path)
+    try:
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            wait_healthy(daemon, instance, log_path, needed, timeout_s)
+        yield daemon, log_path
+    finally:
+        stop(daemon)
 
 
 @dataclass

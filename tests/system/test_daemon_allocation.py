@@ -2,8 +2,8 @@
 the `task_dispatch` sensor, live `orch allocation set`, and slots given back on cancel and crash.
 
 One daemon serves the whole module, on a throwaway registry with `agents: {slots: 2}` and these
-projects, each a real git repository whose agent is the `command` profile running a stand-in
-(STAND_IN below, written to the temporary directory):
+projects, each a real git repository whose agent is the shipped `claude_code` profile running
+the stand-in `claude` (tests/support/fakes/claude) first on PATH:
 
     block   normal    max_parallel 2   holds both slots while a test queues work behind it
     low     low       max_parallel 2
@@ -16,11 +16,11 @@ projects, each a real git repository whose agent is the `command` profile runnin
     e_hi    critical  max_parallel 2   weighted shares; only that test uses them
     e_lo    low       max_parallel 2
 
-The stand-in appends `start <project> <task> <time> <pid>` and `end ...` lines to the file
-ALLOC_LOG names. ALLOC_LOG is set in the daemon's environment and listed in every project's
-`secrets`, which is how it passes the agents' environment allowlist. Words in the prompt:
-`SLEEP<n>` works n seconds; `HOLD<name>` works until the file `release/<name>` exists next to
-the log (the test releases it), so a test decides when a slot frees.
+The stand-in logs a `start` and an `end` line (time, pid, cwd: the task's worktree) to the file
+FAKE_CLAUDE_LOG names. FAKE_CLAUDE_LOG is set in the daemon's environment and listed in every
+project's `secrets`, which is how it passes the agents' environment allowlist. Words in the
+prompt: `SLEEP<n>` works n seconds; `HOLD<name>` works until the file `release/<name>` exists
+next to the log (the test releases it), so a test decides when a slot frees.
 
 Every test leaves the system idle (no queued or running task, no task run in the queue). The
 last test needs no daemon: two instances adding the same task partition at once.
@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,15 +49,20 @@ from orchestration.tags import tasks_partitions_name
 from orchestration.tasks.lifecycle import ensure_partitions
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
-from tests.support.daemon import DaemonClient, stop, write_instance, write_workspace
+from tests.support.daemon import (
+    DaemonClient,
+    daemon_environment,
+    running_daemon,
+    write_instance,
+    write_workspace,
+)
 from tests.support.git import make_git_repo
-from tests.support.paths import REPO_ROOT
+from tests.support.paths import REPO_ROOT, path_with_fakes
 
 pytestmark = pytest.mark.slow
 
 SLOTS = 2
-LOG_VAR = "ALLOC_LOG"
-DAEMON_START_TIMEOUT_S = 120.0
+LOG_VAR = "FAKE_CLAUDE_LOG"
 WAIT_TIMEOUT_S = 120.0
 SAMPLE_EVERY_S = 0.2
 DEQUEUE_INTERVAL_S = 1
@@ -95,36 +99,6 @@ INSTANCE_CHANGES = {
     "run_queue": {"dequeue_interval_seconds": DEQUEUE_INTERVAL_S},
     "run_monitoring": {"poll_interval_seconds": 2},
 }
-
-STAND_IN = '''\
-"""Stand-in agent: logs start and end, works for SLEEP<n> seconds or until release/<name>."""
-import os, re, sys, time
-from pathlib import Path
-
-prompt = sys.argv[-1]
-cwd = Path.cwd()  # ORCH_HOME/workspaces/<project>/worktrees/<task id>
-log = Path(os.environ["ALLOC_LOG"])
-
-
-def write(event):
-    line = f"{event} {cwd.parent.parent.name} {cwd.name} {time.time():.3f} {os.getpid()}\\n"
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(line)
-
-
-write("start")
-sleep = re.search(r"SLEEP(\\d+(?:\\.\\d+)?)", prompt)
-if sleep:
-    time.sleep(float(sleep.group(1)))
-hold = re.search(r"HOLD(\\w+)", prompt)
-if hold:
-    release = log.parent / "release" / hold.group(1)
-    while not release.exists():
-        time.sleep(0.05)
-Path("WORK.md").write_text(prompt + "\\n", encoding="utf-8")
-write("end")
-'''
-
 
 # --- the running system -------------------------------------------------------------------------
 
@@ -170,19 +144,20 @@ class Orchestrator(DaemonClient):
         (self.agent_log.parent / "release" / name).touch()
 
     def calls(self) -> dict[str, AgentCall]:
-        """Per task id, the stand-in's (last) start and end."""
+        """Per task id, the stand-in's (last) start and end. Its working directory is the
+        task's worktree, ORCH_HOME/workspaces/<project>/worktrees/<task id>."""
         starts: dict[str, tuple[str, float, int]] = {}
-        ends: dict[str, float] = {}
+        ends: dict[int, float] = {}
         if self.agent_log.exists():
             for line in self.agent_log.read_text(encoding="utf-8").splitlines():
-                event, project, task, at, pid = line.split()
-                if event == "start":
-                    starts[task] = (project, float(at), int(pid))
-                    ends.pop(task, None)
-                else:
-                    ends[task] = float(at)
+                entry = json.loads(line)
+                if entry["event"] == "start":
+                    cwd = Path(entry["cwd"])
+                    starts[cwd.name] = (cwd.parent.parent.name, entry["time"], entry["pid"])
+                elif entry["event"] == "end":
+                    ends[entry["pid"]] = entry["time"]
         return {
-            task: AgentCall(project, task, pid, start, ends.get(task))
+            task: AgentCall(project, task, pid, start, ends.get(pid))
             for task, (project, start, pid) in starts.items()
         }
 
@@ -271,8 +246,11 @@ class Orchestrator(DaemonClient):
                     f"{r.tags.get(TASK_TAG)} priority={r.tags.get(PRIORITY_TAG)}"
                     for r in runs
                 ),
-                "agent log tail:",
-                self.agent_log.read_text()[-1500:] if self.agent_log.exists() else "(none)",
+                "last agent calls:",
+                *(
+                    f"  {c.project} {c.task} pid={c.pid} start={c.start:.2f} end={c.end}"
+                    for c in sorted(self.calls().values(), key=lambda c: c.start)[-15:]
+                ),
                 "daemon log tail:",
                 self.daemon_log.read_text(errors="replace")[-3000:],
             ]
@@ -328,7 +306,7 @@ def work_conserving_gaps(
     return gaps
 
 
-def _write_registry(root: Path, stand_in: Path) -> dict[str, str]:
+def _write_registry(root: Path) -> dict[str, str]:
     shutil.copytree(REPO_ROOT / "config", root / "config")
     pools_file = root / "config" / "pools.yaml"
     pools = yaml.safe_load(pools_file.read_text())
@@ -343,8 +321,7 @@ def _write_registry(root: Path, stand_in: Path) -> dict[str, str]:
             "repo": str(repo),
             "priority": priority,
             "agent": {
-                "profile": "command",
-                "command": [sys.executable, str(stand_in)],
+                "profile": "claude_code",
                 "max_parallel": max_parallel,
                 "timeout": 600,
             },
@@ -368,46 +345,25 @@ def _kill_group(pgid: int) -> None:
 @pytest.fixture(scope="module")
 def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     root = tmp_path_factory.mktemp("allocation")
-    stand_in = root / "stand_in_agent.py"
-    stand_in.write_text(STAND_IN, encoding="utf-8")
     (root / "agents" / "release").mkdir(parents=True)
-    env = _write_registry(root, stand_in)
+    env = _write_registry(root)
     env["DAGSTER_HOME"] = str(write_instance(root, INSTANCE_CHANGES))
-    env[LOG_VAR] = str(root / "agents" / "calls.log")
-    workspace = write_workspace(root)
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_", LOG_VAR))
-    }
-    daemon_log = root / "daemon.log"
-    with daemon_log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=root,
-            env={**inherited, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    orchestrator = Orchestrator(root, env, daemon, daemon_log)
-    try:
-        needed = {"SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"}
-        orchestrator.wait_for(
-            "the daemon's heartbeats",
-            lambda: needed <= set(orchestrator.instance.get_daemon_heartbeats()),
-            DAEMON_START_TIMEOUT_S,
-        )
-        # The first runs load the code and start the code server's run workers warm.
-        warm = [orchestrator.add("block", "warm up") for _ in range(SLOTS)]
-        tasks = orchestrator.wait_finished(*warm, timeout_s=240)
-        assert all(t.status is TaskStatus.SUCCEEDED for t in tasks), orchestrator.explain("warm")
-        orchestrator.wait_idle()
-        yield orchestrator
-    finally:
-        for path in (root / "agents" / "release").iterdir():
-            path.unlink()
-        stop(daemon)
-        orchestrator.close()
+    env[LOG_VAR] = str(root / "agents" / "fake_claude.jsonl")
+    daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]))
+    with running_daemon(root, write_workspace(root), daemon_env) as (daemon, daemon_log):
+        orchestrator = Orchestrator(root, env, daemon, daemon_log)
+        try:
+            # The first runs load the code and start the code server's run workers warm.
+            warm = [orchestrator.add("block", "warm up") for _ in range(SLOTS)]
+            tasks = orchestrator.wait_finished(*warm, timeout_s=240)
+            failed = [t.id for t in tasks if t.status is not TaskStatus.SUCCEEDED]
+            assert not failed, orchestrator.explain(f"warm-up tasks {failed} failed")
+            orchestrator.wait_idle()
+            yield orchestrator
+        finally:
+            for path in (root / "agents" / "release").iterdir():
+                path.unlink()
+            orchestrator.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ sensor), with no run requested by anyone."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,14 +14,12 @@ from orchestration.defs.definitions import build_definitions
 from orchestration.dependencies.detection import detect
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from tests.support.daemon import (
-    create_storage,
-    start_daemon,
-    stop,
-    wait_healthy,
+    daemon_environment,
+    running_daemon,
     write_instance,
     write_workspace,
 )
-from tests.support.git import GIT_IDENTITY, make_git_repo
+from tests.support.git import commit, make_git_repo
 from tests.support.registry import RegistryDir
 
 pytestmark = pytest.mark.slow
@@ -72,60 +68,52 @@ def test_a_providers_new_commit_reruns_its_consumers_verification(
     assert graph.providers_of("api") == ("core",)
 
     dagster_home = write_instance(tmp_path)
-    create_storage(dagster_home, settings.home)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_"))},
-        PROJECTS_DIR_VAR: str(settings.projects_dir),
-        CONFIG_DIR_VAR: str(settings.config_dir),
-        HOME_VAR: str(settings.home),
-        "DAGSTER_HOME": str(dagster_home),
-    }
+    env = daemon_environment(
+        {
+            PROJECTS_DIR_VAR: str(settings.projects_dir),
+            CONFIG_DIR_VAR: str(settings.config_dir),
+            HOME_VAR: str(settings.home),
+            "DAGSTER_HOME": str(dagster_home),
+        }
+    )
     for name in (PROJECTS_DIR_VAR, CONFIG_DIR_VAR, HOME_VAR):
         monkeypatch.setenv(name, env[name])
     # Observe both repositories and verify both once, before the daemon watches.
     defs = build_definitions(registry)
     keys = [_source_key(p) for p in ("core", "api")] + [_verify_key(p) for p in ("core", "api")]
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    assets = [defs.resolve_assets_def(key) for key in keys]
-    assert dg.materialize(assets, instance=instance, selection=keys).success
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assets = [defs.resolve_assets_def(key) for key in keys]
+        assert dg.materialize(assets, instance=instance, selection=keys).success
 
-    log_path = tmp_path / "daemon.log"
-    daemon = start_daemon(tmp_path, write_workspace(tmp_path), env, log_path)
-    try:
-        wait_healthy(
-            daemon, instance, log_path, needed=("SENSOR", "ASSET", "QUEUED_RUN_COORDINATOR")
-        )
-        before = instance.get_latest_materialization_event(_verify_key("api"))
-        assert before is not None
+        needed = ("SENSOR", "ASSET", "QUEUED_RUN_COORDINATOR")
+        workspace = write_workspace(tmp_path)
+        with running_daemon(tmp_path, workspace, env, needed=needed) as (_, log_path):
+            before = instance.get_latest_materialization_event(_verify_key("api"))
+            assert before is not None
 
-        # A new commit in the provider, then an observation of its source.
-        (core / "CHANGES.md").write_text("a new release\n")
-        git_env = {"PATH": "/usr/bin:/bin", "HOME": str(core), **GIT_IDENTITY}
-        for argv in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "release"]):
-            subprocess.run(argv, cwd=core, env=git_env, check=True)
-        source = [defs.resolve_assets_def(_source_key("core"))]
-        assert dg.materialize(source, instance=instance, selection=[_source_key("core")]).success
+            # A new commit in the provider, then an observation of its source.
+            commit(core, {"CHANGES.md": "a new release\n"}, message="release")
+            source = [defs.resolve_assets_def(_source_key("core"))]
+            observed = dg.materialize(source, instance=instance, selection=[_source_key("core")])
+            assert observed.success
 
-        deadline = time.monotonic() + AUTOMATION_TIMEOUT_S
-        while time.monotonic() < deadline:
-            latest = instance.get_latest_materialization_event(_verify_key("api"))
-            if latest is not None and latest.run_id != before.run_id:
-                break
-            time.sleep(2)
-        else:
-            pytest.fail(
-                "api/verification was not re-run after core's new commit; daemon log tail:\n"
-                + log_path.read_text(errors="replace")[-4000:]
-            )
-        run = instance.get_run_by_id(latest.run_id)
-        assert run is not None
-        assert run.tags.get("dagster/sensor_name") == "verification_automation" or any(
-            key.startswith("dagster/from_automation_condition") for key in run.tags
-        ), run.tags
-        # Nothing re-ran the verification of the unrelated direction: api has no consumers, and
-        # core's own verification re-runs too, since its own source changed.
-        core_latest = instance.get_latest_materialization_event(_verify_key("core"))
-        assert core_latest is not None
-    finally:
-        stop(daemon)
-        instance.dispose()
+            deadline = time.monotonic() + AUTOMATION_TIMEOUT_S
+            while time.monotonic() < deadline:
+                latest = instance.get_latest_materialization_event(_verify_key("api"))
+                if latest is not None and latest.run_id != before.run_id:
+                    break
+                time.sleep(2)
+            else:
+                pytest.fail(
+                    "api/verification was not re-run after core's new commit; daemon log tail:\n"
+                    + log_path.read_text(errors="replace")[-4000:]
+                )
+            run = instance.get_run_by_id(latest.run_id)
+            assert run is not None
+            assert run.tags.get("dagster/sensor_name") == "verification_automation" or any(
+                key.startswith("dagster/from_automation_condition") for key in run.tags
+            ), run.tags
+            # Nothing re-ran the verification of the unrelated direction: api has no consumers, and
+            # core's own verification re-runs too, since its own source changed.
+            core_latest = instance.get_latest_materialization_event(_verify_key("core"))
+            assert core_latest is not None

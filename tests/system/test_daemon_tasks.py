@@ -1,6 +1,6 @@
 """Tasks end to end through the real `dagster-daemon`: `orch task add` -> dispatch sensor ->
 queued run -> run worker -> the real `claude_code` adapter running the stand-in `claude` CLI
-(tests/fakes/claude) -> commit, verification, task record, materialization.
+(tests/support/fakes/claude) -> commit, verification, task record, materialization.
 
 One daemon serves the whole module. Its registry has three projects, each a real git repository
 with a verify command: `alpha` (secret SECRET_A, two agents at once), `beta` (secret SECRET_B,
@@ -16,8 +16,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,15 +29,13 @@ from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tasks.models import Task, TaskStatus
 from tests.support.daemon import (
     DaemonClient,
-    create_storage,
-    start_daemon,
-    stop,
-    wait_healthy,
+    daemon_environment,
+    running_daemon,
     write_instance,
     write_workspace,
 )
-from tests.support.git import make_git_repo
-from tests.support.paths import FAKES_DIR, REPO_ROOT
+from tests.support.git import git, make_git_repo
+from tests.support.paths import REPO_ROOT, path_with_fakes
 
 pytestmark = pytest.mark.slow
 
@@ -207,44 +203,27 @@ def _write_registry(root: Path) -> dict[str, str]:
     }
 
 
-def _daemon_environment(orch_env: dict[str, str]) -> dict[str, str]:
-    """The parent environment: ours without any ORCH_/DAGSTER_/ANTHROPIC_ settings of the
-    machine, the fake CLI first on PATH, the projects' secrets and one unlisted variable."""
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ORCH_", "DAGSTER_", "ANTHROPIC_", "CLAUDE_"))
-    }
-    path = os.pathsep.join([str(FAKES_DIR), str(Path(sys.executable).parent), os.environ["PATH"]])
-    return {**inherited, **orch_env, "PATH": path, **SECRETS, **UNLISTED}
-
-
 @pytest.fixture(scope="module")
 def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     root = tmp_path_factory.mktemp("daemon")
     orch_env = _write_registry(root)
-    dagster_home = write_instance(root)
-    orch_env["DAGSTER_HOME"] = str(dagster_home)
-    workspace = write_workspace(root)
-    create_storage(dagster_home, Path(orch_env[HOME_VAR]))
-    log_path = root / "daemon.log"
-    daemon = start_daemon(root, workspace, _daemon_environment(orch_env), log_path)
-    orchestrator = Orchestrator(root=root, env=orch_env, daemon=daemon, daemon_log=log_path)
-    try:
-        wait_healthy(orchestrator.daemon, orchestrator.instance, orchestrator.daemon_log)
-        yield orchestrator
-    finally:
-        stop(daemon)
-        orchestrator.close()
+    orch_env["DAGSTER_HOME"] = str(write_instance(root))
+    # The parent environment: ours without the machine's ANTHROPIC_/CLAUDE_ settings either,
+    # the stand-in CLI first on PATH, the projects' secrets and one unlisted variable.
+    env = daemon_environment(
+        {**orch_env, **SECRETS, **UNLISTED},
+        drop=("ANTHROPIC_", "CLAUDE_"),
+        path=path_with_fakes(os.environ["PATH"]),
+    )
+    with running_daemon(root, write_workspace(root), env) as (daemon, log_path):
+        orchestrator = Orchestrator(root=root, env=orch_env, daemon=daemon, daemon_log=log_path)
+        try:
+            yield orchestrator
+        finally:
+            orchestrator.close()
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
 
 
 def _alive(pid: int) -> bool:
@@ -307,10 +286,10 @@ def test_task_runs_through_daemon_and_records_everything(orchestrator: Orchestra
     clone = orchestrator.home / "workspaces" / "alpha" / "repo.git"
     branch = f"orch/alpha/{task_id}"
     assert task.branch == branch
-    assert task.commit == _git(clone, "rev-parse", branch).strip()
-    message = _git(clone, "log", "-1", "--format=%B", branch)
+    assert task.commit == git(clone, "rev-parse", branch)
+    message = git(clone, "log", "-1", "--format=%B", branch)
     assert f"Orch-Task: {task_id}" in message
-    assert _git(clone, "show", f"{branch}:CHANGES.md") == f"- {prompt}\n"
+    assert git(clone, "show", f"{branch}:CHANGES.md") == f"- {prompt}"
     assert not (orchestrator.home / "workspaces/alpha/worktrees" / task_id).exists()
 
     # The task record and the materialization carry the agent's numbers, as numbers.
@@ -370,7 +349,7 @@ def test_two_tasks_of_one_project_run_at_once(orchestrator: Orchestrator) -> Non
     assert one["pgid"] != two["pgid"]
     clone = orchestrator.home / "workspaces" / "alpha" / "repo.git"
     for task_id in (first, second):
-        assert "parallel change" in _git(clone, "show", f"orch/alpha/{task_id}:CHANGES.md")
+        assert "parallel change" in git(clone, "show", f"orch/alpha/{task_id}:CHANGES.md")
 
 
 def test_each_agent_sees_only_its_projects_secrets(orchestrator: Orchestrator) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from orchestration.tasks.models import TaskStatus
+from tests.support.daemon import stop
 from tests.support.git import make_git_repo
 from tests.support.paths import REPO_ROOT
 from tests.support.registry import RegistryDir
@@ -68,21 +68,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for signum, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            break
-        os.killpg(process.pid, signum)
-        try:
-            process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("live")
@@ -90,9 +75,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     registry.project("early", "agent: {profile: demo}\n")
     port = _free_port()
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ORCH_", "DAGSTER_"))
+        key: value for key, value in os.environ.items() if not key.startswith(("ORCH_", "DAGSTER_"))
     }
     env |= registry.settings.environment()
     env["DAGSTER_HOME"] = str(registry.settings.home / "dagster")
@@ -130,7 +113,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             time.sleep(1)
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
 def test_a_project_added_while_running_gets_its_task_run(running: Running) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, S
 from orchestration.tags import PRIORITY_TAG, TASK_TAG
 from orchestration.tasks.lifecycle import task_run_tags
 from orchestration.tasks.store import TaskStore
+from tests.support.daemon import stop, write_instance
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -133,28 +132,13 @@ def wait_until_up(
         time.sleep(0.5)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the webserver's whole process group (it starts a code server of its own)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     root = tmp_path_factory.mktemp("webserver")
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    # The shipped dagster.yaml, without the UI's first-visit prompt to join the community: it
+    # opens a modal dialog one second after a page has loaded, whatever the test is doing then,
+    # and its backdrop takes the click meant for the page (seen as a flaky test).
+    dagster_home = write_instance(root, {"nux": {"enabled": False}})
     orch_home = root / "orch_home"
     ensure_sample_repos(orch_home / "samples")
     port = free_port()
@@ -191,7 +175,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
         wait_until_up(server, process, time.monotonic() + STARTUP_TIMEOUT_S)
         yield server
     finally:
-        stop(process)
+        stop(process)  # its whole process group: it starts a code server of its own
 
 
 def test_workspace_location_loads(webserver: Webserver) -> None:
@@ -244,7 +228,7 @@ mutation Launch($params: ExecutionParams!) {
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
     if missing:
         message = (
@@ -270,6 +254,7 @@ def browser() -> Iterator[Any]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.screenshots = tmp_path_factory.mktemp("screenshots")  # see fail_in_browser
     try:
         yield driver
     finally:
@@ -290,7 +275,6 @@ def wait_for_text(driver: Any, *expected: str) -> str:
     from selenium.webdriver.support.ui import WebDriverWait
 
     def shown(d: Any) -> str | bool:
-        dismiss_community_prompt(d)
         text = d.find_element(By.TAG_NAME, "body").text
         done = all(item in text for item in expected) and "Loading" not in text
         return text if done else False
@@ -300,17 +284,35 @@ def wait_for_text(driver: Any, *expected: str) -> str:
     except TimeoutException:
         text = driver.find_element(By.TAG_NAME, "body").text
         missing = [item for item in expected if item not in text]
-        pytest.fail(f"{driver.current_url} never showed {missing}; it shows:\n{text[:3000]}")
+        fail_in_browser(driver, f"never showed {missing}; it shows:\n{text[:3000]}")
 
 
-def dismiss_community_prompt(driver: Any) -> None:
-    """The UI asks a first-time visitor to join its community in a modal that hides the rest
-    of the page from the accessibility tree (and so from the page's text); skip it."""
+def click_button(driver: Any, label: str) -> None:
+    """Click the button labelled `label` once a user could: it is shown and enabled, and no
+    dialog's backdrop covers the page."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
-        if button.is_displayed():
-            button.click()
+    def clickable(d: Any) -> Any:
+        if d.find_elements(By.CSS_SELECTOR, ".bp5-overlay-backdrop"):
+            return False
+        buttons = d.find_elements(By.XPATH, f"//button[normalize-space()='{label}']")
+        return next((b for b in buttons if b.is_displayed() and b.is_enabled()), False)
+
+    try:
+        button = WebDriverWait(driver, BROWSER_TIMEOUT_S, poll_frequency=0.2).until(clickable)
+    except TimeoutException:
+        text = driver.find_element(By.TAG_NAME, "body").text
+        fail_in_browser(driver, f"no button {label!r} to click; it shows:\n{text[:3000]}")
+    button.click()
+
+
+def fail_in_browser(driver: Any, message: str) -> None:
+    """Fail the test with `message` about the page, and a screenshot of it to look at."""
+    shot = driver.screenshots / f"failure-{len(list(driver.screenshots.iterdir())) + 1}.png"
+    driver.save_screenshot(str(shot))
+    pytest.fail(f"{driver.current_url}: {message}\n(screenshot: {shot})")
 
 
 def orch_in(server: Webserver, *args: str) -> str:
@@ -379,9 +381,7 @@ def test_a_task_run_shows_its_project_and_priority(webserver: Webserver, browser
     # The run's page says it is queued; its tags are behind "View tags and config" (the UI
     # shows `dagster/priority` as `priority`).
     page_text(browser, f"{webserver.url}/runs/{run_id}", "Queued", "View tags and config")
-    from selenium.webdriver.common.by import By
-
-    browser.find_element(By.XPATH, "//button[normalize-space()='View tags and config']").click()
+    click_button(browser, "View tags and config")
     wait_for_text(
         browser,
         "Run configuration",
@@ -401,6 +401,6 @@ def test_a_task_run_shows_its_project_and_priority(webserver: Webserver, browser
     reranked = run.tags[PRIORITY_TAG]
     assert reranked != tags[PRIORITY_TAG]
     page_text(browser, f"{webserver.url}/runs/{run_id}", "Queued", "View tags and config")
-    browser.find_element(By.XPATH, "//button[normalize-space()='View tags and config']").click()
+    click_button(browser, "View tags and config")
     wait_for_text(browser, "Run configuration", f"priority: {reranked}")
     orch_in(webserver, "allocation", "apply")

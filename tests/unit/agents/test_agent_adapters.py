@@ -1,11 +1,11 @@
 """Agent adapters: each output parser on realistic CLI output, the argv builder, and run_agent
-end to end against real stand-in programs (argv in, JSON out) and the offline demo agent."""
+end to end against the stand-in `claude` CLI (tests/support/fakes/claude: argv in, JSON out)
+and the offline demo agent."""
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from orchestration.process import ProcessResult, run_process
 from orchestration.registry import load_registry
 from orchestration.registry.models import AgentProfile, AgentsFile
 from orchestration.settings import Settings
-from tests.support.paths import REPO_ROOT
+from tests.support.paths import REPO_ROOT, path_with_fakes
 
 CLAUDE_SUCCESS = {
     "type": "result",
@@ -348,35 +348,16 @@ def test_python_and_workdir_placeholders(shipped: AgentsFile) -> None:
 
 # --- run_agent with real programs -----------------------------------------------------------
 
-STAND_IN = """\
-#!{python}
-import json, os, sys, time
-with open(os.environ["ARGV_OUT"], "w", encoding="utf-8") as handle:
-    json.dump(sys.argv[1:], handle)
-mode = os.environ.get("MODE", "ok")
-if mode == "sleep":
-    time.sleep(30)
-if mode == "garbage":
-    print("Traceback (most recent call last): something broke")
-    sys.exit(0)
-print(json.dumps({{"type": "result", "subtype": "success", "is_error": False,
-                   "result": "done", "session_id": "sess-1", "num_turns": 1}}))
-sys.exit(int(os.environ.get("EXIT", "0")))
-"""
-
 
 @pytest.fixture
 def fake_agent(tmp_path: Path) -> tuple[AgentProfile, dict[str, str], Path]:
-    """`fake-claude` first on PATH: records its argv, prints a Claude result."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "fake-claude"
-    script.write_text(STAND_IN.format(python=sys.executable), encoding="utf-8")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    argv_out = tmp_path / "argv.json"
-    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "ARGV_OUT": str(argv_out)}
+    """The stand-in `claude` first on PATH, logging what it got to `fake_claude.jsonl`."""
+    env = {
+        "PATH": path_with_fakes(f"/usr/bin{os.pathsep}/bin"),
+        "FAKE_CLAUDE_LOG": str(tmp_path / "fake_claude.jsonl"),
+    }
     profile = AgentProfile(
-        argv=("fake-claude", "-p", "{prompt}", "--output-format", "json"),
+        argv=("claude", "-p", "{prompt}", "--output-format", "json"),
         resume_args=("--resume", "{session_id}"),
         output="claude_json",
     )
@@ -385,46 +366,50 @@ def fake_agent(tmp_path: Path) -> tuple[AgentProfile, dict[str, str], Path]:
     return profile, env, work
 
 
-def test_tricky_prompt_arrives_byte_identical(fake_agent, tmp_path: Path) -> None:
+def agent_start(env: dict[str, str]) -> dict:
+    """The stand-in's start line: its argv, its session, ..."""
+    lines = Path(env["FAKE_CLAUDE_LOG"]).read_text(encoding="utf-8").splitlines()
+    (start,) = [entry for entry in map(json.loads, lines) if entry["event"] == "start"]
+    return start
+
+
+def test_tricky_prompt_arrives_byte_identical(fake_agent) -> None:
     profile, env, work = fake_agent
     assert 100_000 <= len(TRICKY_PROMPT.encode()) < 128 * 1024
     result = run_agent(profile, AgentRequest(TRICKY_PROMPT, work), env=env, timeout_s=30)
     assert result.ok, result.error
-    received = json.loads((tmp_path / "argv.json").read_text(encoding="utf-8"))
+    start = agent_start(env)
+    received = start["argv"][1:]
     assert received == ["-p", TRICKY_PROMPT, "--output-format", "json"]
     assert received[1].encode("utf-8") == TRICKY_PROMPT.encode("utf-8")
-    assert result.session_id == "sess-1"
+    assert result.session_id == start["session_id"]
 
 
-def test_resume_reaches_the_program(fake_agent, tmp_path: Path) -> None:
+def test_resume_reaches_the_program(fake_agent) -> None:
     profile, env, work = fake_agent
-    run_agent(profile, AgentRequest("go", work, session_id="s-9"), env=env, timeout_s=30)
-    received = json.loads((tmp_path / "argv.json").read_text(encoding="utf-8"))
-    assert received[-2:] == ["--resume", "s-9"]
+    result = run_agent(profile, AgentRequest("go", work, session_id="s-9"), env=env, timeout_s=30)
+    assert agent_start(env)["argv"][-2:] == ["--resume", "s-9"]
+    assert result.session_id == "s-9"
 
 
 def test_malformed_output_becomes_a_failed_result(fake_agent) -> None:
     profile, env, work = fake_agent
-    result = run_agent(
-        profile, AgentRequest("go", work), env={**env, "MODE": "garbage"}, timeout_s=30
-    )
+    result = run_agent(profile, AgentRequest("go GARBAGE", work), env=env, timeout_s=30)
     assert result.status is AgentStatus.FAILED
     assert "malformed" in result.error
-    assert "something broke" in result.error  # the output tail
+    assert "<<<GARBAGE>>>" in result.error  # the output tail
 
 
 def test_nonzero_exit_with_valid_json_fails(fake_agent) -> None:
     profile, env, work = fake_agent
-    result = run_agent(profile, AgentRequest("go", work), env={**env, "EXIT": "4"}, timeout_s=30)
+    result = run_agent(profile, AgentRequest("go STATUS4", work), env=env, timeout_s=30)
     assert result.status is AgentStatus.FAILED
     assert "exited with status 4" in result.error
 
 
 def test_timeout_is_timed_out(fake_agent) -> None:
     profile, env, work = fake_agent
-    result = run_agent(
-        profile, AgentRequest("go", work), env={**env, "MODE": "sleep"}, timeout_s=0.5
-    )
+    result = run_agent(profile, AgentRequest("go SLEEP30", work), env=env, timeout_s=0.5)
     assert result.status is AgentStatus.TIMED_OUT
     assert "timed out" in result.error
     assert result.duration_s < 10
