@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +82,9 @@ holds_table = sa.Table(
     sa.Column("task_id", sa.String(32)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+#: How long a connection keeps trying to switch a brand-new SQLite file to WAL.
+WAL_SWITCH_TIMEOUT_S = 30.0
 
 #: Statuses from which a run may take a task (a failed task may be run again from the UI).
 CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
@@ -429,9 +434,19 @@ class TaskStore:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # The timeout first: switching a new file to WAL takes a lock another process may hold.
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it to itself; SQLite answers "database is locked" at
+    # once, without waiting out the busy timeout, when another process is reading it or
+    # switching it too. The mode is kept in the file, so this only races while it is new.
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
