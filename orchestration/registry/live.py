@@ -59,8 +59,9 @@ class LiveRegistry:
 
     @property
     def fingerprint(self) -> str:
-        """A short digest of the state `current()` was last read from."""
-        self.current()
+        """A short digest of the state the last `current()` was read from."""
+        if self._fingerprint is None:
+            self.current()
         return hashlib.sha256(repr(self._fingerprint).encode()).hexdigest()[:16]
 
     def _fingerprint_now(self) -> tuple:

@@ -22,7 +22,7 @@ from orchestration.agents.invocation import missing_executable
 from orchestration.allocation.control import AllocationSettings, current_allocation
 from orchestration.process import kill_process_group
 from orchestration.registry.loader import Registry
-from orchestration.registry.models import ProjectSpec
+from orchestration.registry.models import AgentsFile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.tags import (
     MAX_RUNTIME_TAG,
@@ -119,19 +119,18 @@ def dispatch(
     for task, reason in plan.blocked:
         store.block(task.id, reason)
     for task, reason in plan.waiting:
-        store.note_waiting(task.id, reason)
+        _wait(store, task, reason)
 
     unloaded: set[str] = set()
     ready: list[Task] = []
+    check = _StartCheck(store, registry.agents, fingerprint, env)
     for task in plan.runnable:
         spec = registry.spec(task.project)
         assert spec is not None
         if loaded is not None and task.project not in loaded:
             unloaded.add(task.project)
-            store.note_waiting(task.id, WAITING_FOR_RELOAD.format(project=task.project))
-            continue
-        problem = _cannot_start(store, registry, spec, task, fingerprint, env)
-        if problem is None:
+            _wait(store, task, WAITING_FOR_RELOAD.format(project=task.project))
+        elif check.may_start(task, spec):
             ready.append(task)
     if not ready:
         return DispatchOutcome(unloaded=sorted(unloaded))
@@ -160,39 +159,56 @@ def dispatch(
     return DispatchOutcome(launches=launches, unloaded=sorted(unloaded))
 
 
-def _cannot_start(
-    store: TaskStore,
-    registry: Registry,
-    spec: ProjectSpec,
-    task: Task,
-    fingerprint: str,
-    env: Mapping[str, str],
-) -> str | None:
-    """Why `task` may not be launched now (it is left queued, or failed once per missing
-    program), or None."""
-    assert registry.agents is not None
-    profile_name = task.profile or spec.agent.profile
-    try:
-        profile = resolve_profile(registry.agents, spec, profile_name)
-    except ProfileError as exc:
-        store.note_waiting(task.id, str(exc))
-        return str(exc)
-    program = missing_executable(profile, spec.agent.command or (), env)
-    if program is None:
-        return None
-    hold = f"profile:{profile_name}:{program}"
-    held = store.holding(hold, fingerprint)
-    if held is not None:
-        store.note_waiting(task.id, f"held: {held}")
-        return held
-    reason = (
-        f"agent program {program!r} of profile {profile_name!r} is not on PATH "
-        f"({env.get('PATH', '')}); install it or fix PATH, then `orch task retry {task.id}`. "
-        "The project's other tasks of this profile wait until the registry or PATH changes."
-    )
-    store.finish(task.id, TaskStatus.FAILED, reason)
-    store.hold(hold, fingerprint, f"agent program {program!r} not found", task.id)
-    return reason
+def _wait(store: TaskStore, task: Task, reason: str) -> None:
+    """Leave `task` queued, saying why; written only when the reason changed, since the
+    dispatch runs every few seconds over the whole queue."""
+    if task.reason != reason:
+        store.note_waiting(task.id, reason)
+
+
+class _StartCheck:
+    """Whether a runnable task's profile can start now, looked up once per profile and
+    command in one dispatch."""
+
+    def __init__(
+        self, store: TaskStore, agents: AgentsFile, fingerprint: str, env: Mapping[str, str]
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.fingerprint = fingerprint
+        self.env = env
+        self._missing: dict[tuple[str, tuple[str, ...]], str | None] = {}
+
+    def may_start(self, task: Task, spec: ProjectSpec) -> bool:
+        """True when `task` may be launched; otherwise it is left queued with the reason, or
+        failed when it is the first to find its agent program missing."""
+        profile_name = task.profile or spec.agent.profile
+        try:
+            profile = resolve_profile(self.agents, spec, profile_name)
+        except ProfileError as exc:
+            _wait(self.store, task, str(exc))
+            return False
+        command = tuple(spec.agent.command or ())
+        key = (profile_name, command)
+        if key not in self._missing:
+            self._missing[key] = missing_executable(profile, command, self.env)
+        program = self._missing[key]
+        if program is None:
+            return True
+        hold = f"profile:{profile_name}:{program}"
+        held = self.store.holding(hold, self.fingerprint)
+        if held is not None:
+            _wait(self.store, task, f"held: {held}")
+            return False
+        reason = (
+            f"agent program {program!r} of profile {profile_name!r} is not on PATH "
+            f"({self.env.get('PATH', '')}); install it or fix PATH, then "
+            f"`orch task retry {task.id}`. The other tasks of this profile wait until the "
+            "registry or PATH changes."
+        )
+        self.store.finish(task.id, TaskStatus.FAILED, reason)
+        self.store.hold(hold, self.fingerprint, f"agent program {program!r} not found", task.id)
+        return False
 
 
 def ensure_partitions(instance: dg.DagsterInstance, tasks: Iterable[Task]) -> None:

@@ -46,7 +46,9 @@ def test_overrides_and_path_change_the_fingerprint(registry_dir: RegistryDir) ->
     registry_dir.project("alpha")
     environ = {"PATH": "/usr/bin"}
     live = LiveRegistry(registry_dir.settings, environ=environ)
+    live.current()
     first = live.fingerprint
+    live.current()
     assert live.fingerprint == first
 
     environ["ORCH__ALPHA__PRIORITY"] = "high"
@@ -55,6 +57,7 @@ def test_overrides_and_path_change_the_fingerprint(registry_dir: RegistryDir) ->
     assert second != first
 
     environ["PATH"] = "/usr/local/bin:/usr/bin"
+    live.current()
     assert live.fingerprint != second
 
 
