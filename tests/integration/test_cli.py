@@ -114,6 +114,20 @@ def test_validate_json_when_valid(orch: Invoke, two_projects: RegistryDir) -> No
     }
 
 
+def test_validate_warns_about_the_former_config_variable(two_projects: RegistryDir) -> None:
+    settings = two_projects.settings
+    env = {
+        "ORCH_PROJECTS_DIR": str(settings.projects_dir),
+        "ORCH_CONFIG_DIR": "",
+        "ORCH_RESOURCES_DIR": str(settings.config_dir),
+        "ORCH_HOME": str(settings.home),
+    }
+    result = CliRunner().invoke(main, ["validate"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "warning: ORCH_RESOURCES_DIR is deprecated" in result.stderr
+    assert f"config_dir: {settings.config_dir} (ORCH_RESOURCES_DIR)" in result.stdout
+
+
 # --- orch projects list -----------------------------------------------------------------------
 
 
