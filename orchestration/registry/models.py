@@ -259,6 +259,8 @@ class AgentProfile(FrozenModel):
     config_dir_env: EnvName | None = None
     pool: Slug = GLOBAL_POOL
     offline: bool = False
+    network: bool = True
+    """Whether the agent's sandbox may reach the network (agents call their providers' APIs)."""
 
     @model_validator(mode="after")
     def _command_is_a_whole_argument(self) -> AgentProfile:
