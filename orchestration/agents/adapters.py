@@ -15,6 +15,7 @@ Formats, as the CLIs document them:
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,10 +39,30 @@ def parse_agent_output(output_format: str, process: ProcessResult) -> AgentResul
         parser = PARSERS[output_format]
     except KeyError:
         raise AgentOutputError(f"no parser for output format {output_format!r}") from None
+    if process.returncode is not None and process.returncode < 0:
+        # Killed by a signal: whatever it printed is cut short, so report the kill.
+        try:
+            partial: AgentResult | None = parser(process)
+        except AgentOutputError:
+            partial = None
+        return _failed(process, ended_how(process.returncode), partial)
     result = parser(process)
     if process.returncode != 0 and result.ok:
-        return _failed(process, f"exited with status {process.returncode}", result)
+        return _failed(process, ended_how(process.returncode), result)
     return result
+
+
+def ended_how(returncode: int | None) -> str:
+    """How a process ended, in words: its exit status, or the signal that killed it."""
+    if returncode is None:
+        return "could not be reaped"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name} (signal {-returncode})"
+    return f"exited with status {returncode}"
 
 
 def _failed(process: ProcessResult, why: str, partial: AgentResult | None = None) -> AgentResult:
@@ -200,7 +221,7 @@ def parse_gemini_json(process: ProcessResult) -> AgentResult:
 def parse_text(process: ProcessResult) -> AgentResult:
     summary = process.stdout.strip()[-2000:]
     if process.returncode != 0:
-        return _failed(process, f"exited with status {process.returncode}")
+        return _failed(process, ended_how(process.returncode))
     return AgentResult(AgentStatus.SUCCEEDED, summary=summary, duration_s=process.duration_s)
 
 
