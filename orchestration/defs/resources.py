@@ -20,7 +20,7 @@ from orchestration.registry.loader import LoadedProject, Registry
 from orchestration.registry.models import DEFAULT_BASE_ENV, ProjectSpec
 from orchestration.settings import Settings
 from orchestration.tasks.execution import TaskOutcome, run_task
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.store import WRITE_RETRY_S, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.isolation import child_environment
 from orchestration.workspace.workspace import ProjectWorkspace, SourceState, observe_source
@@ -106,12 +106,14 @@ class ProjectWorkspaces(OrchestratorResource):
 class AgentTasks(OrchestratorResource):
     """Task records and the agent runs that carry them out."""
 
-    def store(self) -> TaskStore:
-        return TaskStore.from_settings(self.settings())
+    def store(self, *, write_retry_s: float = 0.0) -> TaskStore:
+        return TaskStore.from_settings(self.settings(), write_retry_s=write_retry_s)
 
     def execute(self, project: str, task_id: str, run_id: str, log: logging.Logger) -> TaskOutcome:
         """Claim the task for this run and carry it out; TaskError when it may not run."""
-        store = self.store()
+        # The agent's work must be recorded: the writes after it retry while the database
+        # is locked or unreachable.
+        store = self.store(write_retry_s=WRITE_RETRY_S)
         try:
             registry = self.registry()
             return run_task(

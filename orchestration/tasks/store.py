@@ -11,14 +11,15 @@ when a store opens; the definitions here are what the queries are built from.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -83,6 +84,11 @@ holds_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: How long one SQLite statement waits for a lock another process holds.
+BUSY_TIMEOUT_S = 30.0
+#: How long the bookkeeping after an agent has run keeps retrying a write the database
+#: refuses (locked, busy, unreachable): the agent's work is done and must be recorded.
+WRITE_RETRY_S = 180.0
 #: How long a connection keeps trying to switch a brand-new SQLite file to WAL.
 WAL_SWITCH_TIMEOUT_S = 30.0
 
@@ -90,6 +96,29 @@ WAL_SWITCH_TIMEOUT_S = 30.0
 CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
 #: Statuses `retry` puts back in the queue.
 RETRYABLE = (TaskStatus.FAILED, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def retried_when_refused(method: Method) -> Method:
+    """Retry a write with backoff while the database refuses it (locked, busy, unreachable),
+    for up to the store's `write_retry_s`; then the error goes to the caller."""
+
+    @functools.wraps(method)
+    def retrying(self: TaskStore, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.write_retry_s
+        delay = 0.25
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except sa.exc.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    return cast(Method, retrying)
 
 
 class TaskError(Exception):
@@ -103,16 +132,35 @@ def _now() -> datetime:
 class TaskStore:
     """Tasks and sessions in a SQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        write_retry_s: float = 0.0,
+    ) -> None:
+        """`write_retry_s`: how long the recording writes (`finish`, `fail_run`,
+        `note_agent`, `save_session`) retry a refused write; a run that has work to record
+        passes WRITE_RETRY_S, a sensor tick keeps the default and tries again next tick."""
         self.url = url
+        self.write_retry_s = write_retry_s
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            timeout_ms = int(busy_timeout_s * 1000)
+            sa.event.listen(
+                self.engine,
+                "connect",
+                lambda connection, _record: _sqlite_pragmas(connection, timeout_ms),
+            )
         ensure_schema(self.engine)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, environ: Mapping[str, str] | None = None
+        cls,
+        settings: Settings,
+        environ: Mapping[str, str] | None = None,
+        *,
+        write_retry_s: float = 0.0,
     ) -> TaskStore:
         """The store ORCH_TASKS_DB_URL names, else SQLite at ORCH_HOME/tasks.db."""
         env = os.environ if environ is None else environ
@@ -120,7 +168,7 @@ class TaskStore:
         if not url:
             settings.home.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{Path(settings.home) / 'tasks.db'}"
-        return cls(url)
+        return cls(url, write_retry_s=write_retry_s)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -260,6 +308,7 @@ class TaskStore:
             )
         return self.require(task_id)
 
+    @retried_when_refused
     def finish(
         self, task_id: str, status: TaskStatus, reason: str | None = None, **fields: Any
     ) -> Task:
@@ -273,6 +322,7 @@ class TaskStore:
         )
         return self.require(task_id)
 
+    @retried_when_refused
     def note_agent(self, task_id: str, process_group: int, started: float | None) -> None:
         """Record the running agent's process group (and the leader's start time, to tell it
         from a later process with the same id), so it can be stopped if its run dies."""
@@ -285,6 +335,7 @@ class TaskStore:
                 .values(extra=json.dumps(extra), updated_at=_now())
             )
 
+    @retried_when_refused
     def fail_run(self, task_id: str, run_id: str | None, reason: str) -> bool:
         """A run ended without recording its task: running (or dispatched) -> failed."""
         where = tasks_table.c.run_id == run_id if run_id else None
@@ -399,6 +450,7 @@ class TaskStore:
 
     # Sessions --------------------------------------------------------------------------------
 
+    @retried_when_refused
     def save_session(self, project: str, profile: str, session_id: str, task_id: str) -> None:
         values = {"session_id": session_id, "task_id": task_id, "updated_at": _now()}
         with self.engine.begin() as conn:
@@ -432,9 +484,9 @@ class TaskStore:
             ]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, busy_timeout_ms: int) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
     # Switching a new file to WAL needs it to itself; SQLite answers "database is locked" at
     # once, without waiting out the busy timeout, when another process is reading it or
     # switching it too. The mode is kept in the file, so this only races while it is new.
