@@ -57,7 +57,7 @@ def build_dispatch_sensor(
         registry = live.current()
         store = agent_tasks.store()
         try:
-            reconcile_ended_runs(store, context.instance, context.log)
+            reconcile_ended_runs(store, context.instance, context.log, registry.settings.home)
             if registry.config_errors:
                 # A broken agents or pools file would fail every task it touched: start none.
                 return dg.SkipReason(

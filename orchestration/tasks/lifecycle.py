@@ -14,6 +14,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from orchestration.tags import (
 )
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
 from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.outcomes import record_pending
 from orchestration.tasks.store import TaskStore
 
 #: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
@@ -230,11 +232,18 @@ def ensure_partitions(instance: dg.DagsterInstance, tasks: Iterable[Task]) -> No
 
 
 def reconcile_ended_runs(
-    store: TaskStore, instance: dg.DagsterInstance, log: logging.Logger | dg.DagsterLogManager
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    log: logging.Logger | dg.DagsterLogManager,
+    home: Path | None = None,
 ) -> None:
     """A task whose run ended (failed, cancelled, crashed) without recording it never stays
     `running` or dispatched: it fails, is cancelled, or (if its run never appeared) is queued
-    again. An agent left running by a dead run is stopped."""
+    again. An agent left running by a dead run is stopped. Outcomes a run had to keep on disk
+    under `home` (the database refused them) are recorded first."""
+    if home is not None:
+        for task_id in record_pending(store, home):
+            log.info(f"task {task_id}: recorded the outcome its run kept on disk")
     active = store.tasks(statuses=[TaskStatus.RUNNING, TaskStatus.QUEUED])
     for task in active:
         if task.status is TaskStatus.QUEUED and not task.dispatched:

@@ -322,6 +322,21 @@ class TaskStore:
         )
         return self.require(task_id)
 
+    def record_outcome(
+        self, task_id: str, run_id: str, status: TaskStatus, reason: str | None, **fields: Any
+    ) -> bool:
+        """Record an outcome kept on disk while the database refused it: only if the run
+        `run_id` still owns the task (running, or failed for having ended without recording
+        it); False when the task has moved on."""
+        if "extra" in fields:
+            fields["extra"] = json.dumps(fields["extra"])
+        return self._transition(
+            task_id,
+            [TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.QUEUED],
+            {"status": status, "reason": reason, "finished_at": _now(), **fields},
+            extra_where=tasks_table.c.run_id == run_id,
+        )
+
     @retried_when_refused
     def note_agent(self, task_id: str, process_group: int, started: float | None) -> None:
         """Record the running agent's process group (and the leader's start time, to tell it
