@@ -42,6 +42,9 @@ from orchestration.tasks.store import TaskStore
 RUN_OVERHEAD_S = 600
 #: A dispatched task whose run has not appeared after this long is queued again.
 LAUNCH_GRACE_S = 600
+#: A task whose runs keep failing before its agent starts (the clone or the database is not
+#: available) is queued again this many times, then failed with the cause.
+EARLY_FAILURE_ATTEMPTS = 3
 #: Runs one dispatch creates at most. The daemon creates each task run with two calls to the
 #: code server (the asset subset's job, its execution plan), 0.1-0.2 s on a small machine, so an
 #: import of 200 tasks would hold a tick for half a minute, and cancellations, rebalancing and
@@ -266,7 +269,16 @@ def reconcile_ended_runs(
             if ended:
                 log.info(f"task {task.id}: run {latest.run_id} cancelled")
         elif latest.status == dg.DagsterRunStatus.FAILURE or task.status is TaskStatus.RUNNING:
+            cause = _failure_cause(instance, latest.run_id)
+            if not task.extra.get("agent_pgid") and task.attempts < EARLY_FAILURE_ATTEMPTS:
+                # Nothing of the agent's is lost: try again, and say what stopped the run.
+                reason = f"run {latest.run_id} failed before its agent started: {cause}"
+                if store.requeue(task.id, reason):
+                    log.warning(f"task {task.id}: {reason}; queued again")
+                continue
             reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
+            if cause:
+                reason += f": {cause}"
             ended = store.fail_run(task.id, task.run_id, reason)
             if ended:
                 log.warning(f"task {task.id}: {reason}")
@@ -275,6 +287,20 @@ def reconcile_ended_runs(
         pgid = task.extra.get("agent_pgid")
         if ended and pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
             log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
+
+
+def _failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
+    """What a failed run's step (or the run itself) said went wrong, in one line."""
+    for event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE):
+        records = instance.get_records_for_run(run_id, of_type=event_type, limit=1).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            data = getattr(event, "event_specific_data", None)
+            error = getattr(data, "error", None)
+            message = getattr(error, "message", None) or (event.message if event else None)
+            if message:
+                return " ".join(str(message).split())[:500]
+    return "no error was recorded"
 
 
 def cancel(
