@@ -8,6 +8,10 @@ from the repository root:
 
     .venv/bin/python -m bench.deps --quick
 
+`--large-manifests` instead measures what one oversized repository costs everyone: the same
+repositories plus one holding a large manifest under the caps and one holding a 50 MB manifest,
+detected by the package as it is and as committed at a git ref, in the same run.
+
 See bench/README.md for the options and what the numbers mean.
 """
 
@@ -555,10 +559,16 @@ def generate(root: Path, plans: Sequence[RepoPlan]) -> dict[str, Any]:
 # One detection, in a fresh process
 
 
-def measure(profile_to: Path | None) -> dict[str, Any]:
-    """Load the registry from ORCH_* variables and time `detect()` over all its projects."""
+def measure(
+    profile_to: Path | None, only: str | None = None, code: Path | None = None
+) -> dict[str, Any]:
+    """Load the registry from ORCH_* variables and time `detect()` over all its projects (or
+    `only` that one, the others from the cache, as a project's `manifest` run does), with the
+    package imported from `code` when given (another version of it, for a comparison)."""
     import resource
 
+    if code is not None:
+        sys.path.insert(0, str(code))
     started = time.perf_counter()
     from orchestration.dependencies.detection import ScanOutcome, detect
     from orchestration.registry import load_registry
@@ -580,8 +590,9 @@ def measure(profile_to: Path | None) -> dict[str, Any]:
         profiler.enable()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started, cpu_started = time.perf_counter(), time.process_time()
-    graph, outcomes = detect(registry.projects, settings)
+    graph, outcomes = detect(registry.projects, settings, only=None if only is None else [only])
     detect_s, detect_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    detect_rss_mb = _peak_rss_mb()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     git_cpu_s = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     if profiler is not None and profile_to is not None:
@@ -591,8 +602,12 @@ def measure(profile_to: Path | None) -> dict[str, Any]:
 
     scans = [o for o in outcomes.values() if isinstance(o, ScanOutcome)]
     failures = {name: o for name, o in outcomes.items() if isinstance(o, str)}
+    import orchestration
+
     return {
+        "code": str(Path(orchestration.__file__).parent.parent),
         "projects": len(registry.projects),
+        "detect_peak_rss_mb": detect_rss_mb,  # before any cached scan is read for this summary
         "import_s": import_s,
         "registry_s": registry_s,
         "detect_s": detect_s,
@@ -607,18 +622,40 @@ def measure(profile_to: Path | None) -> dict[str, Any]:
         "problem_sample": [p for o in scans for p in o.scan.problems][:5],
         "version_mismatch_edges": sum(1 for e in graph.edges if e.version_mismatches),
         "edges": sorted([e.consumer, e.provider] for e in graph.edges),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set since it started its program (`VmHWM`; `ru_maxrss`
+    would include the benchmark's own memory at the fork that started this worker)."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run_worker(
-    root: Path, projects_dir: str, home: Path, profile_to: Path | None = None
+    root: Path,
+    projects_dir: str,
+    home: Path,
+    profile_to: Path | None = None,
+    *,
+    only: str | None = None,
+    code: Path | None = None,
+    clean: bool = True,
 ) -> dict[str, Any]:
-    """`measure` in a fresh interpreter; adds the process's wall time as seen from outside."""
+    """`measure` in a fresh interpreter; adds the process's wall time as seen from outside.
+    With `clean`, any failure, manifest problem or version mismatch stops the benchmark."""
     env = {
         **os.environ,
         "ORCH_PROJECTS_DIR": str(root / projects_dir),
-        "ORCH_CONFIG_DIR": str(root / "config"),
+        "ORCH_CONFIG_DIR": str((code or root) / "config"),
         "ORCH_HOME": str(home),
         "PYTHONHASHSEED": "0",
         # It runs in the generated directory and finds this package (`python -m bench.deps`)
@@ -628,6 +665,10 @@ def run_worker(
     argv = [sys.executable, "-m", "bench.deps", "--worker"]
     if profile_to is not None:
         argv += ["--worker-profile", str(profile_to)]
+    if only is not None:
+        argv += ["--worker-only", only]
+    if code is not None:
+        argv += ["--worker-code", str(code)]
     done, wall, cpu = timed_run(argv, cwd=root, env=env, timeout=3600)
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
@@ -637,7 +678,7 @@ def run_worker(
     result["process_cpu_s"] = cpu
     result["loadavg"] = loadavg()
     result["edges"] = {tuple(edge) for edge in result["edges"]}
-    if result["failures"] or result["problems"] or result["version_mismatch_edges"]:
+    if clean and (result["failures"] or result["problems"] or result["version_mismatch_edges"]):
         raise click.ClickException(
             f"detection was not clean: {result['failures']} failures "
             f"{result['failure_sample']}, {result['problems']} problems "
@@ -679,6 +720,182 @@ def _fresh_home(root: Path, name: str) -> Path:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     return home
+
+
+# --------------------------------------------------------------------------------------------
+# One oversized repository among ordinary ones, before and after
+
+
+LARGE_UNDER_REQUIREMENTS = 4_500  # a pip-compile --generate-hashes file of about 0.9 MiB
+LARGE_OVER_BYTES = 50 << 20  # the incident: one 50 MB package.json
+
+
+def large_manifest_files(provider: RepoPlan) -> dict[str, dict[str, bytes]]:
+    """Two more repositories: `big_under` with a hashed requirements.txt just under the caps
+    (about 0.9 MiB, 4,500 requirements, one of them `provider`'s root package) and `big_over`
+    with a 50 MB package.json of external dependencies beside a small pyproject.toml that also
+    requires `provider`'s package (so its edge must survive the oversized file)."""
+    package = provider.root_manifest.package or provider.name
+    lines = []
+    for index in range(LARGE_UNDER_REQUIREMENTS):
+        name = package if index == 0 else f"external-dependency-{index:05d}"
+        lines.append(
+            f"{name}==1.{index % 10}.0 \\\n"
+            f"    --hash=sha256:{index:064x} \\\n"
+            f"    --hash=sha256:{index + 1:064x}\n"
+        )
+    hashed = "".join(lines).encode()
+    entry = b'    "external-package-%07d": "^1.0.0",\n'
+    count = LARGE_OVER_BYTES // len(entry % 0)
+    body = b"".join(entry % index for index in range(count)).rstrip(b",\n")
+    huge = b'{\n  "name": "big-over",\n  "version": "1.0.0",\n  "dependencies": {\n' + body
+    huge += b"\n  }\n}\n"
+    pyproject = (
+        f'[project]\nname = "big-over-tools"\nversion = "1.0.0"\n'
+        f'dependencies = ["{package}>=1.0"]\n'
+    ).encode()
+    readme = b"# big\n"
+    return {
+        "big_under": {"requirements.txt": hashed, "README.md": readme},
+        "big_over": {"package.json": huge, "pyproject.toml": pyproject, "README.md": readme},
+    }
+
+
+def write_raw_repository(repo: Path, files: Mapping[str, bytes]) -> None:
+    """A repository with `files` committed on `main` (fast-import only: no work tree copy)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "--template=", "-b", "main")
+    stamp = "1732430000 +0000"
+    who = f"{GIT_IDENTITY['GIT_AUTHOR_NAME']} <{GIT_IDENTITY['GIT_AUTHOR_EMAIL']}>"
+    parts = [
+        b"commit refs/heads/main\n",
+        f"author {who} {stamp}\ncommitter {who} {stamp}\n".encode(),
+        b"data 7\ninitial\n",
+    ]
+    for path in sorted(files):
+        data = files[path]
+        parts.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
+    parts.append(b"done\n")
+    git(repo, "fast-import", "--quiet", "--done", stdin=b"".join(parts))
+
+
+def export_code(ref: str | None, into: Path) -> Path:
+    """The package and its `config/` as committed at `ref` (exported with `git archive`, the
+    checkout untouched), or as they are in the working tree when `ref` is None: a snapshot, so
+    that edits made while the benchmark runs do not reach it."""
+    into.mkdir(parents=True)
+    if ref is None:
+        for folder in ("orchestration", "config"):
+            shutil.copytree(
+                REPO_ROOT / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        return into
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "orchestration", "config"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def _tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_large_manifests(
+    count: int, *, workdir: Path | None, seed: int, before: str
+) -> dict[str, Any]:
+    """Full, unchanged and one-project detections, by the code at `before` and by the package
+    as it is, over the same repositories plus the two of `large_manifest_files`."""
+    results: dict[str, Any] = {
+        "machine": machine(git=_version("git")),
+        "repositories": count + 2,
+        "seed": seed,
+        "before": before,
+    }
+    with tempfile.TemporaryDirectory(prefix="orch-bench-large-") as tmp:
+        root = workdir or Path(tmp)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+        plans = plan_repositories(count, seed)
+        provider = next(p for p in plans if p.ecosystem == "python")
+        expected = expected_edges(plans) | {
+            ("big_under", provider.name),
+            ("big_over", provider.name),
+        }
+        progress(f"generating {count} repositories and the two large ones under {root}")
+        results["generation"] = generate(root, plans)
+        for name, files in large_manifest_files(provider).items():
+            write_raw_repository(root / "repos" / name, files)
+            sizes = {path: len(data) for path, data in files.items()}
+            results["generation"][name] = sizes
+        for name in ("big_under", "big_over"):
+            (root / "projects" / f"{name}.yaml").write_text(
+                f"name: {name}\ndescription: Large manifests.\nrepo: ../repos/{name}\n",
+                encoding="utf-8",
+            )
+        codes = {
+            "before": export_code(before, root / "code-before"),
+            "after": export_code(None, root / "code-after"),
+        }
+        runs: dict[str, dict[str, Any]] = {}
+        for label, code in codes.items():
+            home = _fresh_home(root, label)
+            for case in ("full", "unchanged"):
+                progress(f"{label}: {case} detection of {count + 2} repositories")
+                run = run_worker(root, "projects", home, code=code, clean=False)
+                _check_edges(f"{label} {case}", run["edges"], expected)
+                run["cache_bytes"] = _tree_size(home / "cache" / "dependencies")
+                runs[f"{label}_{case}"] = run
+                progress(
+                    f"  ... {run['detect_s']:.2f}s, {run['detect_peak_rss_mb']:.0f} MB, cache "
+                    f"{run['cache_bytes'] / 1e6:.1f} MB"
+                )
+        # One small repository changes; each version detects only it, as its `manifest` run does.
+        consumer, new_provider = _pick_change(random.Random(seed), plans, "npm")
+        manifest = add_dependency(consumer, new_provider)
+        commit_manifest(root / "repos" / consumer.name, manifest, "one change")
+        expected.add((consumer.name, new_provider.name))
+        for label, code in codes.items():
+            progress(f"{label}: detection of {consumer.name} only, after one commit")
+            run = run_worker(
+                root, "projects", root / "homes" / label, only=consumer.name, code=code, clean=False
+            )
+            _check_edges(f"{label} one project", run["edges"], expected)
+            run["cache_bytes"] = _tree_size(root / "homes" / label / "cache" / "dependencies")
+            runs[f"{label}_one_project"] = run
+            progress(f"  ... {run['detect_s']:.2f}s, {run['detect_peak_rss_mb']:.0f} MB")
+        results["runs"] = {name: _public(run) for name, run in runs.items()}
+        results["problems"] = {
+            name: run["problem_sample"] for name, run in runs.items() if name.endswith("_full")
+        }
+    results["machine"]["loadavg_at_end"] = loadavg()
+    return results
+
+
+def render_large_table(results: Mapping[str, Any]) -> str:
+    runs = results["runs"]
+    lines = [
+        f"| detection ({results['repositories']} repositories) | code | detect s | "
+        "process s | peak RSS MB | scan cache MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for case, label in (
+        ("full", "everything, empty cache"),
+        ("unchanged", "everything, nothing changed"),
+        ("one_project", "one small project after a commit"),
+    ):
+        for code in ("before", "after"):
+            run = runs[f"{code}_{case}"]
+            name = f"{code} ({results['before']})" if code == "before" else "after (working tree)"
+            lines.append(
+                f"| {label} | {name} | {run['detect_s']:.2f} | {run['process_s']:.2f} | "
+                f"{run['detect_peak_rss_mb']:.0f} | {run['cache_bytes'] / 1e6:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1100,8 +1317,21 @@ def _version(tool: str) -> str:
     help="Generate here and keep it (emptied first) instead of a temporary directory.",
 )
 @click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
+@click.option(
+    "--large-manifests",
+    is_flag=True,
+    help="Measure one oversized repository among the others, before and after (see --before).",
+)
+@click.option(
+    "--before",
+    default="HEAD",
+    show_default=True,
+    help="The git ref whose package --large-manifests compares with the working tree.",
+)
 @click.option("--worker", is_flag=True, hidden=True)
 @click.option("--worker-profile", type=click.Path(path_type=Path), hidden=True)
+@click.option("--worker-only", hidden=True)
+@click.option("--worker-code", type=click.Path(path_type=Path), hidden=True)
 def main(
     repos: int | None,
     quick: bool,
@@ -1110,13 +1340,27 @@ def main(
     seed: int,
     workdir: Path | None,
     output: Path,
+    large_manifests: bool,
+    before: str,
     worker: bool,
     worker_profile: Path | None,
+    worker_only: str | None,
+    worker_code: Path | None,
 ) -> None:
     """Time dependency detection over N generated git repositories, full and incremental."""
     if worker:
-        result = measure(worker_profile)
+        result = measure(worker_profile, worker_only, worker_code)
         click.echo(json.dumps(result))
+        return
+    if large_manifests:
+        results = run_large_manifests(
+            repos or QUICK_REPOS, workdir=workdir and workdir.resolve(), seed=seed, before=before
+        )
+        target = output if output != RESULTS_FILE else RESULTS_FILE.with_name("deps_large.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(results, indent=2, default=sorted) + "\n")
+        progress(f"results written to {target}")
+        click.echo(render_large_table(results))
         return
     count = repos or (QUICK_REPOS if quick else FULL_REPOS)
     results = run_benchmark(

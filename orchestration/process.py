@@ -223,6 +223,7 @@ def run_process(
     kill_grace_s: float = 5.0,
     stdin_text: str | None = None,
     on_start: Callable[[int], None] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> ProcessResult:
     """Run ``argv`` (never through a shell) in ``cwd`` with exactly ``env`` and capture its output.
 
@@ -232,7 +233,10 @@ def run_process(
     in every other case too, so no descendant outlives the call. Raises
     ExecutableNotFoundError if ``argv[0]`` cannot be found, and OSError if it cannot be started.
     ``on_start`` is called with the child's process group id as soon as it runs, so a caller can
-    record it and kill the group should this process itself die.
+    record it and kill the group should this process itself die. ``wrapper`` is a launcher
+    (the sandbox's ``bwrap ... --``) that runs ``argv``: its first element is the program
+    started, in the same new session; ``argv[0]`` is still looked up on ``env``'s PATH first,
+    so a missing program is reported as such.
     """
     argv_tuple = tuple(argv)
     if not argv_tuple:
@@ -252,11 +256,15 @@ def run_process(
             "or is not a directory."
         )
     executable = find_executable(argv_tuple[0], cwd=cwd, env=env)
+    command = argv_tuple
+    if wrapper:
+        command = (*wrapper, *argv_tuple)
+        executable = wrapper[0]
 
     started = time.monotonic()
     try:
         process = subprocess.Popen(
-            argv_tuple,
+            command,
             executable=executable,
             cwd=cwd,
             env=dict(env),

@@ -18,6 +18,11 @@ CONFIG_DIR_VAR = "ORCH_CONFIG_DIR"
 #: still read, with a notice, for one release.
 LEGACY_CONFIG_DIR_VAR = "ORCH_RESOURCES_DIR"
 HOME_VAR = "ORCH_HOME"
+#: `off` runs agents and verify commands without the bubblewrap sandbox (where Linux namespaces
+#: are unavailable); anything else, or nothing, leaves it on.
+SANDBOX_VAR = "ORCH_SANDBOX"
+SANDBOX_OFF_VALUES = frozenset({"off", "0", "false", "no"})
+SANDBOX_ON_VALUES = frozenset({"", "on", "1", "true", "yes"})
 
 DEFAULT_PROJECTS_DIR = "projects"
 DEFAULT_CONFIG_DIR = "config"
@@ -55,7 +60,7 @@ class Settings:
         """Settings from `ORCH_PROJECTS_DIR`, `ORCH_CONFIG_DIR` and `ORCH_HOME`.
 
         Defaults are `./projects`, `./config` and `./.orch`, relative to the directory the
-        process started in.
+        process started in. A sandbox turned off by `ORCH_SANDBOX` is one of the notices.
         """
         env = os.environ if environ is None else environ
         base = start_directory()
@@ -89,6 +94,7 @@ class Settings:
                     f"(`git mv {LEGACY_CONFIG_DIR} {DEFAULT_CONFIG_DIR}`); the old name is read "
                     "for one more release"
                 )
+        notices.extend(_sandbox_notices(env))
         return cls(projects_dir, config_dir, home, origins, tuple(notices))
 
     @property
@@ -106,6 +112,32 @@ class Settings:
             CONFIG_DIR_VAR: str(self.config_dir),
             HOME_VAR: str(self.home),
         }
+
+
+def sandbox_enabled(environ: Mapping[str, str]) -> bool:
+    """Whether agents and verify commands run in the sandbox: on unless `ORCH_SANDBOX=off`.
+
+    A value that is neither on nor off leaves it on (and `orch validate` says so): a typo must
+    never turn the isolation off.
+    """
+    return environ.get(SANDBOX_VAR, "").strip().lower() not in SANDBOX_OFF_VALUES
+
+
+def _sandbox_notices(env: Mapping[str, str]) -> list[str]:
+    value = env.get(SANDBOX_VAR, "").strip().lower()
+    if value in SANDBOX_OFF_VALUES:
+        return [
+            f"{SANDBOX_VAR}={env[SANDBOX_VAR]}: agents and verify commands run without the "
+            "sandbox, so an agent can read every project's secrets (from the environment of "
+            "the process that started it), the task database and the other projects' clones, "
+            f"and write wherever the orchestrator can; unset {SANDBOX_VAR} (and install "
+            "bubblewrap) to isolate them"
+        ]
+    if value not in SANDBOX_ON_VALUES:
+        return [
+            f"{SANDBOX_VAR}={env[SANDBOX_VAR]!r} is neither 'on' nor 'off': the sandbox stays on"
+        ]
+    return []
 
 
 def _absolute(path: str, base: Path) -> Path:

@@ -1,8 +1,8 @@
 """The offline demo agent: a scripted stand-in that speaks Claude Code's JSON protocol.
 
 It makes a small, real change in the working directory (a note under `orch-demo/` recording the
-prompt) and prints one result object like `claude -p ... --output-format json` does, with zero
-cost. It exists so the sample projects run end to end without any paid agent service.
+prompt) and prints one result object like `claude -p --output-format json -- PROMPT` does, with
+zero cost. It exists so the sample projects run end to end without any paid agent service.
 """
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orchestration.agents.demo")
-    parser.add_argument("-p", "--print", dest="prompt", required=True)
+    # As Claude Code parses them: `-p`/`--print` is a flag, `--` ends the options, and the prompt
+    # is the positional argument (read from standard input when there is none).
+    parser = argparse.ArgumentParser(prog="orchestration.agents.demo", allow_abbrev=False)
+    parser.add_argument("prompt", nargs="?")
+    parser.add_argument("-p", "--print", action="store_true")
     parser.add_argument("--output-format", default="json", choices=["json", "text"])
-    parser.add_argument("--resume", default=None)
+    parser.add_argument("-r", "--resume", default=None)
     parser.add_argument("--model", default="demo")
     args = parser.parse_args(argv)
+    if args.prompt is None:
+        args.prompt = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    if not args.prompt.strip():
+        parser.error("no prompt: give it after `--` or on standard input")
 
     started = time.monotonic()
     session_id = args.resume or str(uuid.uuid4())

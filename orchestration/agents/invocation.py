@@ -11,10 +11,18 @@ from pathlib import Path
 from orchestration.agents.adapters import parse_agent_output
 from orchestration.agents.result import AgentOutputError, AgentResult, AgentStatus
 from orchestration.process import ExecutableNotFoundError, find_executable, run_process
-from orchestration.registry.models import COMMAND_PLACEHOLDER, AgentProfile
+from orchestration.registry.models import (
+    COMMAND_PLACEHOLDER,
+    END_OF_OPTIONS,
+    PROMPT_FILE_PLACEHOLDER,
+    AgentProfile,
+)
 
 #: How much of an agent's stdout and stderr is kept (each); the rest is cut from the middle.
 OUTPUT_CAP_BYTES = 4 * 1024 * 1024
+#: What `{prompt_file}` stands for: the agent's standard input, which carries the prompt. No
+#: file on disk to clean up or to mount into a sandbox; any program that opens a path reads it.
+PROMPT_FILE_PATH = "/dev/stdin"
 
 
 @dataclass(frozen=True)
@@ -33,20 +41,27 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
 
     Each placeholder fills exactly one argument (the prompt stays one argument whatever it
     contains), except `{command}`, which stands for the project's whole `agent.command` list.
+    The model and resume options go before the template's `--`, so the prompt after it is the
+    one argument no option parser reads; a profile may instead take the prompt on standard
+    input (`prompt_stdin`).
     """
     values = {
         "prompt": request.prompt,
+        "prompt_file": PROMPT_FILE_PATH,
         "model": request.model or "",
         "session_id": request.session_id or "",
         "workdir": str(request.workdir),
         "python": sys.executable,
         "command": "",
     }
-    template = list(profile.argv)
+    options: list[str] = []
     if request.model and profile.model_args:
-        template += profile.model_args
+        options += profile.model_args
     if request.session_id and profile.resume_args:
-        template += profile.resume_args
+        options += profile.resume_args
+    template = list(profile.argv)
+    end = template.index(END_OF_OPTIONS) if END_OF_OPTIONS in template else len(template)
+    template[end:end] = options
     if profile.runs_project_command and not request.command:
         raise ValueError("this profile runs the project's agent.command, and none is set")
     argv: list[str] = []
@@ -56,6 +71,14 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         else:
             argv.append(part.format_map(values))
     return argv
+
+
+def prompt_input(profile: AgentProfile, request: AgentRequest) -> str | None:
+    """What the agent gets on standard input: the prompt when the profile reads it from there
+    (`prompt_stdin`, or `{prompt_file}`, which is the standard input); else nothing."""
+    if profile.prompt_stdin or PROMPT_FILE_PLACEHOLDER in profile.argv:
+        return request.prompt
+    return None
 
 
 def missing_executable(
@@ -80,8 +103,10 @@ def run_agent(
     env: Mapping[str, str],
     timeout_s: float,
     on_start: Callable[[int], None] | None = None,
+    sandbox: Sequence[str] = (),
 ) -> AgentResult:
-    """Run one agent to completion (or timeout) and normalise what it reported."""
+    """Run one agent to completion (or timeout) and normalise what it reported; `sandbox` is
+    the launcher it runs under (`Sandbox.prefix`), if any."""
     argv = build_argv(profile, request)
     try:
         process = run_process(
@@ -90,7 +115,9 @@ def run_agent(
             env=env,
             timeout_s=timeout_s,
             output_cap_bytes=OUTPUT_CAP_BYTES,
+            stdin_text=prompt_input(profile, request),
             on_start=on_start,
+            wrapper=sandbox,
         )
     except ExecutableNotFoundError as exc:
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"agent binary not found: {exc}")

@@ -39,7 +39,7 @@ def current_graph(settings: Settings) -> DependencyGraph:
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def detect_command(as_json: bool) -> None:
     """Scan every project's manifests now (unchanged repositories come from the cache)."""
-    from orchestration.dependencies.detection import detect
+    from orchestration.dependencies.detection import detect, detection_warnings
 
     settings = current_settings()
     registry = current_registry(settings)
@@ -53,8 +53,8 @@ def detect_command(as_json: bool) -> None:
             registry.projects, settings, progress=lambda name: bar.update(1, name)
         )
     failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
-    for project, error in failed.items():
-        click.echo(f"warning: {project}: {error}", err=True)
+    for message in detection_warnings(outcomes):
+        click.echo(f"warning: {message}", err=True)
     if as_json:
         echo_json(graph.to_json())
         return

@@ -16,10 +16,8 @@ from orchestration.cli.state import (
     task_store,
 )
 from orchestration.tasks.models import Task, TaskStatus, is_task_id
+from orchestration.tasks.prompts import prompt_problem
 from orchestration.tasks.store import TaskError
-
-#: Linux refuses a single argument of 128 KiB or more (MAX_ARG_STRLEN), and the prompt is one.
-MAX_PROMPT_BYTES = 120 * 1024
 
 
 @click.group()
@@ -52,11 +50,13 @@ def add(
     from orchestration.registry.rules import ProfileError, resolve_profile
 
     if prompt == "-":
-        prompt = sys.stdin.read()
-    if not prompt.strip():
-        fail("the prompt is empty")
-    if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
-        fail(f"the prompt is larger than {MAX_PROMPT_BYTES // 1024} KiB")
+        try:
+            prompt = sys.stdin.read()
+        except UnicodeDecodeError:
+            fail("the prompt is not valid UTF-8 text")
+    problem = prompt_problem(prompt)
+    if problem:
+        fail(problem)
     settings = current_settings()
     registry = current_registry(settings)
     try:
@@ -190,7 +190,12 @@ def import_tasks(project: str) -> None:
     except KeyError as exc:
         fail(exc.args[0])
     store = task_store(settings)
-    added = import_task_lists(spec, ProjectWorkspace(settings.home, spec), store)
+    added = import_task_lists(
+        spec,
+        ProjectWorkspace(settings.home, spec),
+        store,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
     _add_partitions(added)
     for new in added:
         click.echo(f"{new.id}  {_short(new.prompt, 70)}")

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
 from orchestration.dependencies.detection import ScanOutcome, detect
 from orchestration.dependencies.graph import DependencyGraph
+from orchestration.redaction import Redactor
 from orchestration.registry.live import LiveRegistry
 from orchestration.registry.loader import LoadedProject, Registry
 from orchestration.registry.models import DEFAULT_BASE_ENV, ProjectSpec
-from orchestration.settings import Settings
+from orchestration.settings import Settings, sandbox_enabled
 from orchestration.tasks.execution import TaskOutcome, run_task
 from orchestration.tasks.store import WRITE_RETRY_S, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.isolation import child_environment
+from orchestration.workspace.sandbox import other_checkouts, sandbox_program
 from orchestration.workspace.workspace import ProjectWorkspace, SourceState, observe_source
 
 
@@ -91,16 +94,33 @@ class ProjectWorkspaces(OrchestratorResource):
         return detect(registry.projects, registry.settings)
 
     def verify(self, spec: ProjectSpec) -> VerificationResult:
+        """Run the project's verify command on a fresh worktree of its branch, in the sandbox
+        unless `ORCH_SANDBOX=off` (SandboxError when it is on but cannot be built here)."""
         registry = self.registry()
         base_env = registry.agents.base_env if registry.agents else DEFAULT_BASE_ENV
         workspace = self.workspace(spec)
+        program = sandbox_program(os.environ) if sandbox_enabled(os.environ) else None
         env = child_environment(
             os.environ,
             [*base_env, *spec.secrets],
             overrides={"HOME": str(workspace.prepare_home())},
         )
-        with workspace.checkout("verify") as workdir:
-            return run_verification(spec, workdir, env)
+        others = [p.spec.repo for p in registry.projects if p.name != spec.name]
+        with workspace.checkout("verify") as tree:
+            sandbox = (
+                workspace.sandbox(
+                    tree,
+                    program=program,
+                    environ=os.environ,
+                    also_hidden=other_checkouts(others, own=spec.repo),
+                ).prefix(tree.path)
+                if program
+                else []
+            )
+            result = run_verification(spec, tree.path, env, sandbox=sandbox)
+        # The tests may print the project's secrets: never shown as they are.
+        redact = Redactor.for_secrets(spec.secrets, os.environ)
+        return replace(result, output_tail=redact.text(result.output_tail))
 
 
 class AgentTasks(OrchestratorResource):

@@ -120,7 +120,9 @@ def build_import_sensor() -> dg.SensorDefinition:
             for project in registry.projects:
                 workspace = ProjectWorkspace(registry.settings.home, project.spec)
                 try:
-                    added += len(import_task_lists(project.spec, workspace, store))
+                    added += len(
+                        import_task_lists(project.spec, workspace, store, warn=context.log.warning)
+                    )
                 except Exception as exc:  # one project's broken repository never stops the rest
                     context.log.warning(f"{project.name}: task import failed: {exc}")
         finally:

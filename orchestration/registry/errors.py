@@ -40,6 +40,10 @@ class RegistryError:
         return asdict(self)
 
 
+#: What a key that must be set and is not says.
+MISSING_MESSAGE = "required key is missing"
+
+
 class RegistryLoadError(Exception):
     """Raised by callers that need a valid registry entry and did not get one."""
 
@@ -97,7 +101,7 @@ def _message(detail: Mapping[str, typing.Any], model: type[BaseModel], loc: tupl
         suffix = f"; valid keys here: {', '.join(valid)}" if valid else ""
         return f"unknown key {str(loc[-1])!r}{suffix}"
     if kind == "missing":
-        return "required key is missing"
+        return MISSING_MESSAGE
     message = str(detail["msg"])
     message = message.removeprefix("Value error, ")
     if kind != "value_error" and "input" in detail:

@@ -8,6 +8,7 @@ every other project still loads.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,11 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from orchestration.registry.errors import (
+    MISSING_MESSAGE,
     RegistryError,
     error_at,
     from_validation_error,
 )
 from orchestration.registry.layers import (
+    ENV_OVERRIDE_PREFIX,
     KeyPath,
     Layer,
     Origin,
@@ -31,7 +34,14 @@ from orchestration.registry.layers import (
     merge,
     read_yaml_layer,
 )
-from orchestration.registry.models import AgentsFile, PoolsFile, ProjectSpec, is_remote_url
+from orchestration.registry.models import (
+    SLUG_PATTERN,
+    AgentsFile,
+    PoolsFile,
+    ProjectSpec,
+    is_remote_url,
+    repo_problem,
+)
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import Settings
 from orchestration.tags import GLOBAL_POOL
@@ -127,7 +137,7 @@ def load_registry(
         agents=agents,
         pools=pools,
         errors=tuple(errors),
-        warnings=settings.notices,
+        warnings=(*settings.notices, *loader.warnings),
     )
 
 
@@ -197,6 +207,7 @@ class _ProjectLoader:
         self.agents = agents
         self.templates_dir = settings.projects_dir / TEMPLATES_DIR
         self._templates: dict[str, Layer | RegistryError | None] = {}
+        self.warnings: list[str] = []
 
     def load_all(self, errors: list[RegistryError]) -> list[LoadedProject]:
         projects_dir = self.settings.projects_dir
@@ -215,70 +226,78 @@ class _ProjectLoader:
             for path in [*projects_dir.glob("*.yaml"), *projects_dir.glob("*.yml")]
             if not path.name.startswith(("_", "."))
         )
-        resolved: list[tuple[Path, Layer]] = []
+        resolved: list[_Resolved] = []
         for path in files:
-            layer = self._resolve(path, defaults, errors)
-            if layer is not None:
-                resolved.append((path, layer))
+            found = self._resolve(path, defaults, errors)
+            if found is not None:
+                resolved.append(found)
 
-        resolved_paths = {path for path, _ in resolved}
-        all_names = {_declared_name(path, layer) for path, layer in resolved} | {
+        resolved_paths = {found.path for found in resolved}
+        all_names = {_declared_name(found.path, found.layer) for found in resolved} | {
             path.stem for path in files if path not in resolved_paths
         }
+        self._warn_about_unknown_overrides(all_names)
         projects: list[LoadedProject] = []
         seen: dict[str, Path] = {}
-        for path, layer in resolved:
-            project = self._validate(path, layer, all_names, seen, errors)
+        for found in resolved:
+            project = self._validate(found, all_names, seen, errors)
             if project is not None:
-                seen[project.name] = path
+                seen[project.name] = found.path
                 projects.append(project)
         return projects
+
+    def _read(self, path: Path) -> Layer:
+        """A file of the projects tree; it may not lead out of it through a symbolic link."""
+        return read_yaml_layer(path, within=self.settings.projects_dir)
 
     def _defaults(self, errors: list[RegistryError]) -> Layer:
         path = self.settings.projects_dir / DEFAULTS_FILE
         if not path.is_file():
             return Layer()
         try:
-            layer = read_yaml_layer(path)
+            layer = self._read(path)
         except YamlDocumentError as exc:
             errors.append(RegistryError(display_path(path), "", str(exc), exc.line))
             return Layer()
-        for key in ("name", "repo"):
-            if key in layer.data:
-                errors.append(
-                    error_at(
-                        (key,),
-                        f"{key!r} cannot have a default; set it in each project file",
-                        layer.origins,
-                        display_path(path),
-                    )
-                )
-                return Layer()
-        return layer
+        refused = [
+            error_at(
+                (key,),
+                f"{key!r} cannot have a default; set it in each project file",
+                layer.origins,
+                display_path(path),
+            )
+            for key in ("name", "repo")
+            if key in layer.data
+        ]
+        errors.extend(refused)
+        return Layer() if refused else layer
 
-    def _resolve(self, path: Path, defaults: Layer, errors: list[RegistryError]) -> Layer | None:
-        """Merge every layer of one project; None (with errors added) when that is impossible."""
+    def _resolve(
+        self, path: Path, defaults: Layer, errors: list[RegistryError]
+    ) -> _Resolved | None:
+        """Merge every layer of one project, noting what failed on the way; None (with the
+        error added) only when the file itself cannot be read."""
         shown = display_path(path)
         try:
-            own = read_yaml_layer(path)
+            own = self._read(path)
         except YamlDocumentError as exc:
             errors.append(RegistryError(shown, "", str(exc), exc.line))
             return None
         if "name" not in own.data:
             own = merge(own, Layer({"name": path.stem}, {("name",): Origin(shown)}))
 
+        problems: list[RegistryError] = []
         base = merge(Layer(), defaults)
         extends = own.data.get("extends", defaults.data.get("extends"))
         extends_origin = own.origins.get(("extends",)) or defaults.origins.get(("extends",))
-        chain = self._template_chain(extends, extends_origin, shown, errors)
-        if chain is None:
-            return None
-        for template in chain:
+        chain = self._template_chain(extends, extends_origin, shown, problems)
+        for template in chain or ():
             base = merge(base, template)
         name = own.data.get("name")
         overrides = env_override_layer(name, self.environ) if isinstance(name, str) else Layer()
         layer = merge(merge(base, own), overrides)
-        return self._with_repo_resolved(layer, shown, errors)
+        layer = self._with_repo_resolved(layer, shown, problems)
+        return _Resolved(path, layer, tuple(problems), extends_failed=chain is None)
 
     def _template_chain(
         self,
@@ -287,7 +306,8 @@ class _ProjectLoader:
         project_file: str,
         errors: list[RegistryError],
     ) -> list[Layer] | None:
-        """The templates a project extends, farthest ancestor first."""
+        """The templates a project extends, farthest ancestor first; None (with the error
+        added) when one of them cannot be used."""
         chain: list[Layer] = []
         visited: list[str] = []
         origins: Mapping[KeyPath, Origin] = {("extends",): origin} if origin else {}
@@ -345,7 +365,7 @@ class _ProjectLoader:
             return None
         shown = display_path(path)
         try:
-            layer = read_yaml_layer(path)
+            layer = self._read(path)
         except YamlDocumentError as exc:
             return RegistryError(shown, "", str(exc), exc.line)
         if "name" in layer.data:
@@ -354,22 +374,32 @@ class _ProjectLoader:
 
     def _with_repo_resolved(
         self, layer: Layer, project_file: str, errors: list[RegistryError]
-    ) -> Layer | None:
-        """Make a local `repo` path absolute, relative to the file that set it."""
+    ) -> Layer:
+        """Make a local `repo` path absolute, relative to the file that set it; when it does
+        not exist, the error is added and the layer returned as it was."""
         repo = layer.data.get("repo")
-        if not isinstance(repo, str) or not repo.strip():
-            return layer  # validation reports the missing or mistyped value
+        if not isinstance(repo, str) or not repo.strip() or repo_problem(repo):
+            return layer  # validation reports the missing, mistyped or refused value
         if is_remote_url(repo):
             return layer
         origin = layer.origins.get(("repo",))
         text = repo.strip()
-        if text.startswith(HOME_PLACEHOLDER):
-            target = Path(str(self.settings.home) + text[len(HOME_PLACEHOLDER) :])
-        else:
-            base = _directory_of(origin, self.settings.projects_dir)
-            target = base / Path(text).expanduser()
-        target = target.resolve()
-        if not target.is_dir():
+        try:
+            if text.startswith(HOME_PLACEHOLDER):
+                target = Path(str(self.settings.home) + text[len(HOME_PLACEHOLDER) :])
+            else:
+                base = _directory_of(origin, self.settings.projects_dir)
+                target = base / Path(text).expanduser()
+            target = target.resolve()
+            exists = target.is_dir()
+        except (OSError, ValueError, RuntimeError) as exc:  # ~nobody, a path too long
+            errors.append(
+                error_at(
+                    ("repo",), f"{repo!r} is not a usable path: {exc}", layer.origins, project_file
+                )
+            )
+            return layer
+        if not exists:
             hint = (
                 "make the sample repositories with `orch samples init` (`bin/up` does it too)"
                 if target.is_relative_to(self.settings.samples_dir.resolve())
@@ -383,37 +413,55 @@ class _ProjectLoader:
                     project_file,
                 )
             )
-            return None
+            return layer
         return Layer({**layer.data, "repo": str(target)}, layer.origins)
 
     def _validate(
         self,
-        path: Path,
-        layer: Layer,
+        resolved: _Resolved,
         all_names: set[str],
         seen: Mapping[str, Path],
         errors: list[RegistryError],
     ) -> LoadedProject | None:
+        """The project when every check passes; otherwise every error of its file, at once."""
+        path, layer = resolved.path, resolved.layer
         shown = display_path(path)
+        found = list(resolved.problems)
         try:
-            spec = ProjectSpec.model_validate(layer.data)
+            spec: ProjectSpec | None = ProjectSpec.model_validate(layer.data)
         except ValidationError as exc:
-            errors.extend(from_validation_error(exc, ProjectSpec, layer.origins, shown))
-            return None
-        problems = [
-            *self._check_profile(spec),
-            *_check_dependencies(spec, all_names),
-        ]
-        if spec.name in seen:
-            problems.append(
-                (
-                    ("name",),
-                    f"duplicate project name {spec.name!r}: "
-                    f"{display_path(seen[spec.name])} already defines it",
+            invalid = [
+                error
+                for error in from_validation_error(exc, ProjectSpec, layer.origins, shown)
+                # With its templates unknown, `extends` is already reported and a key the
+                # templates might have set is not known to be missing.
+                if not (
+                    resolved.extends_failed
+                    and (error.key == "extends" or error.message == MISSING_MESSAGE)
                 )
-            )
-        if problems:
-            errors.extend(error_at(loc, message, layer.origins, shown) for loc, message in problems)
+            ]
+            found += invalid
+            spec = _partial_spec(layer.data, exc)
+        if spec is not None:
+            problems = [*self._check_profile(spec), *_check_dependencies(spec, all_names)]
+            if spec.name in seen:
+                problems.append(
+                    (
+                        ("name",),
+                        f"duplicate project name {spec.name!r}: "
+                        f"{display_path(seen[spec.name])} already defines it",
+                    )
+                )
+            reported = {error.key for error in found}
+            found += [
+                error
+                for error in (error_at(loc, msg, layer.origins, shown) for loc, msg in problems)
+                if error.key not in reported
+            ]
+        if found or spec is None:
+            # The file's own errors first, in the order of its lines; then those of its
+            # templates and overrides.
+            errors.extend(sorted(found, key=lambda e: (e.file != shown, e.file, e.line or 0)))
             return None
         return LoadedProject(spec=spec, path=path, origins=dict(layer.origins))
 
@@ -426,6 +474,45 @@ class _ProjectLoader:
             return [(exc.key, exc.message)]
         return []
 
+    def _warn_about_unknown_overrides(self, names: set[str]) -> None:
+        """An `ORCH__<PROJECT>__...` variable for no project is a warning: it changes nothing,
+        and a typo in a project's name would otherwise go unnoticed."""
+        prefixes = tuple(f"{ENV_OVERRIDE_PREFIX}{name.upper()}__" for name in names)
+        known = ", ".join(sorted(filter(SLUG_PATTERN.fullmatch, names))) or "none"
+        for variable in sorted(self.environ):
+            if not variable.startswith(ENV_OVERRIDE_PREFIX) or variable.startswith(prefixes):
+                continue
+            project = variable[len(ENV_OVERRIDE_PREFIX) :].split("__", 1)[0].lower()
+            self.warnings.append(
+                f"{variable}: no project named {project!r}, so this override changes nothing "
+                f"(projects: {known})"
+            )
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """One project file with every layer merged, and what went wrong doing it."""
+
+    path: Path
+    layer: Layer
+    problems: tuple[RegistryError, ...]
+    extends_failed: bool
+
+
+def _partial_spec(data: Mapping[str, Any], exc: ValidationError) -> ProjectSpec | None:
+    """The project without the values pydantic refused, so the checks that span files can
+    still look at the rest; None when that is not possible (its name is among them)."""
+    kept = copy.deepcopy(dict(data))
+    for detail in exc.errors():
+        _drop(kept, tuple(detail["loc"]))
+    if "name" not in kept:
+        return None
+    kept.setdefault("repo", ".")  # no check that spans files reads it
+    try:
+        return ProjectSpec.model_validate(kept)
+    except ValidationError:
+        return None
+
 
 def _check_dependencies(spec: ProjectSpec, all_names: set[str]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
@@ -437,6 +524,21 @@ def _check_dependencies(spec: ProjectSpec, all_names: set[str]) -> list[tuple[Lo
                 known = ", ".join(sorted(all_names - {spec.name})) or "none"
                 problems.append(((key, index), f"unknown project {name!r}; projects: {known}"))
     return problems
+
+
+def _drop(data: dict[str, Any], loc: tuple[str | int, ...]) -> None:
+    """Remove the value at `loc` (a pydantic error location) from nested mappings: the value
+    itself, or the nearest mapping entry on the way to it (a whole list for one of its items,
+    so that the positions of the others, which errors name, stay as they were)."""
+    parent: dict[str, Any] | None = None
+    key = ""
+    target: Any = data
+    for part in loc:
+        if not (isinstance(target, dict) and isinstance(part, str) and part in target):
+            break
+        parent, key, target = target, part, target[part]
+    if parent is not None:
+        del parent[key]
 
 
 def _declared_name(path: Path, layer: Layer) -> str:

@@ -30,8 +30,22 @@ TAG_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 REMOTE_REPO_PATTERN = re.compile(r"^([a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)")
+#: URL schemes a `repo` may use. Plain http:// is left out: anyone on the path could change the
+#: code the agents then work on and run.
+REPO_SCHEMES = ("https", "ssh", "git", "git+ssh", "ssh+git", "file")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+#: git's `<transport>::<address>` form runs a helper program (`ext::sh -c ...`, `fd::`).
+_TRANSPORT_PREFIX = re.compile(r"^[A-Za-z0-9+.-]+::")
+_SCP_LIKE = re.compile(r"^(?P<user>[\w.-]+)@(?P<host>[\w.-]+):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: The argv element that stands for the project's whole `agent.command` list.
 COMMAND_PLACEHOLDER = "{command}"
+#: The argv element that stands for the prompt, which must come after END_OF_OPTIONS.
+PROMPT_PLACEHOLDER = "{prompt}"
+#: The argv element that stands for a path the agent reads the prompt from.
+PROMPT_FILE_PLACEHOLDER = "{prompt_file}"
+#: The argv element after which a CLI's option parser reads no options.
+END_OF_OPTIONS = "--"
 #: The variables every agent and test command may see when `agents.yaml` names none.
 DEFAULT_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TERM")
 
@@ -41,6 +55,43 @@ def is_remote_url(repo: str) -> bool:
     return bool(REMOTE_REPO_PATTERN.match(repo.strip()))
 
 
+def repo_problem(repo: str) -> str | None:
+    """Why git must not be given `repo`, or None when it is a URL of an allowed kind or a path.
+
+    Refused: values git would read as an option (`--upload-pack=...`, `-c...`), its
+    `<transport>::` form that runs a program (`ext::sh -c ...`, `fd::3`), schemes other than
+    REPO_SCHEMES, hosts or users that ssh would read as an option, and control characters.
+    """
+    text = repo.strip()
+    usable = (
+        f"use {', '.join(scheme + '://' for scheme in REPO_SCHEMES)}, user@host:path "
+        "or a local path"
+    )
+    if _CONTROL.search(text):
+        return f"{repo!r} contains a control character; {usable}"
+    if text.startswith("-"):
+        return (
+            f"{repo!r} looks like a git option, not a repository; {usable} "
+            "(write ./-name for a local directory whose name starts with '-')"
+        )
+    if _TRANSPORT_PREFIX.match(text):
+        return f"{repo!r} uses git's '<transport>::' form, which runs a helper program; {usable}"
+    url = _URL_SCHEME.match(text)
+    if url:
+        scheme, rest = url.group(1).lower(), url.group(2)
+        if scheme not in REPO_SCHEMES:
+            hint = " (http:// can be tampered with on the way: use https://)" * (scheme == "http")
+            return f"{repo!r}: the {scheme}:// scheme is not allowed{hint}; {usable}"
+        authority = rest.split("/", 1)[0]
+        if authority.startswith("-") or authority.rpartition("@")[2].startswith("-"):
+            return f"{repo!r}: a user or host that starts with '-' would be read as an option"
+        return None
+    scp = _SCP_LIKE.match(text)
+    if scp and (scp.group("user").startswith("-") or scp.group("host").startswith("-")):
+        return f"{repo!r}: a user or host that starts with '-' would be read as an option"
+    return None
+
+
 #: Named priority classes and the integer each one stands for.
 PRIORITY_CLASSES: dict[str, int] = {"critical": 100, "high": 75, "normal": 50, "low": 25}
 
@@ -48,7 +99,9 @@ PRIORITY_CLASSES: dict[str, int] = {"critical": 100, "high": 75, "normal": 50, "
 RESERVED_NAMES = frozenset({"orchestration", "default"})
 
 #: Placeholders an agent profile's argv may contain.
-ARGV_PLACEHOLDERS = frozenset({"prompt", "model", "session_id", "workdir", "python", "command"})
+ARGV_PLACEHOLDERS = frozenset(
+    {"prompt", "prompt_file", "model", "session_id", "workdir", "python", "command"}
+)
 
 
 def _slug(value: str) -> str:
@@ -157,6 +210,35 @@ def is_dagster_cron(value: str) -> bool:
     return not (len(months) == 1 and months[0] == 2 and len(days) == 1 and days[0] in {30, 31})
 
 
+def _uses(part: str, name: str) -> bool:
+    """Whether the argv template element `part` uses the placeholder `name`."""
+    return any(field == name for _, field, _, _ in string.Formatter().parse(part))
+
+
+def _repo(value: str) -> str:
+    problem = repo_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _argument(value: str) -> str:
+    """A value that becomes one argument of a program: no NUL (no program can receive one)."""
+    if "\x00" in value:
+        raise ValueError(f"{value!r} contains a NUL character, which no program can receive")
+    return value
+
+
+def _option_value(value: str) -> str:
+    """A value filled into an option's place (the model): it must not read as an option."""
+    if value.startswith("-") or _CONTROL.search(value):
+        raise ValueError(
+            f"{value!r} is not a usable value here: it must not start with '-' "
+            "or contain control characters"
+        )
+    return value
+
+
 def _cron(value: str) -> str:
     if not is_dagster_cron(value):
         raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 6 * * 1-5')")
@@ -190,8 +272,10 @@ Owner = Annotated[str, AfterValidator(_owner)]
 TagKey = Annotated[str, AfterValidator(_tag_key)]
 TagValue = Annotated[str, BeforeValidator(_tag_value)]
 Cron = Annotated[str, AfterValidator(_cron)]
-NonEmptyText = Annotated[str, Field(min_length=1)]
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_argument)]
 Argv = Annotated[tuple[NonEmptyText, ...], AfterValidator(_argv_placeholders)]
+Repo = Annotated[NonEmptyText, AfterValidator(_repo)]
+OptionValue = Annotated[str, Field(min_length=1), AfterValidator(_option_value)]
 
 
 class FrozenModel(BaseModel):
@@ -206,7 +290,7 @@ class AgentSettings(FrozenModel):
     profile: Slug = "demo"
     max_parallel: int = Field(default=1, ge=1, le=1000)
     timeout: Seconds = 1800
-    model: str | None = None
+    model: OptionValue | None = None
     resume: bool = False
     command: tuple[NonEmptyText, ...] | None = None
 
@@ -215,7 +299,7 @@ class ProjectSpec(FrozenModel):
     """One project (a git repository) as the registry resolved it."""
 
     name: ProjectName
-    repo: NonEmptyText
+    repo: Repo
     branch: BranchName = "main"
     priority: Priority = PRIORITY_CLASSES["normal"]
     extends: Slug | None = None
@@ -248,7 +332,13 @@ OutputFormat = Literal["claude_json", "codex_jsonl", "gemini_json", "text"]
 
 
 class AgentProfile(FrozenModel):
-    """How to run one coding-agent CLI: an argv template, its output format, what it may see."""
+    """How to run one coding-agent CLI: an argv template, its output format, what it may see.
+
+    The prompt reaches the CLI where no option parser can take it, exactly one way: as the
+    argv element `{prompt}` after a `--` element, on standard input (`prompt_stdin`), or
+    through `{prompt_file}`, a path the CLI reads it from (the orchestrator feeds it there
+    through standard input). `model_args` and `resume_args` go just before argv's `--`.
+    """
 
     description: str = ""
     argv: Argv = Field(min_length=1)
@@ -256,6 +346,8 @@ class AgentProfile(FrozenModel):
     env: tuple[EnvName, ...] = ()
     model_args: Argv = ()
     resume_args: Argv = ()
+    prompt_stdin: bool = False
+    """Whether the CLI reads the prompt from its standard input."""
     config_dir_env: EnvName | None = None
     pool: Slug = GLOBAL_POOL
     offline: bool = False
@@ -272,6 +364,49 @@ class AgentProfile(FrozenModel):
                         "agent.command list, so it must be an argv element of its own "
                         f"(found {part!r})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_is_never_an_option(self) -> AgentProfile:
+        for key in ("model_args", "resume_args"):
+            for part in getattr(self, key):
+                if _uses(part, "prompt") or _uses(part, "prompt_file"):
+                    raise ValueError(
+                        f"{key}: the prompt cannot be passed in {key} (found {part!r}); "
+                        f"put {PROMPT_PLACEHOLDER} in argv after a '{END_OF_OPTIONS}' element"
+                    )
+                if part == END_OF_OPTIONS:
+                    raise ValueError(
+                        f"{key}: '{END_OF_OPTIONS}' cannot appear here; {key} are options, "
+                        f"placed before the '{END_OF_OPTIONS}' of argv"
+                    )
+        ways = []
+        for index, part in enumerate(self.argv):
+            for name in ("prompt", "prompt_file"):
+                if not _uses(part, name):
+                    continue
+                placeholder = "{" + name + "}"
+                if part != placeholder:
+                    raise ValueError(
+                        f"argv: {placeholder} must be an argv element of its own, so that "
+                        f"nothing is glued to the prompt (found {part!r})"
+                    )
+                if name == "prompt" and END_OF_OPTIONS not in self.argv[:index]:
+                    raise ValueError(
+                        f"argv: {PROMPT_PLACEHOLDER} must come after a '{END_OF_OPTIONS}' "
+                        "element, so that a prompt such as '--resume=x' or '- fix it' is never "
+                        "read as an option; or set prompt_stdin: true"
+                    )
+                ways.append(placeholder)
+        if self.prompt_stdin:
+            ways.append("prompt_stdin: true")
+        if len(ways) != 1:
+            found = ", ".join(ways) if ways else "none"
+            raise ValueError(
+                "argv: the profile must pass the prompt exactly one way: "
+                f"{PROMPT_PLACEHOLDER} after '{END_OF_OPTIONS}', {PROMPT_FILE_PLACEHOLDER}, "
+                f"or prompt_stdin: true (found {found})"
+            )
         return self
 
     @property

@@ -2,27 +2,32 @@
 the commit, the project's tests, and the outcome recorded.
 
 The steps are plain calls on the workspace, the agent runner and the task store, so the same
-functions serve Dagster runs and tests.
+functions serve Dagster runs and tests. The agent and the verify command run in the sandbox
+(`workspace/sandbox.py`) unless `ORCH_SANDBOX=off`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from logging import Logger
 from pathlib import Path
 
 from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.result import AgentResult, AgentStatus
 from orchestration.process import process_start_time
+from orchestration.redaction import Redactor
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
-from orchestration.tasks.models import Task, TaskStatus
+from orchestration.settings import SANDBOX_VAR, sandbox_enabled
+from orchestration.tasks.models import EARLY_FAILURE_ATTEMPTS, Task, TaskStatus
+from orchestration.tasks.outcomes import PendingOutcome, save_pending
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.git import DiffStats
 from orchestration.workspace.isolation import child_environment
+from orchestration.workspace.sandbox import SandboxError, other_checkouts, sandbox_program
 from orchestration.workspace.workspace import ProjectWorkspace
 
 AGENT_IDENTITY = ("Orchestration Agent", "agent@orchestration.invalid")
@@ -80,10 +85,28 @@ def run_task(
             store=store,
             parent_env=parent_env,
             log=log,
+            hidden=other_checkouts(
+                [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
+            ),
         )
     except Exception as exc:
-        store.fail_run(task_id, run_id, f"{type(exc).__name__}: {exc}")
+        cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
+        _end_failed_run(store, task_id, run_id, cause, retry=not isinstance(exc, SandboxError))
         raise
+
+
+def _end_failed_run(store: TaskStore, task_id: str, run_id: str, cause: str, retry: bool) -> None:
+    """A run that raised: its task goes back to the queue when its agent never started (nothing
+    is lost and the cause may pass: the clone was unavailable, say), a few times; otherwise it
+    fails with the cause."""
+    try:
+        task = store.require(task_id)
+    except Exception:  # the database itself is the trouble: the dispatch tick sees the run end
+        return
+    if retry and not task.extra.get("agent_pgid") and task.attempts < EARLY_FAILURE_ATTEMPTS:
+        store.requeue(task_id, f"run {run_id} failed before its agent started: {cause}")
+    else:
+        store.fail_run(task_id, run_id, cause)
 
 
 def _runnable(
@@ -116,22 +139,49 @@ def execute_task(
     store: TaskStore,
     parent_env: Mapping[str, str],
     log: Logger,
+    hidden: Sequence[Path] = (),
 ) -> TaskOutcome:
-    """Run a claimed (running) task to its end and record the outcome in the store."""
+    """Run a claimed (running) task to its end and record the outcome in the store.
+
+    The agent, the verify command and the orchestrator's git commands on the agent's work run
+    in the sandbox, which also hides `hidden` (the other projects' checkouts). SandboxError,
+    before anything runs, when the sandbox is on but cannot be built here.
+    """
+    # What the agent and the tests print may hold the project's secrets: never recorded as is.
+    redact = Redactor.for_secrets(spec.secrets, parent_env)
+    # Checked before the worktree exists: a machine without the sandbox fails the task at once.
+    program = sandbox_program(parent_env) if sandbox_enabled(parent_env) else None
     tree, base = workspace.open_task_worktree(task.id)
     branch = workspace.task_branch(task.id)
     try:
         home = str(workspace.prepare_home())
+        config_dir = workspace.agent_config_dir(profile_name) if profile.config_dir_env else None
         agent_env = child_environment(
             parent_env,
             [*base_env, *profile.env, *spec.secrets],
             overrides={"HOME": home}
-            | (
-                {profile.config_dir_env: str(workspace.agent_config_dir(profile_name))}
-                if profile.config_dir_env
-                else {}
-            ),
+            | ({profile.config_dir_env: str(config_dir)} if profile.config_dir_env else {}),
         )
+        agent_sandbox: list[str] = []
+        verify_sandbox: list[str] = []
+        git_tree = tree  # where the orchestrator's own git commands on the agent's work run
+        if program is not None:
+            agent_sandbox = workspace.sandbox(
+                tree,
+                program=program,
+                environ=parent_env,
+                network=profile.network,
+                config_dir=config_dir,
+                also_hidden=hidden,
+            ).prefix(tree.path)
+            verify_sandbox = workspace.sandbox(
+                tree, program=program, environ=parent_env, also_hidden=hidden
+            ).prefix(tree.path)
+            git_tree = tree.confined(
+                workspace.sandbox(
+                    tree, program=program, environ=parent_env, network=False, also_hidden=hidden
+                ).prefix(tree.path)
+            )
         resume = store.last_session(spec.name, profile_name) if spec.agent.resume else None
         request = AgentRequest(
             prompt=task.prompt,
@@ -143,6 +193,11 @@ def execute_task(
         log.info(
             f"task {task.id}: running agent profile {profile_name!r} in {tree.path}"
             + (f" (resuming session {resume})" if resume else "")
+            + (
+                " in the sandbox" + ("" if profile.network else " without network")
+                if program
+                else f" WITHOUT the sandbox ({SANDBOX_VAR}=off)"
+            )
         )
         agent = run_agent(
             profile,
@@ -150,38 +205,44 @@ def execute_task(
             env=agent_env,
             timeout_s=spec.agent.timeout,
             on_start=lambda pgid: store.note_agent(task.id, pgid, process_start_time(pgid)),
+            sandbox=agent_sandbox,
         )
-        commit = tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
-        if commit is None and tree.resolve("HEAD") != base:
-            commit = tree.resolve("HEAD")  # the agent committed its work itself
-        diff = tree.diff_stats(base, commit or base)
+        agent = replace(
+            agent, summary=redact.text(agent.summary), error=redact.optional(agent.error)
+        )
+        # Whatever the agent wrote to the clone's configuration and the worktree's links, git
+        # reads only the orchestrator's from here; in the sandbox too, so that nothing else the
+        # agent left behind (a symbolic link, a feature of git's unknown to us) reaches further.
+        workspace.reclaim(tree)
+        commit = git_tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
+        if commit is None and git_tree.resolve("HEAD") != base:
+            commit = git_tree.resolve("HEAD")  # the agent committed its work itself
+        diff = git_tree.diff_stats(base, commit or base)
         verification = None
         if agent.ok and spec.verify:
             verify_env = child_environment(
                 parent_env, [*base_env, *spec.secrets], overrides={"HOME": home}
             )
-            verification = run_verification(spec, Path(tree.path), verify_env)
+            verification = run_verification(
+                spec, Path(tree.path), verify_env, sandbox=verify_sandbox
+            )
+            verification = replace(verification, output_tail=redact.text(verification.output_tail))
     finally:
         workspace.close_task_worktree(task.id)
 
-    if agent.session_id:
-        store.save_session(spec.name, profile_name, agent.session_id, task.id)
     status, reason = _status(agent, verification)
-    final = store.finish(
-        task.id,
-        status,
-        reason,
-        branch=branch,
-        commit=commit,
-        session_id=agent.session_id,
-        cost_usd=agent.cost_usd,
-        duration_s=round(agent.duration_s, 3),
-        tokens_in=agent.tokens_in,
-        tokens_out=agent.tokens_out,
-        turns=agent.turns,
-        summary=agent.summary[:4000],
-        profile=profile_name,
-        extra={
+    fields = {
+        "branch": branch,
+        "commit": commit,
+        "session_id": agent.session_id,
+        "cost_usd": agent.cost_usd,
+        "duration_s": round(agent.duration_s, 3),
+        "tokens_in": agent.tokens_in,
+        "tokens_out": agent.tokens_out,
+        "turns": agent.turns,
+        "summary": agent.summary[:4000],
+        "profile": profile_name,
+        "extra": {
             "files_changed": diff.files_changed,
             "lines_added": diff.lines_added,
             "lines_removed": diff.lines_removed,
@@ -189,7 +250,21 @@ def execute_task(
             "verify_passed": verification.tests_passed if verification else None,
             "verify_failed": verification.tests_failed if verification else None,
         },
-    )
+    }
+    session = (spec.name, profile_name, agent.session_id) if agent.session_id else None
+    try:
+        if session is not None:
+            store.save_session(*session, task.id)
+        final = store.finish(task.id, status, reason, **fields)
+    except Exception as exc:
+        # The store retried for minutes: keep the outcome on disk for the next dispatch tick,
+        # so the agent's work (its commit, cost, session) is never lost to bookkeeping.
+        kept = save_pending(
+            workspace.root,
+            PendingOutcome(task.id, task.run_id or "", str(status), reason, fields, session),
+        )
+        log.error(f"task {task.id}: could not record the outcome ({exc}); kept it in {kept}")
+        raise
     return TaskOutcome(
         task=final,
         profile=profile_name,

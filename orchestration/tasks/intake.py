@@ -1,19 +1,23 @@
 """Tasks already written in a project's repository: unchecked items of Agent OS task lists.
 
 Each `- [ ] ...` line of `.agent-os/specs/*/tasks.md` on the project's branch becomes one task,
-once: the item's file and text are its source key, so importing again adds nothing.
+once: the item's file and text are its source key, so importing again adds nothing. An item
+whose prompt no agent could be given (a NUL character, too large) is skipped with a warning
+that names its file and line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from orchestration.registry.models import ProjectSpec
 from orchestration.tasks.models import Task
+from orchestration.tasks.prompts import prompt_problem
 from orchestration.tasks.store import TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
@@ -45,9 +49,18 @@ def unchecked_items(path: str, text: str) -> Iterator[TaskListItem]:
 
 
 def import_task_lists(
-    spec: ProjectSpec, workspace: ProjectWorkspace, store: TaskStore
+    spec: ProjectSpec,
+    workspace: ProjectWorkspace,
+    store: TaskStore,
+    *,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Task]:
-    """Add a task for every unchecked item not imported before; the new tasks."""
+    """Add a task for every unchecked item not imported before; the new tasks.
+
+    `warn` is told about each item skipped because its prompt cannot be given to an agent
+    (default: this module's logger).
+    """
+    warn = warn or logging.getLogger(__name__).warning
     repo = workspace.sync()
     ref = workspace.upstream_ref
     if repo.resolve(ref) is None:
@@ -57,6 +70,10 @@ def import_task_lists(
         if not PurePosixPath(path).match(TASK_LIST_GLOB):
             continue
         for item in unchecked_items(path, repo.read_file(ref, path)):
+            problem = prompt_problem(item.prompt)
+            if problem:
+                warn(f"{spec.name}: {item.path}:{item.line}: item skipped: {problem}")
+                continue
             task = store.add(
                 spec.name,
                 item.prompt,

@@ -34,7 +34,7 @@ from orchestration.tags import (
     tasks_partitions_name,
 )
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
-from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.models import EARLY_FAILURE_ATTEMPTS, Task, TaskStatus
 from orchestration.tasks.outcomes import record_pending
 from orchestration.tasks.store import TaskStore
 
@@ -42,9 +42,6 @@ from orchestration.tasks.store import TaskStore
 RUN_OVERHEAD_S = 600
 #: A dispatched task whose run has not appeared after this long is queued again.
 LAUNCH_GRACE_S = 600
-#: A task whose runs keep failing before its agent starts (the clone or the database is not
-#: available) is queued again this many times, then failed with the cause.
-EARLY_FAILURE_ATTEMPTS = 3
 #: Runs one dispatch creates at most. The daemon creates each task run with two calls to the
 #: code server (the asset subset's job, its execution plan), 0.1-0.2 s on a small machine, so an
 #: import of 200 tasks would hold a tick for half a minute, and cancellations, rebalancing and

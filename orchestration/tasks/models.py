@@ -11,6 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 TASK_ID_PATTERN = re.compile(r"^t[0-9a-z]{8,24}$")
+#: A task whose runs keep failing before its agent starts (the clone or the database is not
+#: available) is queued again until it has been dispatched this many times, then failed.
+EARLY_FAILURE_ATTEMPTS = 3
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +28,18 @@ class VerificationResult:
 
 
 def run_verification(
-    spec: ProjectSpec, workdir: Path, env: Mapping[str, str]
+    spec: ProjectSpec, workdir: Path, env: Mapping[str, str], *, sandbox: Sequence[str] = ()
 ) -> VerificationResult:
-    """Run `spec.verify` in `workdir` with exactly `env`; counts come from the runner's summary.
+    """Run `spec.verify` in `workdir` with exactly `env`, under the launcher `sandbox`
+    (`Sandbox.prefix`) if given; counts come from the runner's summary.
 
     When the output has no summary the runner recognises, the command itself counts as one test.
     """
     argv = tuple(spec.verify)
     try:
-        result = run_process(argv, cwd=workdir, env=env, timeout_s=spec.verify_timeout)
+        result = run_process(
+            argv, cwd=workdir, env=env, timeout_s=spec.verify_timeout, wrapper=sandbox
+        )
     except ExecutableNotFoundError as exc:
         return VerificationResult(argv, False, None, 0, 1, 0, None, 0.0, False, str(exc))
     counts = parse_test_counts(result.stdout + "\n" + result.stderr)

@@ -1,25 +1,91 @@
-"""The seam to git: every git command the package runs goes through `GitRepo` (GitPython).
+"""The seam to git: every git command the package runs goes through `GitRepo` and `run_git`.
 
 Commands are argv lists with an explicit timeout, never prompt for credentials, and take no
 optional locks on a repository they only read, so observing a user's checkout never writes to it.
 Failures are re-raised as `GitError` saying what was being done and where.
+
+Nothing a repository configures runs as a program of ours. Agents write to the private clones'
+worktrees (and, without the sandbox, to the clones themselves), so every command pins the keys
+that name programs (`PINNED_CONFIG`: fsmonitor, hooks, pager, ...), gets a scrubbed environment
+(`GIT_ENV_PASSED`: no project's secret), and finds its repository from paths recorded when the
+orchestrator made it, never from a `.git` file an agent may have rewritten. The private clone's
+own configuration is rewritten from what the orchestrator knows before it is used
+(`GitRepo.reset_clone_config`), so a filter driver, credential helper or `include` an agent
+added there is gone before the orchestrator's next `add`, `commit` or `fetch`.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import signal
+import subprocess
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import git
-
-#: Variables every git command gets: never prompt, never take optional locks on a read.
-QUIET_GIT_ENV: Mapping[str, str] = {"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+#: Variables every git command gets: never prompt, never take optional locks on a read, and
+#: messages in English (they end up in `GitError`s).
+QUIET_GIT_ENV: Mapping[str, str] = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",
+    "LANGUAGE": "C",
+    "LC_ALL": "C",
+}
+#: The only variables of this process's environment a git command sees: PATH, the locale, HOME
+#: (the user's own git configuration: credential helpers, `safe.directory`, LFS), and what
+#: reaching a remote takes (an ssh agent, proxies, certificates). No project's secret.
+GIT_ENV_PASSED = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TZ",
+    "TMPDIR",
+    "SSH_AUTH_SOCK",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+#: Configuration given with `-c` to every git command, above every file a repository or an
+#: agent can write: no key that names a program to run is taken from them. (`core.sshCommand`
+#: is pinned through GIT_SSH_COMMAND, which git ranks above any configuration; external diff
+#: programs and text conversions are turned off on the one `diff` we run, since an empty
+#: `diff.external` would make every other `git diff` fail.)
+PINNED_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", os.devnull),
+    ("core.pager", "cat"),
+    ("core.editor", ":"),
+    ("sequence.editor", ":"),
+    ("protocol.ext.allow", "never"),
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("submodule.recurse", "false"),
+    ("fetch.recurseSubmodules", "false"),
+)
 DEFAULT_TIMEOUT_S = 300.0
+#: What a private clone's configuration holds besides its remote (see `reset_clone_config`).
+_CLONE_FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+_CLONE_BOOLEANS = ("core.filemode", "core.ignorecase", "core.precomposeunicode", "core.symlinks")
 
 
 class GitError(Exception):
@@ -46,15 +112,63 @@ class CommitInfo:
 
 
 class GitRepo:
-    """A git repository (a work tree or a bare one) at `path`."""
+    """A git repository (a work tree or a bare one) at `path`.
 
-    def __init__(self, path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    With `git_dir` (and `common_dir` for a linked worktree) git is told where the repository is
+    instead of looking for it: a private clone, or a worktree whose `.git` file an agent could
+    have pointed somewhere else. Without them git finds the repository from `path` (a user's
+    checkout, which only the user writes to). With a `wrapper` (a sandbox's `bwrap ... --`)
+    every command runs under it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        git_dir: Path | None = None,
+        common_dir: Path | None = None,
+        wrapper: Sequence[str] = (),
+    ) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
+        self.git_dir = git_dir
+        self.common_dir = common_dir
+        self.wrapper = tuple(wrapper)
+
+    def confined(self, wrapper: Sequence[str]) -> GitRepo:
+        """This repository with every command run under `wrapper` (a sandbox's launcher)."""
+        return GitRepo(
+            self.path,
+            timeout_s=self.timeout_s,
+            git_dir=self.git_dir,
+            common_dir=self.common_dir,
+            wrapper=wrapper,
+        )
+
+    @classmethod
+    def private_clone(cls, path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> GitRepo:
+        """The orchestrator's bare clone at `path`, used only as the repository found there."""
+        return cls(path, timeout_s=timeout_s, git_dir=Path(path), common_dir=Path(path))
+
+    def _location_env(self) -> dict[str, str]:
+        if self.git_dir is None:
+            return {}
+        env = {"GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir or self.git_dir)}
+        if self.git_dir != self.path:
+            env["GIT_WORK_TREE"] = str(self.path)
+        return env
 
     def run(self, *args: str, what: str, env: Mapping[str, str] | None = None) -> str:
         """Run `git <args>` in this repository and return its standard output."""
-        return run_git(args, cwd=self.path, what=what, env=env, timeout_s=self.timeout_s)
+        return run_git(
+            args,
+            cwd=self.path,
+            what=what,
+            env={**self._location_env(), **(env or {})},
+            timeout_s=self.timeout_s,
+            wrapper=self.wrapper,
+        )
 
     # Reading ---------------------------------------------------------------------------------
 
@@ -147,28 +261,89 @@ class GitRepo:
             what=f"create a private clone at {dest}",
             timeout_s=timeout_s,
         )
-        repo = cls(dest, timeout_s=timeout_s)
-        repo.run("remote", "add", "origin", "--", source, what=f"point {dest} at {source}")
-        repo.run(
-            "config",
-            "remote.origin.fetch",
-            "+refs/heads/*:refs/remotes/origin/*",
-            what="configure fetching",
-        )
-        # Several runs write to this clone at once (commits in their worktrees, fetches):
-        # automatic repacking under them would race, so it is off here.
-        repo.run("config", "gc.auto", "0", what="turn off automatic gc")
-        repo.run("config", "maintenance.auto", "false", what="turn off automatic maintenance")
+        repo = cls.private_clone(dest, timeout_s=timeout_s)
+        repo.reset_clone_config(source)
         return repo
+
+    def reset_clone_config(self, source: str) -> None:
+        """Rewrite this private clone's configuration from what the orchestrator knows: the
+        format git chose when it made the clone, the remote `source`, and automatic gc and
+        maintenance off (several runs write to the clone at once: repacking under them would
+        race). Whatever else is there (an agent's filter driver, credential helper, `include`,
+        remote URL or upload-pack command) is dropped, and so are alternate object stores."""
+        if any(char in source for char in "\n\r\x00"):
+            raise GitError(
+                f"git could not configure {self.path}: the remote {source!r} is not a URL"
+            )
+        config = self.path / "config"
+        try:
+            current = run_git(
+                ("config", "--file", str(config), "--list"),
+                cwd=self.path,
+                what=f"read the configuration of {self.path}",
+            ).splitlines()
+        except GitError:  # unreadable (an agent's doing): git's defaults, then
+            current = []
+        values = dict(line.partition("=")[::2] for line in current)
+        object_format = values.get("extensions.objectformat", "sha1").lower()
+        if object_format not in ("sha1", "sha256"):
+            object_format = "sha1"
+        lines = ["[core]", f"\trepositoryformatversion = {int(object_format != 'sha1')}"]
+        lines += ["\tbare = true"]
+        for key in _CLONE_BOOLEANS:
+            value = values.get(key, "").lower()
+            if value in ("true", "false"):
+                lines.append(f"\t{key.split('.')[1]} = {value}")
+        if object_format != "sha1":
+            lines += ["[extensions]", f"\tobjectformat = {object_format}"]
+        lines += [
+            '[remote "origin"]',
+            f"\turl = {_config_value(source)}",
+            f"\tfetch = {_CLONE_FETCH_REFSPEC}",
+            "[gc]",
+            "\tauto = 0",
+            "[maintenance]",
+            "\tauto = false",
+        ]
+        _replace_file(config, "\n".join(lines) + "\n")
+        for alternates in ("alternates", "http-alternates"):
+            (self.path / "objects" / "info" / alternates).unlink(missing_ok=True)
 
     def fetch(self) -> None:
         self.run("fetch", "--quiet", "--prune", "origin", what="fetch from origin")
 
     def add_worktree(self, path: Path, ref: str, *, branch: str | None = None) -> GitRepo:
+        """A new worktree of this (bare) clone at `path`; the `GitRepo` returned remembers the
+        worktree's administrative directory as git recorded it now, before anyone else could
+        write to the worktree."""
         args = ["worktree", "add", "--quiet"]
         args += ["--no-track", "-b", branch] if branch else ["--detach"]
         self.run(*args, "--", str(path), ref, what=f"create a worktree at {path} from {ref}")
-        return GitRepo(path, timeout_s=self.timeout_s)
+        admin = self._admin_dir(path)
+        return GitRepo(path, timeout_s=self.timeout_s, git_dir=admin, common_dir=self.path)
+
+    def restore_worktree_links(self) -> None:
+        """Write this linked worktree's `.git` file and its administrative directory's
+        `commondir` and `gitdir` as git made them. An agent can rewrite all three (its worktree
+        and that directory are writable in its sandbox), and git reads the branches from the
+        `commondir` named there even when told the common directory."""
+        if self.git_dir is None or self.common_dir is None or self.git_dir == self.path:
+            raise GitError(f"{self.path} is not a worktree of a private clone")
+        _replace_file(
+            self.git_dir / "commondir", f"{os.path.relpath(self.common_dir, self.git_dir)}\n"
+        )
+        dot_git = self.path / ".git"
+        _replace_file(self.git_dir / "gitdir", f"{dot_git}\n")
+        # A `.git` directory there is a repository of the agent's own, never part of its work.
+        _replace_file(dot_git, f"gitdir: {self.git_dir}\n")
+
+    def _admin_dir(self, worktree: Path) -> Path:
+        """Where git keeps the new `worktree`'s HEAD and index: `<clone>/worktrees/<name>`."""
+        text = (Path(worktree) / ".git").read_text(encoding="utf-8").strip()
+        admin = Path(text.removeprefix("gitdir: ")).resolve()
+        if not text.startswith("gitdir: ") or admin.parent != (self.path / "worktrees").resolve():
+            raise GitError(f"git made the worktree {worktree} with an unexpected {text!r}")
+        return admin
 
     def has_branch(self, branch: str) -> bool:
         return self.resolve(f"refs/heads/{branch}") is not None
@@ -176,7 +351,10 @@ class GitRepo:
     def commit_all(self, message: str, *, author: tuple[str, str]) -> str | None:
         """Commit every change in this work tree; the new sha, or None when nothing changed."""
         self.run("add", "--all", what="stage changes")
-        if not self.run("status", "--porcelain", what="check for staged changes"):
+        # The index against HEAD only: `status` would also run git in nested repositories.
+        if not self.run(
+            "diff-index", "--cached", "--name-only", "HEAD", "--", what="check for staged changes"
+        ):
             return None
         name, email = author
         identity = {
@@ -186,20 +364,21 @@ class GitRepo:
             "GIT_COMMITTER_EMAIL": email,
         }
         self.run(
-            "-c",
-            "commit.gpgsign=false",
-            "commit",
-            "--quiet",
-            "--no-verify",
-            "-m",
-            message,
-            what="commit changes",
-            env=identity,
+            "commit", "--quiet", "--no-verify", "-m", message, what="commit changes", env=identity
         )
         return self.resolve("HEAD")
 
     def diff_stats(self, base: str, head: str) -> DiffStats:
-        out = self.run("diff", "--numstat", base, head, "--", what=f"diff {base}..{head}")
+        out = self.run(
+            "diff",
+            "--numstat",
+            "--no-ext-diff",
+            "--no-textconv",
+            base,
+            head,
+            "--",
+            what=f"diff {base}..{head}",
+        )
         added = removed = files = 0
         for line in out.splitlines():
             parts = line.split("\t")
@@ -264,13 +443,20 @@ def _git_dir(path: Path) -> Path | None:
 def read_tree_files(
     repo_path: Path,
     commit: str,
-    wanted: Callable[[str], bool],
+    wanted: Callable[[str, str, int], bool],
     skipped_dirs: frozenset[str] = frozenset(),
-) -> dict[str, str]:
-    """The text of every file at `commit` whose path `wanted` accepts, read from git's object
-    store, never from the work tree: one `ls-tree` and one `cat-file --batch` process."""
+) -> dict[str, bytes]:
+    """The bytes of every file at `commit` that `wanted(path, mode, size)` accepts, read from
+    git's object store, never from the work tree: one `ls-tree` and one `cat-file --batch`
+    process, nothing else (no URL, submodule or filter of the repository is ever run).
+
+    `wanted` sees each blob's git mode (`120000` for a symbolic link, whose blob holds only
+    the link's target) and size before anything is read, so a caller can refuse links and
+    large files without their content ever reaching memory. Submodules (gitlinks) and
+    folders named in `skipped_dirs` are never offered.
+    """
     listing = run_git(
-        ("ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit),
+        ("ls-tree", "-r", "-z", "-l", "--full-tree", "--end-of-options", commit),
         cwd=Path(repo_path),
         what=f"list the files of {commit}",
     )
@@ -279,17 +465,17 @@ def read_tree_files(
         if not entry:
             continue
         meta, _, path = entry.partition("\t")
-        parts = meta.split()
-        if len(parts) != 3 or parts[1] != "blob":
+        parts = meta.split()  # mode, type, sha, size (`-` for a gitlink)
+        if len(parts) != 4 or parts[1] != "blob" or not parts[3].isdigit():
             continue
         if skipped_dirs and any(d in skipped_dirs for d in path.split("/")[:-1]):
             continue
-        if wanted(path):
+        if wanted(path, parts[0], int(parts[3])):
             blobs[path] = parts[2]
     if not blobs:
         return {}
     with tempfile.TemporaryFile() as request:
-        request.write("".join(f"{sha}\n" for sha in blobs.values()).encode())
+        request.write("".join(f"{sha}\n" for sha in dict.fromkeys(blobs.values())).encode())
         request.seek(0)
         raw = run_git(
             ("cat-file", "--batch"),
@@ -297,26 +483,19 @@ def read_tree_files(
             what=f"read the manifests of {commit}",
             stdin=request,
         )
-    contents = _parse_batch(raw)
-    return {path: contents[sha] for path, sha in blobs.items() if sha in contents}
-
-
-def _parse_batch(raw: bytes) -> dict[str, str]:
-    """`git cat-file --batch` output: a header line `<sha> <type> <size>`, then the content."""
-    contents: dict[str, str] = {}
+    # Each object: a header line `<sha> <type> <size>` (or `<sha> missing`), the bytes, `\n`.
+    contents: dict[str, bytes] = {}
     position = 0
     while position < len(raw):
         end = raw.index(b"\n", position)
         header = raw[position:end].split()
         position = end + 1
-        if len(header) < 3:  # `<sha> missing`
+        if len(header) < 3:
             continue
         size = int(header[2])
-        contents[header[0].decode()] = raw[position : position + size].decode(
-            "utf-8", errors="replace"
-        )
+        contents[header[0].decode()] = raw[position : position + size]
         position += size + 1
-    return contents
+    return {path: contents[sha] for path, sha in blobs.items() if sha in contents}
 
 
 def remote_head(url: str, branch: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
@@ -337,25 +516,89 @@ def run_git(
     what: str,
     env: Mapping[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    stdin: Any = None,
+    stdin: IO[bytes] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Any:
     """The one place a git process is started. Returns stdout as text, or as bytes when a
-    `stdin` file is given (batch commands whose output is binary-safe)."""
+    `stdin` file is given (batch commands whose output is binary-safe).
+
+    git runs with `PINNED_CONFIG` ahead of `args` and with only `git_environment(env)`, in its
+    own process group, which is killed whole when `timeout_s` passes; under `wrapper` (a
+    sandbox's launcher) when one is given.
+    """
     if not Path(cwd).is_dir():
-        # GitPython would fall back to this process's directory: never run git elsewhere.
         raise GitError(f"git could not {what}: {cwd} is not a directory")
-    command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
-    try:
-        return git.Git(str(cwd)).execute(
-            command,
-            env={**os.environ, **QUIET_GIT_ENV, **(env or {})},
-            kill_after_timeout=timeout_s,
-            strip_newline_in_stdout=stdin is None,
-            istream=stdin,
-            stdout_as_string=stdin is None,
+    child_env = git_environment(env)
+    program = shutil.which("git", path=child_env.get("PATH", os.defpath))
+    if program is None:
+        raise GitError(
+            f"git could not {what} (in {cwd}): no git program on PATH "
+            f"{child_env.get('PATH', '')!r}; install git"
         )
-    except git.GitCommandError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip().removeprefix("stderr:").strip(" '\n")
-        raise GitError(f"git could not {what} (in {cwd}): {detail or exc}") from None
-    except (OSError, git.GitCommandNotFound) as exc:
+    pins = [arg for key, value in PINNED_CONFIG for arg in ("-c", f"{key}={value}")]
+    try:
+        process = subprocess.Popen(
+            [*wrapper, program, *pins, *args],
+            cwd=cwd,
+            env=child_env,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
         raise GitError(f"git could not {what} (in {cwd}): {exc}") from None
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise GitError(
+            f"git could not {what} (in {cwd}): no answer within {timeout_s:g} s"
+        ) from None
+    finally:
+        if process.returncode is None:  # interrupted: leave nothing running
+            _kill_group(process)
+    if process.returncode != 0:
+        detail = (err or out).decode("utf-8", errors="replace").strip()
+        raise GitError(
+            f"git could not {what} (in {cwd}): {detail or f'exit status {process.returncode}'}"
+        )
+    if stdin is not None:
+        return out
+    text = out.decode("utf-8", errors="surrogateescape")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def git_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The complete environment of a git command: `GIT_ENV_PASSED` from this process's,
+    `QUIET_GIT_ENV`, an ssh command that no repository configuration can replace, then
+    `extra`."""
+    env = {name: os.environ[name] for name in GIT_ENV_PASSED if name in os.environ}
+    env.update(QUIET_GIT_ENV)
+    if "GIT_SSH_COMMAND" not in env:
+        env["GIT_SSH_COMMAND"] = shlex.quote(env["GIT_SSH"]) if "GIT_SSH" in env else "ssh"
+    env.update(extra or {})
+    return env
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.communicate()
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Put `text` at `path` by renaming a new file over it: a symbolic link there is replaced,
+    never written through, and a directory there is removed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    scratch = path.with_name(f".{path.name}.orch-{uuid.uuid4().hex}")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
+
+
+def _config_value(value: str) -> str:
+    """`value` quoted for a git configuration file."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,32 @@ def test_validate_prints_every_error_and_exits_1(orch: Invoke, two_projects: Reg
     assert f"{two_projects.root / 'projects' / 'delta.yaml'}:4: agent.profile:" in text
     assert f"{two_projects.root / 'config' / 'pools.yaml'}:2: agents.slots:" in text
     assert len(errors) == 4
+
+
+def test_validate_reports_hostile_files_and_stray_overrides(
+    orch: Invoke, two_projects: RegistryDir
+) -> None:
+    projects = two_projects.root / "projects"
+    (projects / "bomb.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "d: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    )
+    (projects / os.fsdecode(b"caf\xe9.yaml")).write_bytes(b"description: caf\xe9\n")
+    (projects / "passwd.yaml").symlink_to("/etc/passwd")
+    two_projects.env["ORCH__ALHPA__PRIORITY"] = "high"
+    result = orch("validate")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        "warning: ORCH__ALHPA__PRIORITY: no project named 'alhpa', so this override changes "
+        "nothing (projects: alpha, beta, bomb, passwd)"
+    )
+    assert f"{projects / 'bomb.yaml'}:3: aliases repeat more than 1000 values" in lines[1]
+    assert "caf" in lines[2] and ":1: not valid UTF-8 (byte 0xe9)" in lines[2]
+    assert f"{projects / 'passwd.yaml'}: the file leads (through a symbolic link) to " in lines[3]
+    assert lines[-1] == "2 project(s) valid, 3 error(s)"
 
 
 def test_validate_json(orch: Invoke, two_projects: RegistryDir) -> None:

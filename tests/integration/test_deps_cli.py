@@ -140,6 +140,22 @@ def test_detect_warns_about_a_broken_repository_and_goes_on(
     assert "warning: web: GitError: git could not" in result.stderr
 
 
+def test_detect_warns_of_a_manifest_left_out_by_a_cap_and_goes_on(
+    orch: Invoke, registry: RegistryDir
+) -> None:
+    huge = '{"name": "@acme/web", "description": "' + "x" * (3 << 20) + '"}'
+    commit(repo(registry, "web"), {"package.json": huge, "requirements.txt": "acme-api\n"})
+    result = orch("deps", "detect")
+    assert ok(result).strip() == (
+        "5 project(s), 5 edge(s), 0 cycle(s); 5 repository(ies) parsed, 0 unchanged"
+    )
+    assert result.stderr.splitlines()[-1] == (
+        "warning: web: package.json: not read: 3.0 MiB is over the 1 MiB limit for one "
+        "manifest, so its dependencies are not counted (keep generated or vendored files out of "
+        "manifests)"
+    )
+
+
 # --- orch deps graph -----------------------------------------------------------------------------
 
 
@@ -159,6 +175,22 @@ def test_graph_detects_first_then_prints_edges_with_evidence(
         "worker -> core",
         f"    setup.cfg:6: acme-core>=2 (package)  [version mismatch: {MISMATCH}]",
     ]
+
+
+def test_graph_warns_of_a_manifest_left_out_when_it_detects_first(
+    orch: Invoke, registry: RegistryDir
+) -> None:
+    huge = '{"name": "@acme/web", "description": "' + "x" * (3 << 20) + '"}'
+    commit(repo(registry, "web"), {"package.json": huge})
+    result = orch("deps", "graph")
+    assert "api -> core" in ok(result)
+    assert result.stderr.splitlines() == [
+        "warning: web: package.json: not read: 3.0 MiB is over the 1 MiB limit for one "
+        "manifest, so its dependencies are not counted (keep generated or vendored files out of "
+        "manifests)"
+    ]
+    assert ok(orch("deps", "graph"))  # from the cache: no detection, no warning
+    assert orch("deps", "graph").stderr == ""
 
 
 def test_graph_reads_the_cached_graph(orch: Invoke, registry: RegistryDir) -> None:

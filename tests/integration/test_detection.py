@@ -17,7 +17,12 @@ from orchestration.defs.definitions import build_definitions
 from orchestration.defs.factory import ProjectKeys
 from orchestration.defs.orchestration_assets import DEPENDENCIES_KEY
 from orchestration.defs.resources import ProjectWorkspaces
-from orchestration.dependencies.detection import DetectionCache, ScanOutcome, detect
+from orchestration.dependencies.detection import (
+    DetectionCache,
+    ScanOutcome,
+    detect,
+    detection_warnings,
+)
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.registry import Registry
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
@@ -82,7 +87,9 @@ def test_detect_writes_the_graph_and_a_second_run_parses_nothing(four: RegistryD
         four.root / "repos" / "core", "rev-parse", "HEAD"
     )
     cached_file = settings.home / "cache" / "dependencies" / "graph.json"
-    assert json.loads(cached_file.read_text()) == json.loads(json.dumps(graph.to_json()))
+    written = json.loads(cached_file.read_text())
+    assert len(written.pop("inputs")) == 64  # the digest of what the graph was built from
+    assert written == json.loads(json.dumps(graph.to_json()))
     assert DetectionCache(settings.home).load_graph() == graph
 
     again, outcomes = detect(registry.projects, settings)
@@ -127,7 +134,88 @@ def test_only_rescans_the_named_projects(four: RegistryDir) -> None:
     assert pairs(graph) == {("api", "core"), ("cli", "api"), ("web", "api")}
 
 
+def scan_files_of(home: Path) -> dict[str, list[str]]:
+    """project -> the commits whose scans are cached for it."""
+    root = DetectionCache(home).scans_dir
+    return {d.name: sorted(f.stem for f in d.iterdir()) for d in sorted(root.iterdir())}
+
+
+def test_each_project_has_its_own_scan_file_and_a_commit_replaces_only_its_own(
+    four: RegistryDir,
+) -> None:
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    heads = {p: git(four.root / "repos" / p, "rev-parse", "HEAD") for p in ("api", "cli", "core")}
+    first = scan_files_of(settings.home)
+    assert first == {p: [git(four.root / "repos" / p, "rev-parse", "HEAD")] for p in first}
+    stamps = {
+        p.name: p.stat().st_mtime_ns
+        for p in DetectionCache(settings.home).scans_dir.rglob("*.json")
+    }
+
+    sha = commit(four.root / "repos" / "web", {"requirements.txt": "acme-api\n"})
+    detect(registry.projects, settings)
+
+    assert scan_files_of(settings.home) == {**first, "web": [sha]}  # the old web scan is gone
+    for project, head in heads.items():  # the others' files were not rewritten
+        path = DetectionCache(settings.home).scan_path(project, head)
+        assert path.stat().st_mtime_ns == stamps[path.name]
+
+
+def test_a_detection_in_which_nothing_changed_reads_no_scan(
+    four: RegistryDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, settings = load(four), four.settings
+    graph, _ = detect(registry.projects, settings)
+    reads: list[str] = []
+    real_load = DetectionCache.load_scan
+
+    def counting(self: DetectionCache, project: str, commit: str) -> object:
+        reads.append(project)
+        return real_load(self, project, commit)
+
+    monkeypatch.setattr(DetectionCache, "load_scan", counting)
+    again, outcomes = detect(registry.projects, settings)
+    assert again == graph and reads == []
+    assert outcome(outcomes, "web").scan.project == "web"  # read when asked for
+    assert reads == ["web"]
+
+    reads.clear()
+    four.project("docs", "depends_on: [web]\n")  # a new input: the graph is built again
+    rebuilt, _ = detect(load(four).projects, settings)
+    assert ("docs", "web") in pairs(rebuilt)
+    assert sorted(reads) == ["api", "cli", "core", "web"]
+
+
+def test_the_single_scan_index_of_earlier_versions_is_removed(four: RegistryDir) -> None:
+    cache_dir = four.settings.home / "cache" / "dependencies"
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "scans.json").write_text('{"version": 3, "projects": {}}')
+    (cache_dir / "scans-v3").mkdir()
+    graph, _ = detect(load(four).projects, four.settings)
+    assert sorted(p.name for p in cache_dir.iterdir()) == [".lock", "graph.json", "scans-v4"]
+    assert pairs(graph) == {("api", "core"), ("cli", "api")}
+
+
 # --- broken repositories -----------------------------------------------------------------------
+
+
+def test_an_oversized_manifest_is_left_out_and_the_rest_of_its_project_counts(
+    four: RegistryDir,
+) -> None:
+    huge = '{"name": "@acme/web", "version": "2.0.0", "description": "' + "x" * (2 << 20) + '"}'
+    commit(four.root / "repos" / "web", {"package.json": huge, "requirements.txt": "acme-api\n"})
+    graph, outcomes = detect(load(four).projects, four.settings)
+
+    scan = outcome(outcomes, "web").scan
+    assert [m.path for m in scan.manifests] == ["package.json", "requirements.txt"]
+    assert scan.problems == (
+        "package.json: not read: 2.0 MiB is over the 1 MiB limit for one manifest, so its "
+        "dependencies are not counted (keep generated or vendored files out of manifests)",
+    )
+    assert pairs(graph) == {("api", "core"), ("cli", "api"), ("web", "api")}
+    scan_file = DetectionCache(four.settings.home).scan_path("web", scan.commit or "")
+    assert scan_file.stat().st_size < 10_000
 
 
 def test_a_corrupt_manifest_is_a_problem_and_the_others_still_detect(four: RegistryDir) -> None:
@@ -137,6 +225,28 @@ def test_a_corrupt_manifest_is_a_problem_and_the_others_still_detect(four: Regis
     (problem,) = outcome(outcomes, "web").scan.problems
     assert problem.startswith("package.json: not valid JSON")
     assert pairs(graph) == {("api", "core"), ("cli", "api")}
+
+
+def test_warnings_name_each_failure_and_a_bounded_number_of_new_problems(
+    four: RegistryDir,
+) -> None:
+    broken = "".join(f"bad{index} >=> 1\n" for index in range(15))
+    commit(four.root / "repos" / "cli", {"requirements.txt": broken})
+    registry = load(four)
+    shutil.rmtree(four.root / "repos" / "web" / ".git" / "objects")
+    _, outcomes = detect(registry.projects, four.settings)
+
+    warnings = detection_warnings(outcomes)
+
+    assert [w for w in warnings if w.startswith("web: ")][0].startswith("web: GitError:")
+    cli = [w for w in warnings if w.startswith("cli: ")]
+    assert len(cli) == 11
+    assert cli[0].startswith("cli: requirements.txt:1: 'bad0 >=> 1' is not a valid requirement")
+    assert cli[-1] == (
+        "cli: and 5 more manifest problems (the project's `manifest` asset lists them all)"
+    )
+    _, again = detect(registry.projects, four.settings)  # cli unchanged: said already
+    assert not [w for w in detection_warnings(again) if w.startswith("cli: ")]
 
 
 def test_an_unreadable_repository_is_an_error_and_the_others_still_detect(
@@ -303,6 +413,29 @@ def test_the_manifest_asset_lists_dependencies_consumers_and_mismatches(
     assert found["commit"] == git(four.root / "repos" / "api", "rev-parse", "HEAD")
     assert found["problems"] == [] and found["cycles"] == []
     assert "`pyproject.toml` | python | acme-api | 1 |" in str(found["manifests"])
+
+
+def test_the_manifest_asset_shows_a_manifest_left_out_by_a_cap(
+    four: RegistryDir, state_env: Path
+) -> None:
+    registry = load(four)
+    detect(registry.projects, four.settings)
+    big = "".join(f"package-number-{index} >= 1.0\n" for index in range(60_000))
+    commit(four.root / "repos" / "api", {"requirements.txt": big})
+    defs = build_definitions(registry)
+    api = ProjectKeys("api")
+
+    found = metadata(
+        materialize(defs, api.source, state_env, selection=[api.manifest]), api.manifest
+    )
+
+    assert found["problems"] == [
+        "requirements.txt: not read: 1.6 MiB is over the 1 MiB limit for one manifest, so its "
+        "dependencies are not counted (keep generated or vendored files out of manifests)"
+    ]
+    assert found["cached"] is False
+    assert list(found["depends_on"]) == ["core"]  # pyproject.toml still requires acme-core
+    assert "`requirements.txt` | python |  | 0 |" in str(found["manifests"])
 
 
 # --- a remote project --------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.tags import TASK_TAG
-from orchestration.tasks.lifecycle import EARLY_FAILURE_ATTEMPTS, reconcile_ended_runs
-from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.lifecycle import reconcile_ended_runs
+from orchestration.tasks.models import EARLY_FAILURE_ATTEMPTS, Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 
 LOG = logging.getLogger("test")

@@ -26,7 +26,7 @@ TASKS = dg.AssetSelection.all()
 MISSING_PROGRAM_PROFILE = """
   missing:
     description: A CLI that is not installed.
-    argv: [orch-test-no-such-agent, -p, "{prompt}"]
+    argv: [orch-test-no-such-agent, -p, --, "{prompt}"]
     output: text
 """
 

@@ -138,8 +138,33 @@ def test_add_empty_stdin_is_refused(orch: Invoke, store: TaskStore) -> None:
 def test_add_huge_prompt_is_refused(orch: Invoke, store: TaskStore) -> None:
     result = orch("task", "add", "alpha", "-", input="x" * (120 * 1024 + 1))
     assert result.exit_code == 1
-    assert "larger than 120 KiB" in result.stderr
+    assert "larger than 120 KiB (122881 bytes" in result.stderr
     assert store.tasks() == []
+
+
+def test_a_prompt_of_exactly_the_limit_is_accepted(orch: Invoke, store: TaskStore) -> None:
+    prompt = "é" * (60 * 1024)  # two bytes each: 120 KiB of UTF-8
+    task_id = add(orch, "alpha", "-", input=prompt)
+    assert store.get(task_id).prompt == prompt
+
+
+@pytest.mark.parametrize("prompt", ["fix\x00it", "\x00", "- [ ] a\n\x00"])
+def test_add_prompt_with_a_nul_is_refused(orch: Invoke, store: TaskStore, prompt: str) -> None:
+    result = orch("task", "add", "alpha", "-", input=prompt)
+    assert result.exit_code == 1
+    assert "error: the prompt contains a NUL character" in result.stderr
+    assert store.tasks() == []
+
+
+@pytest.mark.parametrize(
+    "prompt", ["--resume=evil", "--dangerously-skip-permissions", "- fix the bug", "-p", "--"]
+)
+def test_an_option_like_prompt_is_stored_verbatim(
+    orch: Invoke, store: TaskStore, prompt: str
+) -> None:
+    by_argument = add(orch, "alpha", "--", prompt)
+    by_stdin = add(orch, "alpha", "-", input=prompt)
+    assert store.get(by_argument).prompt == store.get(by_stdin).prompt == prompt
 
 
 def test_add_dash_reads_stdin(orch: Invoke, store: TaskStore) -> None:
@@ -314,6 +339,36 @@ def test_import_agent_os_task_lists_once(
     assert len(store.tasks(project="gamma")) == 2
     # The user's repository was only read.
     assert sorted(p.name for p in repo.iterdir()) == [".agent-os", ".git", "README.md"]
+
+
+def test_import_skips_items_no_agent_can_receive(
+    registry: RegistryDir, orch: Invoke, store: TaskStore
+) -> None:
+    tasks_md = (
+        "- [ ] fine\n"
+        "- [ ] has a \x00 in it\n"
+        f"- [ ] {'long ' * 30_000}\n"
+        "- [ ] --resume=evil\n"
+        "- [ ]    \t\n"
+    )
+    repo = make_git_repo(
+        registry.root / "repos" / "specs",
+        {"README.md": "x", ".agent-os/specs/y/tasks.md": tasks_md},
+    )
+    registry.project("gamma", repo=str(repo))
+    result = orch("task", "import", "gamma")
+    assert result.exit_code == 0, result.output
+    assert "imported 2 new task(s) for gamma" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: gamma: .agent-os/specs/y/tasks.md:2: item skipped: the prompt contains a NUL "
+        "character (\\0), which no program can receive as an argument; remove it",
+        "warning: gamma: .agent-os/specs/y/tasks.md:3: item skipped: the prompt is larger than "
+        "120 KiB (150048 bytes; Linux refuses a single argument of 128 KiB or more); shorten "
+        "it or put the details in a file of the repository and refer to it",
+    ]
+    prompts = [task.prompt.splitlines()[0] for task in store.tasks(project="gamma")]
+    assert prompts == ["fine", "--resume=evil"]
 
 
 def test_import_without_task_lists(orch: Invoke, store: TaskStore) -> None:

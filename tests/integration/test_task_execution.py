@@ -48,7 +48,7 @@ SCRUBBED = ("SECRET_A", "SECRET_B", "UNLISTED_X", "ANTHROPIC_BASE_URL", "CLAUDE_
 @dataclass
 class Harness:
     registry: RegistryDir
-    command_log: Path  # where the `command` profile's stand-in logs
+    command_log: Path  # where the `command` profile's stand-in logs (in alpha's agent home)
     monkeypatch: pytest.MonkeyPatch
 
     @property
@@ -109,16 +109,17 @@ class Harness:
 
 
 @pytest.fixture
-def harness(
-    registry_dir: RegistryDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Harness]:
+def harness(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     settings = registry_dir.settings
     monkeypatch.setenv("ORCH_PROJECTS_DIR", str(settings.projects_dir))
     monkeypatch.setenv("ORCH_CONFIG_DIR", str(settings.config_dir))
     monkeypatch.setenv("ORCH_HOME", str(settings.home))
     monkeypatch.delenv("ORCH_TASKS_DB_URL", raising=False)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
-    command_log = tmp_path / "fake_claude_command.jsonl"
+    monkeypatch.delenv("ORCH_SANDBOX", raising=False)  # agents run in the sandbox
+    # The sandboxed agent writes only to its worktree and its project's agent home: the
+    # `command` profile (used with project alpha) logs there.
+    command_log = settings.home / "workspaces" / "alpha" / "home" / "fake_claude_command.jsonl"
     monkeypatch.setenv("FAKE_CLAUDE_LOG", str(command_log))
     for name in (*SCRUBBED, PROFILE_VAR):
         monkeypatch.delenv(name, raising=False)
@@ -194,7 +195,9 @@ def test_command_profile_runs_the_projects_program(harness: Harness) -> None:
     outcome = harness.run("alpha", "cmd\nWRITE out.txt via command")
     assert outcome.task.status is TaskStatus.SUCCEEDED, outcome.task.reason
     report = harness.report("cmd")
-    assert report["argv"] == [str(FAKE_CLAUDE), "cmd\nWRITE out.txt via command"]
+    # The command profile hands the prompt over on standard input, never as an argument.
+    assert report["argv"] == [str(FAKE_CLAUDE)]
+    assert report["prompt"] == "cmd\nWRITE out.txt via command"
     assert outcome.agent.summary == "Done: cmd"  # the program's text output
     assert git(harness.clone("alpha"), "show", f"{outcome.commit}:out.txt") == "via command"
 
@@ -202,14 +205,17 @@ def test_command_profile_runs_the_projects_program(harness: Harness) -> None:
 # --- isolation ------------------------------------------------------------------------------
 
 
-def test_two_tasks_running_at_once_are_isolated(harness: Harness, tmp_path: Path) -> None:
-    """Both agents run at the same time, each in its own worktree on its own branch.
+def test_two_tasks_running_at_once_are_isolated(harness: Harness) -> None:
+    """Both agents run at the same time, each in its own worktree on its own branch, and in its
+    sandbox neither sees the other's worktree.
 
     The first agent waits until the second has finished, so both worktrees exist together;
     git commands of the two tasks do not overlap (the tests at the end of this file overlap
-    them)."""
+    them). The two agents signal through their project's agent home, which both sandboxes
+    share (the test's own temporary directory is not visible inside)."""
     harness.project("alpha", AGENT)
-    started, go = tmp_path / "one-started", tmp_path / "go"
+    shared = harness.home / "workspaces" / "alpha" / "home"
+    started, go = shared / "one-started", shared / "go"
     one = harness.add(
         "alpha", f"one\nWRITE one.txt 1\nMARK {started}\nWAITFOR {go}\nABSENT two.txt"
     )
@@ -238,7 +244,7 @@ def test_two_tasks_running_at_once_are_isolated(harness: Harness, tmp_path: Path
     report_one, report_two = harness.report("one"), harness.report("two")
     assert report_one["cwd"] != report_two["cwd"]
     assert Path(report_one["cwd"]).name == one and Path(report_two["cwd"]).name == two
-    assert {one, two} <= set(report_two["siblings"])  # both worktrees existed together
+    assert report_two["siblings"] == [two]  # the other task's worktree is not in its sandbox
     clone = harness.clone("alpha")
     files_one = git(clone, "ls-tree", "--name-only", f"orch/alpha/{one}").split()
     files_two = git(clone, "ls-tree", "--name-only", f"orch/alpha/{two}").split()
@@ -298,7 +304,7 @@ def test_resume_uses_the_projects_own_last_session(harness: Harness) -> None:
     assert "--resume" not in harness.report("first")["argv"]
     first_session = harness.report("first")["session_id"]
     assert harness.run("alpha", "second").task.status is TaskStatus.SUCCEEDED
-    assert harness.report("second")["argv"][-2:] == ["--resume", first_session]
+    assert harness.report("second")["argv"][-4:] == ["--resume", first_session, "--", "second"]
 
     assert harness.run("beta", "other").task.status is TaskStatus.SUCCEEDED
     argv_b = harness.report("other")["argv"]
@@ -543,3 +549,50 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) ->
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+# --- secrets stay out of what is recorded -----------------------------------------------------
+
+SECRET_VALUE = "s3cr3t-value-for-masking"
+#: A project program that prints its secret, then fails: its output tail becomes the reason.
+LEAKING_AGENT = (
+    "agent:\n  profile: command\n  command: "
+    + json.dumps(
+        [sys.executable, "-c", "import os,sys; print('leak', os.environ['SECRET_A']); sys.exit(3)"]
+    )
+    + "\nsecrets: [SECRET_A]\n"
+)
+LEAKING_VERIFY = (
+    "verify: "
+    + json.dumps(
+        [
+            sys.executable,
+            "-c",
+            "import os,sys; print('tests see', os.environ['SECRET_A']); sys.exit(1)",
+        ]
+    )
+    + "\nsecrets: [SECRET_A]\n"
+)
+
+
+def test_a_secret_the_agent_prints_is_masked_in_the_recorded_reason(harness: Harness) -> None:
+    harness.monkeypatch.setenv("SECRET_A", SECRET_VALUE)
+    harness.project("alpha", LEAKING_AGENT)
+    outcome = harness.run("alpha", "leak it")
+    assert outcome.task.status is TaskStatus.FAILED
+    assert "leak ***" in (outcome.task.reason or "")
+    recorded = harness.task(outcome.task.id)
+    assert SECRET_VALUE not in json.dumps(recorded.to_dict())
+    assert SECRET_VALUE not in repr(task_metadata(outcome))
+
+
+def test_a_secret_the_tests_print_is_masked_in_the_reason_and_metadata(harness: Harness) -> None:
+    harness.monkeypatch.setenv("SECRET_A", SECRET_VALUE)
+    harness.project("alpha", AGENT + LEAKING_VERIFY)
+    outcome = harness.run("alpha", "change\nWRITE a.txt a")
+    assert outcome.task.status is TaskStatus.FAILED
+    assert outcome.verification is not None
+    assert "tests see ***" in outcome.verification.output_tail
+    assert "tests see ***" in (outcome.task.reason or "")
+    assert SECRET_VALUE not in json.dumps(harness.task(outcome.task.id).to_dict())
+    assert SECRET_VALUE not in repr(task_metadata(outcome))

@@ -11,9 +11,11 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from orchestration.process import (
@@ -23,6 +25,7 @@ from orchestration.process import (
     process_start_time,
     run_process,
 )
+from orchestration.workspace.sandbox import Sandbox, sandbox_program
 
 PYTHON = sys.executable
 
@@ -361,6 +364,71 @@ def test_background_process_left_by_a_finished_child_is_killed(
     )
     assert result.ok, result.tail()
     assert _wait_until_dead(int(stubborn_pid_file.read_text()))
+
+
+# In the sandbox: a child ignoring SIGTERM starts a grandchild that leaves the child's session
+# and group and ignores SIGTERM too (both carry argv[1], a token to find them by from outside,
+# since pids inside the sandbox are not the host's), answers, then exits or hangs (argv[2]).
+_SANDBOXED_ESCAPER = """
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    escaper = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    subprocess.Popen([sys.executable, "-c", escaper, sys.argv[1]], start_new_session=True)
+    print("ready", flush=True)
+    if sys.argv[2] == "hang":
+        time.sleep(600)
+"""
+
+
+def _processes_holding(token: str) -> list[int]:
+    """Live (not zombie) processes whose command line holds `token`."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if token in (process.info["cmdline"] or []) and process.info["status"] != "zombie":
+            found.append(process.pid)
+    return found
+
+
+@pytest.mark.parametrize("ending", ["hang", "exit", "interrupt"])
+def test_nothing_started_in_a_sandbox_outlives_it(ending: str) -> None:
+    """Timed out, finished or interrupted (a run terminated), everything in the sandbox dies
+    with it, even a process that left the group (the sandbox's PID namespace ends with its
+    first process)."""
+    token = f"orch-sandbox-test-{uuid.uuid4().hex}"
+    wrapper = Sandbox(sandbox_program(os.environ)).prefix(Path("/"))
+
+    def run() -> ProcessResult:
+        return run_process(
+            _python(_SANDBOXED_ESCAPER, token, "exit" if ending == "exit" else "hang"),
+            cwd=Path("/"),
+            env=_child_env(),
+            timeout_s=3 if ending == "hang" else 30,
+            kill_grace_s=0.5,
+            wrapper=wrapper,
+        )
+
+    if ending == "interrupt":
+
+        def raise_interrupted(signum: int, frame: object) -> None:
+            raise _Interrupted
+
+        previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+        timer = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGUSR1))
+        try:
+            timer.start()
+            with pytest.raises(_Interrupted):
+                run()
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGUSR1, previous)
+    else:
+        result = run()
+        assert result.stdout == "ready\n", result.tail()
+        assert result.timed_out is (ending == "hang")
+    deadline = time.monotonic() + 5
+    while _processes_holding(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_holding(token) == []
 
 
 def test_duration_is_measured(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""Agent adapters: each output parser on realistic CLI output, the argv builder, and run_agent
-end to end against the stand-in `claude` CLI (tests/support/fakes/claude: argv in, JSON out)
-and the offline demo agent."""
+"""Agent adapters: each output parser on realistic CLI output, the argv builder and where a
+profile may put the prompt, and run_agent end to end against the stand-in `claude` CLI
+(tests/support/fakes/claude: argv in, JSON out, options parsed as Claude Code parses them) and
+the offline demo agent: a prompt that looks like an option reaches the agent as its prompt."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from orchestration.agents.adapters import (
     parse_agent_output,
@@ -18,13 +21,20 @@ from orchestration.agents.adapters import (
     parse_gemini_json,
     parse_text,
 )
-from orchestration.agents.invocation import AgentRequest, build_argv, run_agent
+from orchestration.agents.invocation import (
+    PROMPT_FILE_PATH,
+    AgentRequest,
+    build_argv,
+    prompt_input,
+    run_agent,
+)
 from orchestration.agents.result import AgentOutputError, AgentStatus
 from orchestration.process import ProcessResult, run_process
 from orchestration.registry import load_registry
 from orchestration.registry.models import AgentProfile, AgentsFile
 from orchestration.settings import Settings
-from tests.support.paths import REPO_ROOT, path_with_fakes
+from tests.support.paths import FAKE_CLAUDE, REPO_ROOT, path_with_fakes
+from tests.support.registry import RegistryDir
 
 CLAUDE_SUCCESS = {
     "type": "result",
@@ -297,28 +307,59 @@ def test_text_nonzero_exit_fails_with_status_and_tail() -> None:
 
 # --- build_argv -----------------------------------------------------------------------------
 
+#: Prompts an option parser would read as options if they were not after `--`.
+OPTION_LIKE_PROMPTS = [
+    "--resume=evil",
+    "--dangerously-skip-permissions",
+    "- fix the bug",
+    "-p",
+    "--",
+    "-rEVIL",
+    "--output-format=text",
+    "--model claude-evil",
+]
 
-def test_prompt_is_one_verbatim_argument(shipped: AgentsFile) -> None:
-    for name in ("claude_code", "codex", "aider", "gemini", "demo"):
-        argv = build_argv(
-            shipped.profiles[name], AgentRequest(prompt=TRICKY_PROMPT, workdir=Path("/w"))
-        )
+
+def test_prompt_is_one_verbatim_argument_after_the_end_of_options(shipped: AgentsFile) -> None:
+    for name in ("claude_code", "codex", "demo"):
+        profile = shipped.profiles[name]
+        request = AgentRequest(prompt=TRICKY_PROMPT, workdir=Path("/w"), model="m", session_id="s")
+        argv = build_argv(profile, request)
         assert argv.count(TRICKY_PROMPT) == 1, name
         assert sum(TRICKY_PROMPT in part for part in argv) == 1, name
+        assert argv[-2:] == ["--", TRICKY_PROMPT], name  # the options all come before `--`
+        assert prompt_input(profile, request) is None, name
+
+
+def test_stdin_profiles_keep_the_prompt_out_of_argv(shipped: AgentsFile) -> None:
+    request = AgentRequest(TRICKY_PROMPT, Path("/w"), model="m", command=("agent",))
+    for name in ("aider", "gemini", "command"):
+        profile = shipped.profiles[name]
+        argv = build_argv(profile, request)
+        assert not any(TRICKY_PROMPT in part or "--not-a-flag" in part for part in argv), name
+        assert prompt_input(profile, request) == TRICKY_PROMPT, name
+    aider = build_argv(shipped.profiles["aider"], request)
+    assert aider[aider.index("--message-file") + 1] == PROMPT_FILE_PATH == "/dev/stdin"
 
 
 def test_claude_argv_without_model_or_session(shipped: AgentsFile) -> None:
     argv = build_argv(shipped.profiles["claude_code"], AgentRequest("do it", Path("/w")))
-    assert argv == ["claude", "-p", "do it", "--output-format", "json"]
+    assert argv == ["claude", "-p", "--output-format", "json", "--", "do it"]
 
 
-def test_model_and_resume_args_are_appended_when_set(shipped: AgentsFile) -> None:
+def test_model_and_resume_args_go_before_the_end_of_options(shipped: AgentsFile) -> None:
     request = AgentRequest("do it", Path("/w"), model="opus", session_id="abc-123")
     argv = build_argv(shipped.profiles["claude_code"], request)
     assert argv == [
-        *("claude", "-p", "do it", "--output-format", "json"),
+        *("claude", "-p", "--output-format", "json"),
         *("--model", "opus", "--resume", "abc-123"),
+        *("--", "do it"),
     ]
+
+
+def test_model_args_go_last_without_an_end_of_options(shipped: AgentsFile) -> None:
+    argv = build_argv(shipped.profiles["gemini"], AgentRequest("do it", Path("/w"), model="pro"))
+    assert argv == ["gemini", "--output-format", "json", "--model", "pro"]
 
 
 def test_resume_args_need_a_profile_that_has_them(shipped: AgentsFile) -> None:
@@ -332,38 +373,105 @@ def test_command_expands_to_the_whole_agent_command(shipped: AgentsFile) -> None
         "fix it", Path("/w"), command=("python3", "tools/agent.py", "--flag=a b")
     )
     argv = build_argv(shipped.profiles["command"], request)
-    assert argv == ["python3", "tools/agent.py", "--flag=a b", "fix it"]
+    assert argv == ["python3", "tools/agent.py", "--flag=a b"]
+    assert prompt_input(shipped.profiles["command"], request) == "fix it"
 
 
 def test_python_and_workdir_placeholders(shipped: AgentsFile) -> None:
     argv = build_argv(shipped.profiles["demo"], AgentRequest("p", Path("/w")))
     assert argv[0] == sys.executable
-    profile = AgentProfile(argv=("tool", "--cwd={workdir}", "{prompt}"), output="text")
+    profile = AgentProfile(argv=("tool", "--cwd={workdir}", "--", "{prompt}"), output="text")
     assert build_argv(profile, AgentRequest("p", Path("/some/dir"))) == [
         "tool",
         "--cwd=/some/dir",
+        "--",
         "p",
     ]
+
+
+# --- where a profile may put the prompt -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"argv": ("claude", "-p", "{prompt}")}, "must come after a '--' element"),
+        ({"argv": ("claude", "{prompt}", "--")}, "must come after a '--' element"),
+        ({"argv": ("aider", "--message={prompt}")}, "must be an argv element of its own"),
+        ({"argv": ("tool", "--", "x{prompt}")}, "must be an argv element of its own"),
+        ({"argv": ("tool", "--file={prompt_file}")}, "must be an argv element of its own"),
+        (
+            {"argv": ("tool", "--", "{prompt}"), "model_args": ("--model", "{prompt}")},
+            "model_args: the prompt cannot be passed in model_args",
+        ),
+        (
+            {"argv": ("tool", "--", "{prompt}"), "resume_args": ("-f", "{prompt_file}")},
+            "resume_args: the prompt cannot be passed in resume_args",
+        ),
+        (
+            {"argv": ("tool", "--", "{prompt}"), "resume_args": ("--", "{session_id}")},
+            "resume_args: '--' cannot appear here",
+        ),
+        ({"argv": ("tool",)}, "exactly one way"),
+        ({"argv": ("tool", "--", "{prompt}"), "prompt_stdin": True}, "exactly one way"),
+        ({"argv": ("tool", "{prompt_file}", "--", "{prompt}")}, "exactly one way"),
+    ],
+)
+def test_a_profile_that_lets_an_option_parser_read_the_prompt_is_refused(
+    fields: dict, expected: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        AgentProfile(output="text", **fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"argv": ("claude", "-p", "--", "{prompt}")},
+        {"argv": ("gemini",), "prompt_stdin": True},
+        {"argv": ("aider", "--message-file", "{prompt_file}")},
+        {"argv": ("{command}",), "prompt_stdin": True},
+    ],
+)
+def test_the_prompt_after_the_end_of_options_or_on_stdin_is_accepted(fields: dict) -> None:
+    AgentProfile(output="text", **fields)
+
+
+def test_a_misplaced_prompt_in_agents_yaml_names_the_profile(registry_dir: RegistryDir) -> None:
+    agents = registry_dir.write(
+        "config/agents.yaml",
+        """
+        profiles:
+          demo:
+            argv: [demo, --, "{prompt}"]
+            output: text
+          careless:
+            argv: [claude, -p, "{prompt}", --output-format, json]
+            output: claude_json
+        """,
+    )
+    registry = registry_dir.load()
+    [error] = registry.errors
+    assert Path(error.file).resolve() == agents.resolve()
+    assert error.key == "profiles.careless"
+    assert error.line == 5
+    assert "argv: {prompt} must come after a '--' element" in error.message
 
 
 # --- run_agent with real programs -----------------------------------------------------------
 
 
 @pytest.fixture
-def fake_agent(tmp_path: Path) -> tuple[AgentProfile, dict[str, str], Path]:
-    """The stand-in `claude` first on PATH, logging what it got to `fake_claude.jsonl`."""
+def fake_agent(tmp_path: Path, shipped: AgentsFile) -> tuple[AgentProfile, dict[str, str], Path]:
+    """The shipped `claude_code` profile with the stand-in `claude` first on PATH, logging
+    what it got to `fake_claude.jsonl`."""
     env = {
         "PATH": path_with_fakes(f"/usr/bin{os.pathsep}/bin"),
         "FAKE_CLAUDE_LOG": str(tmp_path / "fake_claude.jsonl"),
     }
-    profile = AgentProfile(
-        argv=("claude", "-p", "{prompt}", "--output-format", "json"),
-        resume_args=("--resume", "{session_id}"),
-        output="claude_json",
-    )
     work = tmp_path / "work"
     work.mkdir()
-    return profile, env, work
+    return shipped.profiles["claude_code"], env, work
 
 
 def agent_start(env: dict[str, str]) -> dict:
@@ -380,15 +488,77 @@ def test_tricky_prompt_arrives_byte_identical(fake_agent) -> None:
     assert result.ok, result.error
     start = agent_start(env)
     received = start["argv"][1:]
-    assert received == ["-p", TRICKY_PROMPT, "--output-format", "json"]
-    assert received[1].encode("utf-8") == TRICKY_PROMPT.encode("utf-8")
+    assert received == ["-p", "--output-format", "json", "--", TRICKY_PROMPT]
+    assert start["prompt"].encode("utf-8") == TRICKY_PROMPT.encode("utf-8")
     assert result.session_id == start["session_id"]
+
+
+@pytest.mark.parametrize("prompt", OPTION_LIKE_PROMPTS)
+def test_an_option_like_prompt_reaches_claude_as_its_prompt(fake_agent, prompt: str) -> None:
+    profile, env, work = fake_agent
+    result = run_agent(profile, AgentRequest(prompt, work), env=env, timeout_s=30)
+    assert result.ok, result.error
+    start = agent_start(env)
+    assert start["prompt"] == prompt
+    assert "resume" not in start["options"]  # no session was resumed...
+    assert "dangerously_skip_permissions" not in start["options"]  # ...no permission dropped
+    assert start["options"]["output_format"] == "json"
+    assert start["options"]["model"] == "claude-fake-1"
+    assert result.session_id not in (None, "evil", "EVIL")
+    assert (work / "CHANGES.md").read_text(encoding="utf-8") == f"- {prompt}\n"
+
+
+def test_the_stand_in_reads_options_as_claude_code_does(tmp_path: Path) -> None:
+    """The old template, `claude -p PROMPT ...`, let a prompt be read as an option: the
+    stand-in, like Claude Code, resumes the session a `--resume=...` prompt names."""
+    env = {"PATH": path_with_fakes(f"/usr/bin{os.pathsep}/bin")}
+    old_shape = ["claude", "-p", "--resume=evil", "--output-format", "json"]
+    result = run_process(old_shape, cwd=tmp_path, env=env, timeout_s=30, stdin_text="NOOP x")
+    assert json.loads(result.stdout)["session_id"] == "evil"
+    dashed = run_process(
+        ["claude", "-p", "- fix the bug", "--output-format", "json"],
+        cwd=tmp_path,
+        env=env,
+        timeout_s=30,
+    )
+    assert dashed.returncode == 1
+    assert "unknown option '- fix the bug'" in dashed.stderr
+
+
+@pytest.mark.parametrize("prompt", ["--resume=evil", "- fix the bug\n- and this"])
+def test_the_command_profile_gives_the_prompt_on_stdin(
+    fake_agent, shipped: AgentsFile, prompt: str
+) -> None:
+    _, env, work = fake_agent
+    request = AgentRequest(prompt, work, command=(sys.executable, str(FAKE_CLAUDE)))
+    result = run_agent(shipped.profiles["command"], request, env=env, timeout_s=30)
+    assert result.ok, result.error
+    start = agent_start(env)
+    assert start["argv"][1:] == []
+    assert start["prompt"] == prompt
+    assert "resume" not in start["options"]
+
+
+def test_a_prompt_file_is_read_from_stdin(tmp_path: Path) -> None:
+    """`{prompt_file}` (aider's `--message-file`) is a path that holds the prompt."""
+    reader = "import sys; sys.stdout.write(open(sys.argv[-1], encoding='utf-8').read())"
+    profile = AgentProfile(
+        argv=(sys.executable, "-c", reader, "--message-file", "{prompt_file}"), output="text"
+    )
+    prompt = "--message=x\n- fix the bug ✓"
+    result = run_agent(
+        profile, AgentRequest(prompt, tmp_path), env={"PATH": os.environ["PATH"]}, timeout_s=30
+    )
+    assert result.ok, result.error
+    assert result.summary == prompt.strip()
+    assert list(tmp_path.iterdir()) == []  # no prompt file left behind
 
 
 def test_resume_reaches_the_program(fake_agent) -> None:
     profile, env, work = fake_agent
     result = run_agent(profile, AgentRequest("go", work, session_id="s-9"), env=env, timeout_s=30)
-    assert agent_start(env)["argv"][-2:] == ["--resume", "s-9"]
+    argv = agent_start(env)["argv"]
+    assert argv[-4:] == ["--resume", "s-9", "--", "go"]
     assert result.session_id == "s-9"
 
 
@@ -416,7 +586,7 @@ def test_timeout_is_timed_out(fake_agent) -> None:
 
 
 def test_missing_binary_fails_naming_it(tmp_path: Path) -> None:
-    profile = AgentProfile(argv=("no-such-agent-cli", "{prompt}"), output="text")
+    profile = AgentProfile(argv=("no-such-agent-cli", "--", "{prompt}"), output="text")
     result = run_agent(
         profile, AgentRequest("go", tmp_path), env={"PATH": str(tmp_path)}, timeout_s=5
     )
@@ -441,10 +611,11 @@ def demo_argv(prompt: str, *extra: str) -> list[str]:
         "-m",
         "orchestration.agents.demo",
         "-p",
-        prompt,
         "--output-format",
         "json",
         *extra,
+        "--",
+        prompt,
     ]
 
 
@@ -481,3 +652,28 @@ def test_demo_profile_end_to_end(shipped: AgentsFile, tmp_path: Path) -> None:
     assert result.ok, result.error
     assert result.session_id == "keep-me"
     assert (tmp_path / "orch-demo" / "demo-task.md").is_file()
+
+
+@pytest.mark.parametrize("prompt", OPTION_LIKE_PROMPTS)
+def test_the_demo_agent_takes_an_option_like_prompt_as_its_prompt(
+    shipped: AgentsFile, tmp_path: Path, prompt: str
+) -> None:
+    result = run_agent(
+        shipped.profiles["demo"],
+        AgentRequest(prompt, tmp_path),
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        timeout_s=60,
+    )
+    assert result.ok, result.error
+    assert result.session_id not in (None, "evil", "EVIL")
+    [note] = (tmp_path / "orch-demo").glob("*.md")
+    assert f"worked on:\n\n{prompt}\n" in note.read_text(encoding="utf-8")
+
+
+def test_the_demo_agent_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    argv = [sys.executable, "-m", "orchestration.agents.demo", "-p", "--output-format", "json"]
+    result = run_process(argv, cwd=tmp_path, env=env, timeout_s=60, stdin_text="--resume=x")
+    assert parse_claude_json(result).session_id != "x"
+    [note] = (tmp_path / "orch-demo").glob("*.md")
+    assert "--resume=x" in note.read_text(encoding="utf-8")

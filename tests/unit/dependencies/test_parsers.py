@@ -799,8 +799,8 @@ def test_scan_directory_walks_the_tree_and_reports_unreadable_files(tmp_path: Pa
     scan = scan_directory("demo", tmp_path)
     assert [m.path for m in scan.manifests] == ["app/pyproject.toml", "requirements.txt"]
     assert [p.name for p in scan.packages] == ["app"]
-    (message,) = scan.problems
-    assert message.startswith("requirements.txt: cannot be read as UTF-8")
+    message, *_ = scan.problems
+    assert message.startswith("requirements.txt: is not UTF-8 text (byte 3 is b'\\xe9')")
 
 
 # -- the real-world corpus ----------------------------------------------------------------------

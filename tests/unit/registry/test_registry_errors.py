@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -318,7 +319,7 @@ def test_unknown_placeholder_in_agent_argv(registry_dir: RegistryDir) -> None:
         """
         profiles:
           demo:
-            argv: [demo, "{prompt}"]
+            argv: [demo, --, "{prompt}"]
             output: text
           broken:
             argv: [tool, "{promt}"]
@@ -328,7 +329,9 @@ def test_unknown_placeholder_in_agent_argv(registry_dir: RegistryDir) -> None:
     error = only_error(registry_dir.load())
     assert_at(error, agents, "profiles.broken.argv", 6)
     assert "unknown placeholder(s) promt" in error.message
-    assert "valid: command, model, prompt, python, session_id, workdir" in error.message
+    assert (
+        "valid: command, model, prompt, prompt_file, python, session_id, workdir" in error.message
+    )
 
 
 def test_unknown_key_in_agent_profile(registry_dir: RegistryDir) -> None:
@@ -427,3 +430,165 @@ def test_template_cannot_set_name(registry_dir: RegistryDir, plain_repo: str) ->
     assert_at(error, template, "name", 2)
     assert error.message == "a template cannot set 'name'"
     assert registry.names == ()
+
+
+def test_a_bad_extends_does_not_hide_the_files_other_errors(
+    registry_dir: RegistryDir, plain_repo: str
+) -> None:
+    path = registry_dir.project(
+        "p",
+        "extends: nope\npriority: urgent\nagent:\n  profile: nobody\nowners: [bob]\n",
+        repo=plain_repo,
+    )
+    registry = registry_dir.load()
+    found = {error.key: error for error in errors_in(registry, path)}
+    assert sorted(found) == ["agent.profile", "extends", "owners[0]", "priority"]
+    assert "unknown template 'nope'" in found["extends"].message
+    assert "unknown agent profile 'nobody'" in found["agent.profile"].message
+    assert [error.line for error in registry.errors] == [3, 4, 6, 7]
+    assert registry.names == ()
+
+
+def test_a_template_that_would_set_the_repo_is_not_missed_when_extends_fails(
+    registry_dir: RegistryDir,
+) -> None:
+    path = registry_dir.write("projects/p.yaml", "extends: [not, a, name]\npriority: 101\n")
+    registry = registry_dir.load()
+    assert sorted(error.key for error in errors_in(registry, path)) == ["extends", "priority"]
+    [extends] = [error for error in registry.errors if error.key == "extends"]
+    assert extends.message == "must be a template name, got ['not', 'a', 'name']"
+
+
+def test_a_missing_repo_directory_does_not_hide_the_files_other_errors(
+    registry_dir: RegistryDir,
+) -> None:
+    path = registry_dir.project(
+        "p", "branch: ../x\ndepends_on: [nobody]\nagent:\n  timeout: soon\n", repo="../nowhere"
+    )
+    registry = registry_dir.load()
+    found = {error.key: error for error in errors_in(registry, path)}
+    assert sorted(found) == ["agent.timeout", "branch", "depends_on[0]", "repo"]
+    assert "does not exist" in found["repo"].message
+    assert found["repo"].line == 2
+
+
+def test_checks_that_span_files_still_run_when_a_value_is_invalid(
+    registry_dir: RegistryDir, plain_repo: str
+) -> None:
+    registry_dir.project("core", repo=plain_repo)
+    path = registry_dir.project(
+        "api",
+        "priority: 900\ndepends_on: [core, api, cor]\nagent:\n  profile: nobody\n  timeout: x\n",
+        repo=plain_repo,
+    )
+    registry = registry_dir.load()
+    assert sorted(error.key for error in errors_in(registry, path)) == [
+        "agent.profile",
+        "agent.timeout",
+        "depends_on[1]",
+        "depends_on[2]",
+        "priority",
+    ]
+    assert registry.names == ("core",)
+
+
+def test_a_bad_name_still_reports_the_rest(registry_dir: RegistryDir, plain_repo: str) -> None:
+    path = registry_dir.write(
+        "projects/p.yaml", f"name: ../evil\nrepo: {plain_repo}\npriority: 900\n"
+    )
+    registry = registry_dir.load()
+    assert sorted(error.key for error in errors_in(registry, path)) == ["name", "priority"]
+
+
+def test_both_keys_that_cannot_have_defaults_are_reported(registry_dir: RegistryDir) -> None:
+    defaults = registry_dir.write("projects/_defaults.yaml", "name: x\nrepo: /somewhere\n")
+    registry = registry_dir.load()
+    assert [(error.key, error.line) for error in registry.errors] == [("name", 1), ("repo", 2)]
+    assert all(same_file(error.file, defaults) for error in registry.errors)
+
+
+@pytest.mark.parametrize(
+    ("repo", "expected"),
+    [
+        ("--upload-pack=touch /tmp/pwned", "looks like a git option"),
+        ("-cprotocol.ext.allow=always", "looks like a git option"),
+        ("ext::sh -c touch% /tmp/pwned", "'<transport>::' form, which runs a helper program"),
+        ("fd::17", "'<transport>::' form"),
+        ("http://git.example.com/x.git", "the http:// scheme is not allowed"),
+        ("ftp://git.example.com/x.git", "the ftp:// scheme is not allowed"),
+        ("ssh://-oProxyCommand=touch%20x/repo", "would be read as an option"),
+        ("ssh://-oProxyCommand=x@host/repo", "would be read as an option"),
+        ("git@-oProxyCommand:repo", "would be read as an option"),
+        ("https://example.com/x.git\n[core]", "contains a control character"),
+        ("a\x00b", "NUL character"),
+    ],
+)
+def test_repo_values_git_would_misread_are_refused(
+    registry_dir: RegistryDir, repo: str, expected: str
+) -> None:
+    path = registry_dir.write("projects/p.yaml", f"name: p\nrepo: {json.dumps(repo)}\n")
+    error = only_error(registry_dir.load())
+    assert_at(error, path, "repo", 2)
+    assert expected in error.message
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "https://github.com/acme/core.git",
+        "ssh://git@git.example.com:2222/acme/core.git",
+        "git://git.example.com/core.git",
+        "git+ssh://git@git.example.com/core.git",
+        "git@github.com:acme/core.git",
+    ],
+)
+def test_repo_urls_of_the_allowed_kinds_load(registry_dir: RegistryDir, repo: str) -> None:
+    registry_dir.project("p", repo=repo)
+    assert registry_dir.load().project("p").spec.repo == repo
+
+
+def test_a_local_directory_whose_name_starts_with_a_dash_is_written_as_a_path(
+    registry_dir: RegistryDir,
+) -> None:
+    (registry_dir.root / "projects" / "-odd").mkdir()
+    registry_dir.project("p", repo="./-odd")
+    spec = registry_dir.load().project("p").spec
+    assert spec.repo == str(registry_dir.root / "projects" / "-odd")
+
+
+@pytest.mark.parametrize("repo", ["~nosuchuser-orch/x", "/" + "x" * 5000])
+def test_a_local_path_that_cannot_be_resolved_is_an_error(
+    registry_dir: RegistryDir, repo: str
+) -> None:
+    path = registry_dir.project("p", repo=repo)
+    error = only_error(registry_dir.load())
+    assert_at(error, path, "repo", 2)
+
+
+@pytest.mark.parametrize("model", ["--dangerously-skip-permissions", "-x", "a\nb"])
+def test_an_option_like_model_is_refused(registry_dir: RegistryDir, model: str) -> None:
+    path = registry_dir.project("p", f"agent:\n  model: {json.dumps(model)}\n")
+    error = only_error(registry_dir.load())
+    assert_at(error, path, "agent.model", 4)
+    assert "must not start with '-'" in error.message
+
+
+def test_an_override_for_a_project_that_does_not_exist_is_a_warning(
+    registry_dir: RegistryDir, plain_repo: str
+) -> None:
+    registry_dir.project("alpha", repo=plain_repo)
+    registry_dir.write("projects/broken.yaml", "tags: [\n")
+    registry_dir.env |= {
+        "ORCH__ALPHA__PRIORITY": "low",
+        "ORCH__BROKEN__PRIORITY": "low",  # a project with errors still exists
+        "ORCH__ALPAH__PRIORITY": "high",
+        "ORCH__GHOST": "1",
+    }
+    registry = registry_dir.load()
+    assert registry.project("alpha").spec.priority == 25
+    assert list(registry.warnings) == [
+        "ORCH__ALPAH__PRIORITY: no project named 'alpah', so this override changes nothing "
+        "(projects: alpha, broken)",
+        "ORCH__GHOST: no project named 'ghost', so this override changes nothing "
+        "(projects: alpha, broken)",
+    ]
