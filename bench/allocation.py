@@ -184,10 +184,10 @@ class Bench:
         for line in self.agent_log.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
             if entry["event"] == "start":
-                tasks[entry["pid"]] = task = Path(entry["cwd"]).name
+                tasks[entry["agent"]] = task = Path(entry["cwd"]).name
                 found[task] = (entry["time"], None)
-            elif entry["event"] == "end" and entry["pid"] in tasks:
-                task = tasks[entry["pid"]]
+            elif entry["event"] == "end" and entry["agent"] in tasks:
+                task = tasks[entry["agent"]]
                 found[task] = (found[task][0], entry["time"])
         return found
 
@@ -286,6 +286,9 @@ def running_daemon(
 
     env, workspace = write_setup(root, items, run_queue, ageing_s)
     daemon_env = daemon.daemon_environment(env, drop=("BENCH_", "FAKE_CLAUDE_"))
+    # The stand-ins log timings to one file beside the registry, which a sandboxed agent cannot
+    # reach: what is measured here is dispatch and allocation, so agents run unsandboxed.
+    daemon_env["ORCH_SANDBOX"] = "off"
     needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
     with daemon.running_daemon(
         root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S

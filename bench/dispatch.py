@@ -152,10 +152,10 @@ class Bench:
             entry = json.loads(line)
             if entry["event"] == "start":
                 task_id = Path(entry["cwd"]).name
-                pids[entry["pid"]] = task_id
+                pids[entry["agent"]] = task_id
                 times.setdefault(task_id, {})["agent_start"] = entry["time"]
-            elif entry["event"] == "end" and entry["pid"] in pids:
-                times[pids[entry["pid"]]]["agent_end"] = entry["time"]
+            elif entry["event"] == "end" and entry["agent"] in pids:
+                times[pids[entry["agent"]]]["agent_end"] = entry["time"]
         return times
 
     def wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
@@ -231,6 +231,9 @@ def running_daemon(root: Path) -> Iterator[Bench]:
     daemon_env = daemon.daemon_environment(
         env, drop=("BENCH_",), path=path_with_fakes(os.environ["PATH"])
     )
+    # The stand-ins log timings to one file beside the registry, which a sandboxed agent cannot
+    # reach: what is measured here is dispatch and allocation, so agents run unsandboxed.
+    daemon_env["ORCH_SANDBOX"] = "off"
     needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
     with daemon.running_daemon(
         root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S

@@ -216,8 +216,7 @@ def test_definitions_graph_matches_snapshot(
     registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_snapshot_registry(registry_dir)
-    for name, value in registry_dir.settings.environment().items():
-        monkeypatch.setenv(name, value)  # schedules read the registry when they tick
+    registry_dir.use_in(monkeypatch)  # schedules read the registry when they tick
     registry = registry_dir.load()
     assert registry.errors == ()
     actual = _to_json(graph_snapshot(build_definitions(registry), registry_dir.root))
@@ -369,8 +368,7 @@ def _verify_env(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> s
     """The variable names the `verify` command of project `alpha` sees, run the way the
     `verification` asset runs it: through the resource, reading the registry at run time."""
     registry_dir.project("alpha", "verify: [env]\n")
-    for name, value in registry_dir.settings.environment().items():
-        monkeypatch.setenv(name, value)
+    registry_dir.use_in(monkeypatch)
     monkeypatch.setenv("LC_ALL", "C")
     monkeypatch.setenv("SOME_SECRET", "hunter2")
     workspaces = ProjectWorkspaces()

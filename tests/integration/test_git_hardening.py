@@ -192,9 +192,7 @@ def bench(
     settings = registry_dir.settings
     agents = settings.config_dir / "agents.yaml"
     agents.write_text(agents.read_text() + HOSTILE_PROFILE)
-    monkeypatch.setenv("ORCH_PROJECTS_DIR", str(settings.projects_dir))
-    monkeypatch.setenv("ORCH_CONFIG_DIR", str(settings.config_dir))
-    monkeypatch.setenv("ORCH_HOME", str(settings.home))
+    registry_dir.use_in(monkeypatch)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
     for name in ("ORCH_TASKS_DB_URL", SANDBOX_VAR, "FAKE_CLAUDE_LOG", "GIT_SSH_COMMAND", "GIT_SSH"):
         monkeypatch.delenv(name, raising=False)

@@ -105,8 +105,7 @@ def project(
     )
     registry_dir.project(PROJECT, VERIFY, repo=str(repo))
     # The assets read the registry where the environment says, at run time.
-    for name, value in registry_dir.settings.environment().items():
-        monkeypatch.setenv(name, value)
+    registry_dir.use_in(monkeypatch)
     registry = registry_dir.load()
     assert registry.errors == ()
     with dg.instance_for_test() as instance:

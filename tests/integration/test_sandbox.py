@@ -141,9 +141,7 @@ def _lab(base: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     settings = registry_dir.settings
     agents = settings.config_dir / "agents.yaml"
     agents.write_text(agents.read_text() + HOSTILE_PROFILES)
-    monkeypatch.setenv("ORCH_PROJECTS_DIR", str(settings.projects_dir))
-    monkeypatch.setenv("ORCH_CONFIG_DIR", str(settings.config_dir))
-    monkeypatch.setenv("ORCH_HOME", str(settings.home))
+    registry_dir.use_in(monkeypatch)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
     for name in ("ORCH_TASKS_DB_URL", SANDBOX_VAR, "FAKE_CLAUDE_LOG", *SECRETS):
         monkeypatch.delenv(name, raising=False)

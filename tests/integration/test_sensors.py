@@ -63,8 +63,7 @@ class Setup:
 
 @pytest.fixture
 def setup(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
-    for name, value in registry_dir.settings.environment().items():
-        monkeypatch.setenv(name, value)
+    registry_dir.use_in(monkeypatch)
     monkeypatch.delenv("ORCH_TASKS_DB_URL", raising=False)
     monkeypatch.delenv("ORCH_WEBSERVER_URL", raising=False)
     registry_dir.project("alpha")

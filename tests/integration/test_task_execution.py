@@ -111,9 +111,7 @@ class Harness:
 @pytest.fixture
 def harness(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     settings = registry_dir.settings
-    monkeypatch.setenv("ORCH_PROJECTS_DIR", str(settings.projects_dir))
-    monkeypatch.setenv("ORCH_CONFIG_DIR", str(settings.config_dir))
-    monkeypatch.setenv("ORCH_HOME", str(settings.home))
+    registry_dir.use_in(monkeypatch)
     monkeypatch.delenv("ORCH_TASKS_DB_URL", raising=False)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
     monkeypatch.delenv("ORCH_SANDBOX", raising=False)  # agents run in the sandbox

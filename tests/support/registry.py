@@ -7,6 +7,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from orchestration.registry import Registry, load_registry
 from orchestration.settings import Settings
 from tests.support.git import make_git_repo
@@ -44,6 +46,12 @@ class RegistryDir:
             repo = str(make_git_repo(self.root / "repos" / name, {"README.md": name}))
         body = textwrap.dedent(text).lstrip("\n")
         return self.write(f"projects/{name}.yaml", f"name: {name}\nrepo: {repo}\n{body}")
+
+    def use_in(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point this process's ORCH_PROJECTS_DIR, ORCH_CONFIG_DIR and ORCH_HOME here, as the
+        resources, sensors and commands read them at run time."""
+        for name, value in self.settings.environment().items():
+            monkeypatch.setenv(name, value)
 
     def load(self) -> Registry:
         return load_registry(self.settings, environ=self.env)

@@ -41,10 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pytest
 import yaml
 
-from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
+from orchestration.process import kill_process_group
+from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, SANDBOX_VAR
 from orchestration.tags import tasks_partitions_name
 from orchestration.tasks.lifecycle import ensure_partitions
 from orchestration.tasks.models import Task, TaskStatus
@@ -107,7 +109,7 @@ INSTANCE_CHANGES = {
 class AgentCall:
     project: str
     task: str
-    pid: int
+    agent: str  # the stand-in's own id: inside the sandbox every agent has the same pid
     start: float
     end: float | None
 
@@ -146,19 +148,19 @@ class Orchestrator(DaemonClient):
     def calls(self) -> dict[str, AgentCall]:
         """Per task id, the stand-in's (last) start and end. Its working directory is the
         task's worktree, ORCH_HOME/workspaces/<project>/worktrees/<task id>."""
-        starts: dict[str, tuple[str, float, int]] = {}
-        ends: dict[int, float] = {}
+        starts: dict[str, tuple[str, float, str]] = {}
+        ends: dict[str, float] = {}
         if self.agent_log.exists():
             for line in self.agent_log.read_text(encoding="utf-8").splitlines():
                 entry = json.loads(line)
                 if entry["event"] == "start":
                     cwd = Path(entry["cwd"])
-                    starts[cwd.name] = (cwd.parent.parent.name, entry["time"], entry["pid"])
+                    starts[cwd.name] = (cwd.parent.parent.name, entry["time"], entry["agent"])
                 elif entry["event"] == "end":
-                    ends[entry["pid"]] = entry["time"]
+                    ends[entry["agent"]] = entry["time"]
         return {
-            task: AgentCall(project, task, pid, start, ends.get(pid))
-            for task, (project, start, pid) in starts.items()
+            task: AgentCall(project, task, agent, start, ends.get(agent))
+            for task, (project, start, agent) in starts.items()
         }
 
     def task_runs(self, task_id: str) -> list[dg.DagsterRun]:
@@ -248,7 +250,7 @@ class Orchestrator(DaemonClient):
                 ),
                 "last agent calls:",
                 *(
-                    f"  {c.project} {c.task} pid={c.pid} start={c.start:.2f} end={c.end}"
+                    f"  {c.project} {c.task} agent={c.agent} start={c.start:.2f} end={c.end}"
                     for c in sorted(self.calls().values(), key=lambda c: c.start)[-15:]
                 ),
                 "daemon log tail:",
@@ -335,13 +337,6 @@ def _write_registry(root: Path) -> dict[str, str]:
     }
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 @pytest.fixture(scope="module")
 def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     root = tmp_path_factory.mktemp("allocation")
@@ -350,6 +345,10 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
     env["DAGSTER_HOME"] = str(write_instance(root, INSTANCE_CHANGES))
     env[LOG_VAR] = str(root / "agents" / "fake_claude.jsonl")
     daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]))
+    # Allocation is what is tested here: the stand-ins write one shared log beside the
+    # registry, which a sandboxed agent cannot reach (tests/integration/test_sandbox.py and
+    # tests/system/test_daemon_tasks.py run agents in the sandbox).
+    daemon_env[SANDBOX_VAR] = "off"
     with running_daemon(root, write_workspace(root), daemon_env) as (daemon, daemon_log):
         orchestrator = Orchestrator(root, env, daemon, daemon_log)
         try:
@@ -549,19 +548,14 @@ def test_backlogged_low_priority_project_gets_its_weighted_share(
     ]
 
 
-def _run_worker_pid(agent_pid: int) -> int:
-    """The run worker among the agent's parents: the child of the code server (`api grpc`)."""
-    chain: list[tuple[int, list[str]]] = []
-    pid = agent_pid
-    while pid > 1 and len(chain) < 10:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        chain.append((pid, cmdline))
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    for (child, _), (_, parent_cmd) in zip(chain, chain[1:], strict=False):
-        if "grpc" in parent_cmd and "api" in parent_cmd:
-            return child
-    raise AssertionError(f"no run worker among the agent's parents: {chain}")
+def _run_worker(sandbox: psutil.Process) -> psutil.Process:
+    """The run worker: the parent of the agent's sandbox, itself started by the code server."""
+    worker = sandbox.parent()
+    assert worker is not None, f"the sandbox {sandbox.pid} has no parent"
+    server = worker.parent()
+    server_argv = server.cmdline() if server else []
+    assert "grpc" in server_argv and "api" in server_argv, (worker.cmdline(), server_argv)
+    return worker
 
 
 def test_cancel_and_crash_give_the_slot_back(
@@ -588,9 +582,11 @@ def test_cancel_and_crash_give_the_slot_back(
     # Crash: the run worker is SIGKILLed; the run fails and its slot goes to the next task.
     following = orchestrator.add("p1", "after the crash HOLDd_next")
     orchestrator.wait_queued(following)
-    agent = orchestrator.calls()[crashing]
+    # The agent's process group as the orchestrator recorded it: its sandbox, on the host.
+    sandbox = psutil.Process(int(orchestrator.store.require(crashing).extra["agent_pgid"]))
+    started = sandbox.create_time()
     try:
-        os.kill(_run_worker_pid(agent.pid), signal.SIGKILL)
+        os.kill(_run_worker(sandbox).pid, signal.SIGKILL)
         killed_at = time.time()
         orchestrator.wait_started(following, timeout_s=90)
         waited = orchestrator.calls()[following].start - killed_at
@@ -604,7 +600,8 @@ def test_cancel_and_crash_give_the_slot_back(
         assert task.status is TaskStatus.FAILED, task.status
         assert orchestrator.sample().in_use <= SLOTS
     finally:
-        _kill_group(agent.pid)  # a SIGKILLed worker leaves its agent behind (known bug)
+        # A SIGKILLed worker may leave its agent behind; the start time guards a reused id.
+        kill_process_group(sandbox.pid, started)
 
 
 def test_adding_the_same_partition_at_once_is_harmless(tmp_path: Path) -> None:

@@ -5,9 +5,14 @@ queued run -> run worker -> the real `claude_code` adapter running the stand-in 
 One daemon serves the whole module. Its registry has three projects, each a real git repository
 with a verify command: `alpha` (secret SECRET_A, two agents at once), `beta` (secret SECRET_B,
 resumes its last session, one agent at a time) and `gamma` (a 4 s agent timeout). The
-stand-in logs what it saw (argv, pid, process group, parents, environment) to
-`fake_claude.jsonl` in the project's CLAUDE_CONFIG_DIR, the one variable the orchestrator
-always sets for it.
+stand-in logs what it saw (argv, environment, cwd) to `fake_claude.jsonl` in the project's
+CLAUDE_CONFIG_DIR, the one variable the orchestrator always sets for it.
+
+Agents run in the sandbox, each in a PID namespace of its own, so what an agent could log about
+its processes (its pid, its group, its parents) says nothing about the host: the tests find its
+processes from outside, starting at the process group the orchestrator records for the task
+(`extra["agent_pgid"]`, the sandbox's group on the host), and tell the stand-in's log lines
+apart by the random `agent` id each of them carries.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pytest
 import yaml
 
+from orchestration.process import kill_process_group
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tasks.models import Task, TaskStatus
 from tests.support.daemon import (
@@ -81,14 +89,21 @@ class Orchestrator(DaemonClient):
 
     def agent_calls(self, project: str, task_id: str) -> list[dict[str, Any]]:
         """The stand-in's log lines for one task (its worktree is named after the task), each
-        start line merged with what the same process logged later."""
+        start line merged with what the same process logged later (the same `agent` id: pids
+        repeat across sandboxes)."""
         entries = self.fake_log(project)
         starts = [e for e in entries if e["event"] == "start" and Path(e["cwd"]).name == task_id]
         for start in starts:
             for later in entries:
-                if later["pid"] == start["pid"] and later["event"] != "start":
+                if later["agent"] == start["agent"] and later["event"] != "start":
                     start[later["event"]] = later
         return starts
+
+    def release(self, project: str, name: str) -> None:
+        """Let the agents whose prompts hold `HOLD<name>` finish."""
+        release = self.home / "workspaces" / project / "agents" / "claude_code" / "release"
+        release.mkdir(parents=True, exist_ok=True)
+        (release / name).touch()
 
     def wait_for(
         self, what: str, task_id: str, ready: Callable[[], Any], timeout_s: float = TASK_TIMEOUT_S
@@ -178,7 +193,7 @@ def _write_registry(root: Path) -> dict[str, str]:
     agents = yaml.safe_load(agents_file.read_text())
     agents["profiles"][MISSING_PROFILE] = {
         "description": "A CLI that is not installed.",
-        "argv": ["orch-test-no-such-agent", "-p", "{prompt}"],
+        "argv": ["orch-test-no-such-agent", "-p", "--", "{prompt}"],
         "output": "text",
     }
     agents_file.write_text(yaml.safe_dump(agents, sort_keys=False))
@@ -226,29 +241,96 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a live process; a zombie (dead, not yet reaped) counts as dead."""
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/`pid`/stat after the command (state, ppid, pgrp, ...); None if the
+    process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return None
+    return stat.rsplit(")", 1)[1].split()
 
 
-def _kill_group(pgid: int) -> None:
+def _live(fields: list[str] | None) -> bool:
+    """A zombie (dead, not yet reaped) counts as dead."""
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group `pgid` on the host (zombies excluded)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if _live(fields) and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def _gone(process: psutil.Process) -> bool:
+    """Whether `process` has exited (a zombie counts; a new process with its pid does not
+    make it alive again)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
-def _run_worker_pid(call: dict[str, Any]) -> int:
-    """The run worker among the agent's parents: the process the code server started."""
-    chain = call["ancestors"]
-    for child, parent in zip(chain, chain[1:], strict=False):
-        if "grpc" in parent["cmdline"] and "api" in parent["cmdline"]:
-            return int(child["pid"])
-    raise AssertionError(f"no run worker among the agent's parents: {chain}")
+@dataclass(frozen=True)
+class AgentGroup:
+    """A hanging agent seen from the host while it runs: the process group the orchestrator
+    recorded for its task (the sandbox's) and, found in that group, the stand-in's process and
+    the `sleep` it started."""
+
+    pgid: int
+    started: float  # the group leader's start time, so cleanup never hits a reused id
+    agent: psutil.Process
+    child: psutil.Process
+
+    def gone(self) -> bool:
+        """The group has no live process left, and neither the agent nor its child lives."""
+        return not _group_members(self.pgid) and _gone(self.agent) and _gone(self.child)
+
+    def kill(self) -> None:
+        kill_process_group(self.pgid, self.started)
+
+
+def _recorded_group(
+    orchestrator: Orchestrator, task_id: str, call: dict[str, Any]
+) -> tuple[psutil.Process, psutil.Process]:
+    """The running agent of `task_id` (`call`: its start line) found from the host: the leader
+    of the process group recorded in the task's `agent_pgid`, checked to be live and to lead
+    its group, and the stand-in's process, checked to be in that group."""
+    pgid = int(orchestrator.task(task_id).extra["agent_pgid"])
+    leader = psutil.Process(pgid)
+    assert _live(_stat(pgid)) and os.getpgid(pgid) == pgid, f"{pgid} leads no live group"
+    argv = call["argv"]
+    descendants = leader.children(recursive=True)
+    agents = [p for p in descendants if p.cmdline()[-len(argv) :] == argv]
+    assert len(agents) == 1, (argv, [p.cmdline() for p in descendants])
+    assert os.getpgid(agents[0].pid) == pgid, "the agent left its sandbox's process group"
+    return leader, agents[0]
+
+
+def _agent_group(orchestrator: Orchestrator, task_id: str, call: dict[str, Any]) -> AgentGroup:
+    """The hanging agent of `task_id` (`call`: its start line, with `child`), found from the
+    host through its task's recorded process group, which holds it and its child."""
+    leader, agent = _recorded_group(orchestrator, task_id, call)
+    children = [p for p in agent.children() if p.cmdline() == ["sleep", "300"]]
+    assert len(children) == 1, [p.cmdline() for p in agent.children()]
+    assert os.getpgid(children[0].pid) == leader.pid, "the agent's child left its group"
+    return AgentGroup(leader.pid, leader.create_time(), agent, children[0])
+
+
+def _run_worker(group: AgentGroup) -> psutil.Process:
+    """The run worker: the parent of the sandbox process (the group's leader), itself started
+    by the code server."""
+    worker = psutil.Process(group.pgid).parent()
+    assert worker is not None, f"the sandbox {group.pgid} has no parent"
+    server = worker.parent()
+    server_argv = server.cmdline() if server else []
+    assert "grpc" in server_argv and "api" in server_argv, (worker.cmdline(), server_argv)
+    return worker
 
 
 def _events(orchestrator: Orchestrator, run_id: str, kind: dg.DagsterEventType) -> list[Any]:
@@ -278,7 +360,7 @@ def test_task_runs_through_daemon_and_records_everything(orchestrator: Orchestra
 
     # The real claude_code adapter ran the CLI headless, in the task's own worktree.
     (call,) = orchestrator.agent_calls("alpha", task_id)
-    assert call["argv"][1:] == ["-p", prompt, "--output-format", "json"]
+    assert call["argv"][1:] == ["-p", "--output-format", "json", "--", prompt]
     assert Path(call["cwd"]) == orchestrator.home / "workspaces/alpha/worktrees" / task_id
     assert call["end"]["exit"] == 0
 
@@ -335,9 +417,28 @@ def test_task_runs_through_daemon_and_records_everything(orchestrator: Orchestra
 
 def test_two_tasks_of_one_project_run_at_once(orchestrator: Orchestrator) -> None:
     # Each agent waits until the other has started too (BARRIER), so they overlap however
-    # slowly the second one is launched, but only if both may run at once.
-    first = orchestrator.add("alpha", "First parallel change BARRIER2:pair")
-    second = orchestrator.add("alpha", "Second parallel change BARRIER2:pair")
+    # slowly the second one is launched, but only if both may run at once. Then each works
+    # until released (HOLD), so that the test sees both process groups while they run.
+    first = orchestrator.add("alpha", "First parallel change BARRIER2:pair HOLDpair")
+    second = orchestrator.add("alpha", "Second parallel change BARRIER2:pair HOLDpair")
+    try:
+        leaders = []
+        for task_id in (first, second):
+
+            def past_barrier(task_id: str = task_id) -> dict[str, Any] | None:
+                calls = orchestrator.agent_calls("alpha", task_id)
+                recorded = orchestrator.task(task_id).extra.get("agent_pgid")
+                return calls[0] if calls and "barrier" in calls[0] and recorded else None
+
+            call = orchestrator.wait_for(
+                f"the agent of {task_id} to pass the barrier", task_id, past_barrier
+            )
+            leaders.append(_recorded_group(orchestrator, task_id, call)[0])
+        # Both agents run now, each in a process group of its own (its sandbox's).
+        assert all(leader.is_running() for leader in leaders)
+        assert leaders[0].pid != leaders[1].pid, leaders
+    finally:
+        orchestrator.release("alpha", "pair")
     for task_id in (first, second):
         task = orchestrator.wait_finished(task_id)
         assert task.status is TaskStatus.SUCCEEDED, orchestrator.explain(task_id, "failed")
@@ -346,7 +447,6 @@ def test_two_tasks_of_one_project_run_at_once(orchestrator: Orchestrator) -> Non
     assert one["barrier"]["met"] and two["barrier"]["met"], "the agents did not run at once"
     assert one["time"] < two["end"]["time"] and two["time"] < one["end"]["time"], (one, two)
     assert one["cwd"] != two["cwd"]
-    assert one["pgid"] != two["pgid"]
     clone = orchestrator.home / "workspaces" / "alpha" / "repo.git"
     for task_id in (first, second):
         assert "parallel change" in git(clone, "show", f"orch/alpha/{task_id}:CHANGES.md")
@@ -391,11 +491,12 @@ def test_resume_passes_the_previous_session(orchestrator: Orchestrator) -> None:
     (call,) = orchestrator.agent_calls("beta", second)
     assert call["argv"][1:] == [
         "-p",
-        "Carry on",
         "--output-format",
         "json",
         "--resume",
         orchestrator.task(first).session_id,
+        "--",
+        "Carry on",
     ]
     sessions = json.loads(orchestrator.orch("session", "list", "beta", "--json"))
     assert [(s["profile"], s["session_id"], s["task_id"]) for s in sessions] == [
@@ -406,23 +507,25 @@ def test_resume_passes_the_previous_session(orchestrator: Orchestrator) -> None:
     assert starts and all("--resume" not in e["argv"] for e in starts)
 
 
-def _wait_hanging_agent(orchestrator: Orchestrator, project: str, task_id: str) -> dict:
+def _wait_hanging_agent(orchestrator: Orchestrator, project: str, task_id: str) -> AgentGroup:
+    """The agent of `task_id` (a HANG prompt) once it hangs, seen from the host."""
     orchestrator.wait_status(task_id, TaskStatus.RUNNING)
 
     def child_started() -> dict | None:
         calls = orchestrator.agent_calls(project, task_id)
-        return calls[0] if calls and "child" in calls[0] else None
+        recorded = orchestrator.task(task_id).extra.get("agent_pgid")
+        return calls[0] if calls and "child" in calls[0] and recorded else None
 
-    return orchestrator.wait_for(f"the agent of {task_id} to hang", task_id, child_started)
+    call = orchestrator.wait_for(f"the agent of {task_id} to hang", task_id, child_started)
+    return _agent_group(orchestrator, task_id, call)
 
 
 def test_cancel_terminates_the_run_and_the_agents_process_group(
     orchestrator: Orchestrator,
 ) -> None:
     task_id = orchestrator.add("alpha", "Work forever HANG")
-    call = _wait_hanging_agent(orchestrator, "alpha", task_id)
-    agent_pid, sleep_pid = call["pid"], call["child"]["child_pid"]
-    assert call["pgid"] == agent_pid  # the agent leads its own process group
+    # The agent's sandbox leads its own process group, which holds the agent and its child.
+    group = _wait_hanging_agent(orchestrator, "alpha", task_id)
     try:
         out = orchestrator.orch("task", "cancel", task_id)
         assert f"cancelled {task_id}" in out and "terminated run" in out, out
@@ -431,14 +534,11 @@ def test_cancel_terminates_the_run_and_the_agents_process_group(
         task = orchestrator.wait_finished(task_id, timeout_s=30)
         assert task.status is TaskStatus.CANCELLED
         orchestrator.wait_for(
-            "the agent and its child to be gone",
-            task_id,
-            lambda: not _alive(agent_pid) and not _alive(sleep_pid),
-            timeout_s=15,
+            "the agent and its child to be gone", task_id, group.gone, timeout_s=15
         )
         assert not (orchestrator.home / "workspaces/alpha/worktrees" / task_id).exists()
     finally:
-        _kill_group(agent_pid)
+        group.kill()
 
 
 #: Every way an agent can fail, in project gamma (4 s timeout): (prompt, *options) -> what the
@@ -452,18 +552,29 @@ FAILURES: dict[tuple[str, ...], list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def failed_tasks(orchestrator: Orchestrator) -> Iterator[dict[tuple[str, ...], str]]:
-    """The FAILURES, queued together and run to their end: prompt and options -> task id."""
+def gamma_tasks(
+    orchestrator: Orchestrator,
+) -> Iterator[tuple[dict[tuple[str, ...], str], AgentGroup]]:
+    """The FAILURES, queued together: prompt and options -> task id, and the hanging agent's
+    process group, seen while it ran (before its timeout)."""
     ids = {args: orchestrator.add("gamma", *args) for args in FAILURES}
+    hanging = _wait_hanging_agent(orchestrator, "gamma", ids[("Never finish HANG",)])
     try:
-        for task_id in ids.values():
-            orchestrator.wait_finished(task_id)
-            orchestrator.wait_run_finished(task_id)
-        yield ids
+        yield ids, hanging
     finally:
-        for task_id in ids.values():
-            for call in orchestrator.agent_calls("gamma", task_id):
-                _kill_group(call["pid"])
+        hanging.kill()
+
+
+@pytest.fixture(scope="module")
+def failed_tasks(
+    orchestrator: Orchestrator, gamma_tasks: tuple[dict[tuple[str, ...], str], AgentGroup]
+) -> dict[tuple[str, ...], str]:
+    """The FAILURES, run to their end: prompt and options -> task id."""
+    ids, _ = gamma_tasks
+    for task_id in ids.values():
+        orchestrator.wait_finished(task_id)
+        orchestrator.wait_run_finished(task_id)
+    return ids
 
 
 def test_agent_failures_fail_the_task_with_reason_and_tail(
@@ -504,34 +615,38 @@ def test_a_missing_agent_program_fails_one_task_and_holds_the_rest(
 
 
 def test_agent_timeout_kills_the_agents_process_group(
-    orchestrator: Orchestrator, failed_tasks: dict[tuple[str, ...], str]
+    orchestrator: Orchestrator,
+    gamma_tasks: tuple[dict[tuple[str, ...], str], AgentGroup],
+    failed_tasks: dict[tuple[str, ...], str],
 ) -> None:
     task_id = failed_tasks[("Never finish HANG",)]
-    (call,) = orchestrator.agent_calls("gamma", task_id)
-    assert call["pgid"] == call["pid"]
-    assert not _alive(call["pid"]), "the timed-out agent still runs"
-    assert not _alive(call["child"]["child_pid"]), "the timed-out agent's child still runs"
+    # While it ran, the agent and its child were in the sandbox's group (checked by
+    # `_agent_group`); after the timeout nothing of that group lives.
+    _, group = gamma_tasks
+    assert not _group_members(group.pgid), "the timed-out agent's process group still runs"
+    assert _gone(group.agent), "the timed-out agent still runs"
+    assert _gone(group.child), "the timed-out agent's child still runs"
     task = orchestrator.task(task_id)
     assert task.duration_s is not None and task.duration_s >= GAMMA_TIMEOUT_S
 
 
 @pytest.fixture(scope="module")
-def crashed_task(orchestrator: Orchestrator) -> Iterator[tuple[str, dict[str, Any]]]:
+def crashed_task(orchestrator: Orchestrator) -> Iterator[tuple[str, AgentGroup]]:
     """A task whose run worker was SIGKILLed while its agent hung, once its run has failed:
-    the task id and the agent's log line."""
+    the task id and the agent's process group, seen before the kill."""
     task_id = orchestrator.add("alpha", "Be killed HANG")
-    call = _wait_hanging_agent(orchestrator, "alpha", task_id)
+    group = _wait_hanging_agent(orchestrator, "alpha", task_id)
     try:
-        os.kill(_run_worker_pid(call), signal.SIGKILL)
+        _run_worker(group).send_signal(signal.SIGKILL)
         run = orchestrator.wait_run_finished(task_id, timeout_s=60)
         assert run.status is dg.DagsterRunStatus.FAILURE, orchestrator.explain(task_id, "run")
-        yield task_id, call
+        yield task_id, group
     finally:
-        _kill_group(call["pid"])
+        group.kill()
 
 
 def test_killed_run_worker_never_leaves_the_task_running(
-    orchestrator: Orchestrator, crashed_task: tuple[str, dict[str, Any]]
+    orchestrator: Orchestrator, crashed_task: tuple[str, AgentGroup]
 ) -> None:
     task_id, _ = crashed_task
     task = orchestrator.wait_status(task_id, TaskStatus.FAILED, TaskStatus.QUEUED, timeout_s=60)
@@ -539,16 +654,12 @@ def test_killed_run_worker_never_leaves_the_task_running(
 
 
 def test_killed_run_worker_leaves_no_agent_behind(
-    orchestrator: Orchestrator, crashed_task: tuple[str, dict[str, Any]]
+    orchestrator: Orchestrator, crashed_task: tuple[str, AgentGroup]
 ) -> None:
-    task_id, call = crashed_task
+    task_id, group = crashed_task
     orchestrator.wait_status(task_id, TaskStatus.FAILED, TaskStatus.QUEUED, timeout_s=60)
-    agent_pid, sleep_pid = call["pid"], call["child"]["child_pid"]
     orchestrator.wait_for(
-        "the crashed run's agent and its child to be gone",
-        task_id,
-        lambda: not _alive(agent_pid) and not _alive(sleep_pid),
-        timeout_s=10,
+        "the crashed run's agent and its child to be gone", task_id, group.gone, timeout_s=10
     )
 
 
