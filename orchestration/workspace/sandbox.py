@@ -177,16 +177,34 @@ def other_checkouts(repos: Iterable[str], *, own: str) -> tuple[Path, ...]:
     return tuple(found)
 
 
+def runtime_paths() -> tuple[Path, ...]:
+    """What the commands the orchestrator starts need to read: this interpreter, its
+    installation (the virtualenv) and this package's source."""
+    return _existing(
+        [
+            Path(sys.prefix),
+            Path(sys.base_prefix),
+            Path(sys.executable).resolve().parent,
+            Path(__file__).resolve().parents[2],
+        ]
+    )
+
+
 def visible_again(hidden: Iterable[Path], *, network: bool) -> tuple[Path, ...]:
-    """Files under a hidden directory the system needs read-only: the resolver configuration
-    when the network is shared (`/etc/resolv.conf` often links into /run)."""
-    if not network:
-        return ()
-    resolv = Path("/etc/resolv.conf").resolve()
+    """What lies under a hidden directory and is needed read-only: the interpreter, the
+    virtualenv and this package (a checkout under /tmp, say), and the resolver configuration
+    when the network is shared (`/etc/resolv.conf` often links into /run). Anything hidden
+    deeper inside them (ORCH_HOME inside the checkout) stays hidden: deeper mounts come later."""
     hidden_dirs = [path for path in hidden if path.is_dir()]
-    if resolv.is_file() and any(resolv.is_relative_to(path) for path in hidden_dirs):
-        return (resolv,)
-    return ()
+
+    def under_hidden(path: Path) -> bool:
+        return any(path.is_relative_to(directory) for directory in hidden_dirs)
+
+    found = [path for path in runtime_paths() if under_hidden(path)]
+    resolv = Path("/etc/resolv.conf").resolve()
+    if network and resolv.is_file() and under_hidden(resolv):
+        found.append(resolv)
+    return tuple(found)
 
 
 def _existing(paths: Sequence[Path]) -> tuple[Path, ...]:

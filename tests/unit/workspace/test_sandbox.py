@@ -4,6 +4,7 @@ hides, the environment inside, and the errors that say how to fix a machine with
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -172,3 +173,16 @@ def test_other_projects_checkouts_are_hidden_but_not_what_the_sandbox_needs(
     ]
     assert other_checkouts(repos, own=str(own)) == (other.resolve(),)
     assert other_checkouts([str(tmp_path)], own=str(own)) == ()  # holds the project's own
+
+
+def test_the_interpreter_and_this_package_stay_readable_under_a_hidden_directory() -> None:
+    """A checkout (and its virtualenv) under /tmp, which every sandbox hides: the agents and
+    verify commands the orchestrator starts still find their interpreter and this package."""
+    import orchestration
+
+    package_root = Path(orchestration.__file__).resolve().parents[1]
+    hidden = (Path(sys.prefix).resolve().parent, package_root.parent)
+    again = visible_again(hidden, network=False)
+    assert Path(sys.prefix).resolve() in again
+    assert package_root in again
+    assert visible_again((Path("/nonexistent-hidden"),), network=False) == ()
