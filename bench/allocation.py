@@ -285,10 +285,7 @@ def running_daemon(
     from tests.support import daemon
 
     env, workspace = write_setup(root, items, run_queue, ageing_s)
-    daemon_env = daemon.daemon_environment(env, drop=("BENCH_", "FAKE_CLAUDE_"))
-    # The stand-ins log timings to one file beside the registry, which a sandboxed agent cannot
-    # reach: what is measured here is dispatch and allocation, so agents run unsandboxed.
-    daemon_env["ORCH_SANDBOX"] = "off"
+    daemon_env = daemon.daemon_environment(env, drop=("BENCH_", "FAKE_CLAUDE_"), sandbox=False)
     needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
     with daemon.running_daemon(
         root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S

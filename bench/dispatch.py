@@ -229,11 +229,8 @@ def running_daemon(root: Path) -> Iterator[Bench]:
 
     env, workspace = write_setup(root)
     daemon_env = daemon.daemon_environment(
-        env, drop=("BENCH_",), path=path_with_fakes(os.environ["PATH"])
+        env, drop=("BENCH_",), path=path_with_fakes(os.environ["PATH"]), sandbox=False
     )
-    # The stand-ins log timings to one file beside the registry, which a sandboxed agent cannot
-    # reach: what is measured here is dispatch and allocation, so agents run unsandboxed.
-    daemon_env["ORCH_SANDBOX"] = "off"
     needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
     with daemon.running_daemon(
         root, workspace, daemon_env, needed=needed, timeout_s=STARTUP_TIMEOUT_S

@@ -21,7 +21,7 @@ from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import SANDBOX_VAR, sandbox_enabled
-from orchestration.tasks.models import EARLY_FAILURE_ATTEMPTS, Task, TaskStatus
+from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.outcomes import PendingOutcome, save_pending
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
@@ -103,8 +103,8 @@ def _end_failed_run(store: TaskStore, task_id: str, run_id: str, cause: str, ret
         task = store.require(task_id)
     except Exception:  # the database itself is the trouble: the dispatch tick sees the run end
         return
-    if retry and not task.extra.get("agent_pgid") and task.attempts < EARLY_FAILURE_ATTEMPTS:
-        store.requeue(task_id, f"run {run_id} failed before its agent started: {cause}")
+    if retry and task.may_retry_early_failure:
+        store.requeue_failed_start(task_id, run_id, cause)
     else:
         store.fail_run(task_id, run_id, cause)
 

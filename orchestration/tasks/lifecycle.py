@@ -34,7 +34,7 @@ from orchestration.tags import (
     tasks_partitions_name,
 )
 from orchestration.tasks.dispatch import plan_dispatch, run_priority
-from orchestration.tasks.models import EARLY_FAILURE_ATTEMPTS, Task, TaskStatus
+from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.outcomes import record_pending
 from orchestration.tasks.store import TaskStore
 
@@ -267,11 +267,11 @@ def reconcile_ended_runs(
                 log.info(f"task {task.id}: run {latest.run_id} cancelled")
         elif latest.status == dg.DagsterRunStatus.FAILURE or task.status is TaskStatus.RUNNING:
             cause = _failure_cause(instance, latest.run_id)
-            if not task.extra.get("agent_pgid") and task.attempts < EARLY_FAILURE_ATTEMPTS:
+            if task.may_retry_early_failure:
                 # Nothing of the agent's is lost: try again, and say what stopped the run.
-                reason = f"run {latest.run_id} failed before its agent started: {cause}"
-                if store.requeue(task.id, reason):
-                    log.warning(f"task {task.id}: {reason}; queued again")
+                requeued = store.requeue_failed_start(task.id, latest.run_id, cause)
+                if requeued:
+                    log.warning(f"task {task.id}: {requeued}; queued again")
                 continue
             reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
             if cause:

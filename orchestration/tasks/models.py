@@ -83,6 +83,13 @@ class Task:
     finished_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def may_retry_early_failure(self) -> bool:
+        """True when a run of this task failed before its agent started (nothing of the
+        agent's can be lost) and it has been dispatched fewer than EARLY_FAILURE_ATTEMPTS times:
+        it goes back to the queue rather than failing."""
+        return not self.extra.get("agent_pgid") and self.attempts < EARLY_FAILURE_ATTEMPTS
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = str(self.status)

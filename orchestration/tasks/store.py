@@ -404,6 +404,12 @@ class TaskStore:
             ),
         )
 
+    def requeue_failed_start(self, task_id: str, run_id: str, cause: str) -> str | None:
+        """Put back in the queue a task whose run `run_id` failed before its agent started,
+        saying why; the reason, or None when the task had moved on."""
+        reason = f"run {run_id} failed before its agent started: {cause}"
+        return reason if self.requeue(task_id, reason) else None
+
     def block(self, task_id: str, reason: str) -> bool:
         return self._transition(
             task_id, [TaskStatus.QUEUED], {"status": TaskStatus.BLOCKED, "reason": reason}

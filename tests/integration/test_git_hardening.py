@@ -38,12 +38,6 @@ from tests.support.registry import RegistryDir
 
 LOG = logging.getLogger("test_git_hardening")
 HOSTILE = FAKES_DIR / "hostile_agent"
-HOSTILE_PROFILE = f"""
-  hostile:
-    description: The hostile stand-in agent (tests).
-    argv: ["{{python}}", "{HOSTILE}", -p, --output-format, json, --, "{{prompt}}"]
-    output: claude_json
-"""
 #: Hooks git may run during add, commit, ref updates and checkouts.
 HOOKS = (
     "pre-commit",
@@ -189,9 +183,7 @@ class Bench:
 def bench(
     registry_dir: RegistryDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Bench]:
-    settings = registry_dir.settings
-    agents = settings.config_dir / "agents.yaml"
-    agents.write_text(agents.read_text() + HOSTILE_PROFILE)
+    registry_dir.add_profile("hostile", HOSTILE)
     registry_dir.use_in(monkeypatch)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
     for name in ("ORCH_TASKS_DB_URL", SANDBOX_VAR, "FAKE_CLAUDE_LOG", "GIT_SSH_COMMAND", "GIT_SSH"):

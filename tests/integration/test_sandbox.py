@@ -38,19 +38,6 @@ from tests.support.paths import FAKES_DIR, REPO_ROOT, path_with_fakes
 from tests.support.registry import RegistryDir
 
 HOSTILE = FAKES_DIR / "hostile_agent"
-#: Profiles running the hostile stand-in, with and without network.
-HOSTILE_PROFILES = f"""
-  hostile:
-    description: The hostile stand-in agent (tests).
-    argv: ["{{python}}", "{HOSTILE}", -p, --output-format, json, --, "{{prompt}}"]
-    output: claude_json
-    config_dir_env: HOSTILE_CONFIG_DIR
-  hostile_offline:
-    description: The hostile stand-in agent without network (tests).
-    argv: ["{{python}}", "{HOSTILE}", -p, --output-format, json, --, "{{prompt}}"]
-    output: claude_json
-    network: false
-"""
 #: What a run worker process does: run one task the way the `tasks` asset does.
 WORKER = """
 import json, logging, os, sys
@@ -138,9 +125,9 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
 
 def _lab(base: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     registry_dir = RegistryDir.create(base / "registry")
-    settings = registry_dir.settings
-    agents = settings.config_dir / "agents.yaml"
-    agents.write_text(agents.read_text() + HOSTILE_PROFILES)
+    # The hostile stand-in, with and without network.
+    registry_dir.add_profile("hostile", HOSTILE, config_dir_env="HOSTILE_CONFIG_DIR")
+    registry_dir.add_profile("hostile_offline", HOSTILE, network=False)
     registry_dir.use_in(monkeypatch)
     monkeypatch.setenv("PATH", path_with_fakes(os.environ["PATH"]))
     for name in ("ORCH_TASKS_DB_URL", SANDBOX_VAR, "FAKE_CLAUDE_LOG", *SECRETS):

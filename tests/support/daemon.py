@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from orchestration.instance import open_instance
-from orchestration.settings import HOME_VAR
+from orchestration.settings import HOME_VAR, SANDBOX_VAR
 from orchestration.tasks.store import TaskStore
 from tests.support.paths import REPO_ROOT
 
@@ -77,13 +77,25 @@ def write_workspace(root: Path, extra: Mapping[str, str] | None = None) -> Path:
 
 
 def daemon_environment(
-    env: Mapping[str, str], *, drop: Iterable[str] = (), path: str | None = None
+    env: Mapping[str, str],
+    *,
+    drop: Iterable[str] = (),
+    path: str | None = None,
+    sandbox: bool = True,
 ) -> dict[str, str]:
     """A daemon's environment: this process's, without this machine's ORCH_ and DAGSTER_
-    settings or any variable starting with one of `drop`, then `env`, then `path` as PATH."""
+    settings or any variable starting with one of `drop`, then `env`, then `path` as PATH.
+
+    `sandbox=False` runs the agents unsandboxed: for the tests and benchmarks of scheduling
+    whose stand-ins all log to one shared file, which no agent sandbox can reach (the sandbox
+    itself is tested in tests/integration/test_sandbox.py and tests/system/test_daemon_tasks.py).
+    """
     prefixes = (*MACHINE_SETTINGS, *drop)
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    return {**inherited, **env} | ({"PATH": path} if path is not None else {})
+    environment = {**inherited, **env} | ({"PATH": path} if path is not None else {})
+    if not sandbox:
+        environment[SANDBOX_VAR] = "off"
+    return environment
 
 
 def create_storage(dagster_home: Path, orch_home: Path) -> None:

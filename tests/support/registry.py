@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestration.registry import Registry, load_registry
 from orchestration.settings import Settings
@@ -46,6 +47,20 @@ class RegistryDir:
             repo = str(make_git_repo(self.root / "repos" / name, {"README.md": name}))
         body = textwrap.dedent(text).lstrip("\n")
         return self.write(f"projects/{name}.yaml", f"name: {name}\nrepo: {repo}\n{body}")
+
+    def add_profile(self, name: str, script: Path, **keys: object) -> None:
+        """Add to config/agents.yaml a profile running the stand-in `script` the way Claude Code
+        is run (`-p --output-format json -- PROMPT`), with extra profile `keys`."""
+        agents = self.root / "config" / "agents.yaml"
+        profile: dict[str, object] = {
+            "description": f"The stand-in {script.name} (tests).",
+            "argv": ["{python}", str(script), "-p", "--output-format", "json", "--", "{prompt}"],
+            "output": "claude_json",
+            **keys,
+        }
+        data = yaml.safe_load(agents.read_text(encoding="utf-8"))
+        data["profiles"][name] = profile
+        agents.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
     def use_in(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point this process's ORCH_PROJECTS_DIR, ORCH_CONFIG_DIR and ORCH_HOME here, as the

@@ -46,7 +46,7 @@ import pytest
 import yaml
 
 from orchestration.process import kill_process_group
-from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, SANDBOX_VAR
+from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tags import tasks_partitions_name
 from orchestration.tasks.lifecycle import ensure_partitions
 from orchestration.tasks.models import Task, TaskStatus
@@ -344,11 +344,7 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
     env = _write_registry(root)
     env["DAGSTER_HOME"] = str(write_instance(root, INSTANCE_CHANGES))
     env[LOG_VAR] = str(root / "agents" / "fake_claude.jsonl")
-    daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]))
-    # Allocation is what is tested here: the stand-ins write one shared log beside the
-    # registry, which a sandboxed agent cannot reach (tests/integration/test_sandbox.py and
-    # tests/system/test_daemon_tasks.py run agents in the sandbox).
-    daemon_env[SANDBOX_VAR] = "off"
+    daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]), sandbox=False)
     with running_daemon(root, write_workspace(root), daemon_env) as (daemon, daemon_log):
         orchestrator = Orchestrator(root, env, daemon, daemon_log)
         try:
