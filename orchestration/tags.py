@@ -9,6 +9,15 @@ PROJECT_TAG = "project"
 TASK_TAG = "orch/task"
 #: Run tag: the linked session a task belongs to (`orch task add --propagate`).
 SESSION_TAG = "orch/session"
+#: Run tag: why a task's run was ended early to be continued later (`stopped`, `preempted`).
+INTERRUPTED_TAG = "orch/interrupted"
+#: Run tag: the project a `project_control` run acts on, and the action.
+CONTROL_TAG = "orch/control"
+#: Run tag held at a limit of 0 by the run queue (dagster.yaml `tag_concurrency_limits`): a
+#: queued run of a paused project's assets (a refresh, a verification) carries it until the
+#: project resumes.
+HOLD_TAG = "orch/hold"
+HOLD_VALUE = "paused"
 #: Run tag read by Dagster's run queue: higher starts first.
 PRIORITY_TAG = "dagster/priority"
 #: Run tag read by Dagster's run monitoring: a run still going after this many seconds is ended.

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--print", action="store_true")
     parser.add_argument("--output-format", default="json", choices=["json", "text"])
     parser.add_argument("-r", "--resume", default=None)
+    parser.add_argument("--session-id", default=None)
     parser.add_argument("--model", default="demo")
     args = parser.parse_args(argv)
     if args.prompt is None:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no prompt: give it after `--` or on standard input")
 
     started = time.monotonic()
-    session_id = args.resume or str(uuid.uuid4())
+    session_id = args.resume or args.session_id or str(uuid.uuid4())
     slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "task"
     note = Path("orch-demo") / f"{slug}.md"
     note.parent.mkdir(exist_ok=True)

@@ -33,6 +33,9 @@ class AgentRequest:
     workdir: Path
     model: str | None = None
     session_id: str | None = None
+    """A session to resume (the profile's `resume_args`)."""
+    new_session_id: str | None = None
+    """The id a new session is to take (the profile's `session_args`), when it has them."""
     command: Sequence[str] = ()
 
 
@@ -41,7 +44,8 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
 
     Each placeholder fills exactly one argument (the prompt stays one argument whatever it
     contains), except `{command}`, which stands for the project's whole `agent.command` list.
-    The model and resume options go before the template's `--`, so the prompt after it is the
+    The model and session options (`resume_args` for a session to resume, else `session_args`
+    for a new one whose id the orchestrator chose) go before the template's `--`, so the prompt after it is the
     one argument no option parser reads; a profile may instead take the prompt on standard
     input (`prompt_stdin`).
     """
@@ -49,7 +53,7 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         "prompt": request.prompt,
         "prompt_file": PROMPT_FILE_PATH,
         "model": request.model or "",
-        "session_id": request.session_id or "",
+        "session_id": request.session_id or request.new_session_id or "",
         "workdir": str(request.workdir),
         "python": sys.executable,
         "command": "",
@@ -59,6 +63,8 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         options += profile.model_args
     if request.session_id and profile.resume_args:
         options += profile.resume_args
+    elif request.new_session_id and profile.session_args:
+        options += profile.session_args
     template = list(profile.argv)
     end = template.index(END_OF_OPTIONS) if END_OF_OPTIONS in template else len(template)
     template[end:end] = options

@@ -126,7 +126,9 @@ def load_registry(
     settings = settings or Settings.from_env(env)
     errors: list[RegistryError] = []
     agents = _load_resource(settings.config_dir / AGENTS_FILE, AgentsFile, errors, wrap=None)
-    pools = _load_resource(settings.config_dir / POOLS_FILE, PoolsFile, errors, wrap="pools")
+    pools = _load_resource(
+        settings.config_dir / POOLS_FILE, PoolsFile, errors, wrap="pools", beside=("preemption",)
+    )
     _check_resources(agents, pools, settings, errors)
 
     loader = _ProjectLoader(settings, env, agents)
@@ -142,8 +144,16 @@ def load_registry(
 
 
 def _load_resource(
-    path: Path, model: type[BaseModel], errors: list[RegistryError], *, wrap: str | None
+    path: Path,
+    model: type[BaseModel],
+    errors: list[RegistryError],
+    *,
+    wrap: str | None,
+    beside: tuple[str, ...] = (),
 ) -> Any:
+    """Validate one config file. With `wrap`, the file's top-level keys become the entries of
+    the model's field `wrap`, except the keys named in `beside`, which stay fields of their own
+    (pools.yaml: every key is a pool but `preemption`)."""
     shown = display_path(path)
     if not path.is_file():
         errors.append(RegistryError(shown, "", "file not found; the registry needs it"))
@@ -153,8 +163,17 @@ def _load_resource(
     except YamlDocumentError as exc:
         errors.append(RegistryError(shown, "", str(exc), exc.line))
         return None
-    data = {wrap: dict(layer.data)} if wrap else layer.data
-    origins = {(wrap, *key): origin for key, origin in layer.origins.items()} if wrap else {}
+    data: Mapping[str, Any] = layer.data
+    origins: dict[KeyPath, Origin] = {}
+    if wrap:
+        data = {
+            wrap: {k: v for k, v in layer.data.items() if k not in beside},
+            **{k: v for k, v in layer.data.items() if k in beside},
+        }
+        origins = {
+            (key if key[:1] and key[0] in beside else (wrap, *key)): origin
+            for key, origin in layer.origins.items()
+        }
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -313,6 +313,9 @@ class ProjectSpec(FrozenModel):
     schedule: Cron | None = None
     owners: tuple[Owner, ...] = ()
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)
+    deliver: Literal["none", "local", "origin"] = "none"
+    """Where a task's branch goes on its own once the task succeeded and its verification
+    passed: nowhere, the user's own repository (`local`), or the project's remote (`origin`)."""
 
     @property
     def is_remote(self) -> bool:
@@ -346,6 +349,9 @@ class AgentProfile(FrozenModel):
     env: tuple[EnvName, ...] = ()
     model_args: Argv = ()
     resume_args: Argv = ()
+    session_args: Argv = ()
+    """Options that start a new session under an id the orchestrator chooses (`{session_id}`),
+    so the session of an agent interrupted before it answered can still be resumed."""
     prompt_stdin: bool = False
     """Whether the CLI reads the prompt from its standard input."""
     config_dir_env: EnvName | None = None
@@ -356,7 +362,7 @@ class AgentProfile(FrozenModel):
 
     @model_validator(mode="after")
     def _command_is_a_whole_argument(self) -> AgentProfile:
-        for key in ("argv", "model_args", "resume_args"):
+        for key in ("argv", "model_args", "resume_args", "session_args"):
             for part in getattr(self, key):
                 if COMMAND_PLACEHOLDER in part and (key != "argv" or part != COMMAND_PLACEHOLDER):
                     raise ValueError(
@@ -368,7 +374,7 @@ class AgentProfile(FrozenModel):
 
     @model_validator(mode="after")
     def _prompt_is_never_an_option(self) -> AgentProfile:
-        for key in ("model_args", "resume_args"):
+        for key in ("model_args", "resume_args", "session_args"):
             for part in getattr(self, key):
                 if _uses(part, "prompt") or _uses(part, "prompt_file"):
                     raise ValueError(
@@ -432,7 +438,20 @@ class Pool(FrozenModel):
     that waited less (starvation protection)."""
 
 
+class Preemption(FrozenModel):
+    """`preemption:` in pools.yaml: when a waiting task may take a running task's slot."""
+
+    after: Seconds
+    """How long a task must have waited before it may preempt."""
+    min_priority: Priority = PRIORITY_CLASSES["critical"]
+    """The priority (class or 0-100) a waiting task needs, its project's or its own."""
+    max_per_task: int = Field(default=2, ge=0, le=100)
+    """How many times one task may be preempted; then it runs to its end."""
+
+
 class PoolsFile(FrozenModel):
-    """`resources/pools.yaml`: the slot pools; `agents` is the global pool every agent uses."""
+    """`config/pools.yaml`: the slot pools (`agents` is the global pool every agent uses) and
+    the preemption rule (off when absent)."""
 
     pools: dict[Slug, Pool]
+    preemption: Preemption | None = None

@@ -46,6 +46,8 @@ class TaskOutcome:
     base: str
     diff: DiffStats
     verification: VerificationResult | None
+    transcript: Path | None = None
+    """The file holding what the agent printed (`orch task log`), when it was kept."""
 
 
 def run_task(

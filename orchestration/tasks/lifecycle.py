@@ -26,6 +26,7 @@ from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentsFile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.tags import (
+    INTERRUPTED_TAG,
     MAX_RUNTIME_TAG,
     PRIORITY_TAG,
     PROJECT_TAG,
@@ -318,6 +319,49 @@ def cancel(
             instance.run_coordinator.cancel_run(run.run_id)
             stopped.append(run.run_id)
     return cancelled, stopped
+
+
+def interrupt(
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    task: Task,
+    *,
+    kind: str,
+    reason: str,
+    by: str | None = None,
+) -> str | None:
+    """Interrupt a running or dispatched task without losing anything: it is marked, then its
+    run is ended through the run queue (Dagster interrupts the step, whose handler commits the
+    agent's work so far on the task branch and puts the task back in the queue to continue its
+    session; see tasks/execution.py). A run still waiting in the queue is cancelled and its task
+    queued again at once. `kind`: `stopped` or `preempted` (then `by` is the task it makes room
+    for). The id of the run ended, or None when there was none."""
+    if not store.request_interrupt(task.id, kind, reason, by):
+        return None
+    run = _current_run(instance, task)
+    if run is None or run.is_finished:
+        if task.status is TaskStatus.QUEUED:
+            store.requeue(task.id, f"{reason}; queued again", uncount=True)
+        return None
+    if run.status == dg.DagsterRunStatus.QUEUED:
+        # Never started: nothing to commit. Queued again first, so that the cancelled run is
+        # not read as the task's end.
+        store.requeue(task.id, f"{reason}; queued again", uncount=True)
+        instance.run_coordinator.cancel_run(run.run_id)
+        return run.run_id
+    instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: kind})
+    instance.run_coordinator.cancel_run(run.run_id)
+    return run.run_id
+
+
+def _current_run(instance: dg.DagsterInstance, task: Task) -> dg.DagsterRun | None:
+    """The run carrying out `task` now: the one that claimed it, else its latest."""
+    if task.run_id:
+        run = instance.get_run_by_id(task.run_id)
+        if run is not None:
+            return run
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task.id}), limit=1)
+    return runs[0] if runs else None
 
 
 def retry(store: TaskStore, instance: dg.DagsterInstance | None, task_id: str) -> Task:

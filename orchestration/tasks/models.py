@@ -81,6 +81,9 @@ class Task:
     summary: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    delivered_to: str | None = None
+    delivered_at: datetime | None = None
+    delivery_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,7 +97,30 @@ class Task:
         data = asdict(self)
         data["status"] = str(self.status)
         data["after"] = list(self.after)
-        for key in ("created_at", "updated_at", "started_at", "finished_at"):
+        for key in TIME_FIELDS:
             value = data[key]
             data[key] = value.isoformat() if value else None
         return data
+
+    @property
+    def interruptions(self) -> list[dict[str, Any]]:
+        """Each time the task was interrupted (its project stopped, or preempted): kind,
+        reason, when, the commit of the work so far, the session kept."""
+        return list(self.extra.get("interruptions", []))
+
+    @property
+    def times_preempted(self) -> int:
+        return sum(1 for item in self.interruptions if item.get("kind") == "preempted")
+
+    @property
+    def resume_session(self) -> str | None:
+        """The agent session an interrupted task continues, if one was kept."""
+        value = self.extra.get("resume_session")
+        return str(value) if value else None
+
+
+#: The Task fields that hold a moment in time.
+TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "delivered_at")
+#: What a task's `extra` keeps from one attempt to the next: its interruption history (a new
+#: attempt's outcome replaces the rest).
+KEPT_EXTRA = ("interruptions", "preempted_others")

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from orchestration.settings import Settings
 from orchestration.tasks.migrations import ensure_schema
-from orchestration.tasks.models import Task, TaskStatus, new_task_id
+from orchestration.tasks.models import TIME_FIELDS, Task, TaskStatus, new_task_id
 
 TASKS_DB_URL_VAR = "ORCH_TASKS_DB_URL"
 
@@ -62,6 +62,9 @@ tasks_table = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("delivered_to", sa.String(16)),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("delivery_error", sa.Text),
 )
 
 sessions_table = sa.Table(
@@ -94,6 +97,8 @@ WAL_SWITCH_TIMEOUT_S = 30.0
 
 #: Statuses from which a run may take a task (a failed task may be run again from the UI).
 CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
+#: What a task's `extra` holds only while one attempt runs: dropped when it is interrupted.
+_ATTEMPT_EXTRA = ("interrupt", "agent_pgid", "agent_started", "agent_session")
 #: Statuses `retry` puts back in the queue.
 RETRYABLE = (TaskStatus.FAILED, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
 
@@ -338,17 +343,20 @@ class TaskStore:
         )
 
     @retried_when_refused
-    def note_agent(self, task_id: str, process_group: int, started: float | None) -> None:
+    def note_agent(
+        self,
+        task_id: str,
+        process_group: int,
+        started: float | None,
+        session_id: str | None = None,
+    ) -> None:
         """Record the running agent's process group (and the leader's start time, to tell it
-        from a later process with the same id), so it can be stopped if its run dies."""
-        task = self.require(task_id)
-        extra = {**task.extra, "agent_pgid": process_group, "agent_started": started}
-        with self.engine.begin() as conn:
-            conn.execute(
-                tasks_table.update()
-                .where(tasks_table.c.id == task_id)
-                .values(extra=json.dumps(extra), updated_at=_now())
-            )
+        from a later process with the same id), so it can be stopped if its run dies, and the
+        session it works in when that is known before it answers."""
+        values = {"agent_pgid": process_group, "agent_started": started}
+        if session_id:
+            values["agent_session"] = session_id
+        self._update_extra(task_id, lambda extra: {**extra, **values}, list(TaskStatus))
 
     @retried_when_refused
     def fail_run(self, task_id: str, run_id: str | None, reason: str) -> bool:
@@ -361,13 +369,148 @@ class TaskStore:
             extra_where=where,
         )
 
-    def requeue(self, task_id: str, reason: str) -> bool:
-        """Put a dispatched task whose run never started back in the queue."""
-        return self._transition(
+    def requeue(self, task_id: str, reason: str, *, uncount: bool = False) -> bool:
+        """Put a dispatched task whose run never started back in the queue; `uncount`: that
+        dispatch does not count as an attempt (its run was cancelled before it started)."""
+        values: dict[str, Any] = {
+            "status": TaskStatus.QUEUED,
+            "dispatched": False,
+            "reason": reason,
+            "run_id": None,
+        }
+        if uncount:
+            values["attempts"] = sa.func.max(tasks_table.c.attempts - 1, 0)
+        return self._transition(task_id, [TaskStatus.QUEUED, TaskStatus.RUNNING], values)
+
+    def _update_extra(
+        self,
+        task_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        from_statuses: Iterable[TaskStatus],
+        values: Mapping[str, Any] | None = None,
+        extra_where: Any = None,
+    ) -> bool:
+        """Replace a task's `extra` with `change(extra)`, and set `values`, in one compare-and-
+        set on the stored text (tried again while another process changes it meanwhile); False
+        when the task is not in one of `from_statuses` or does not match `extra_where`."""
+        statuses = [s.value for s in from_statuses]
+        for _ in range(50):
+            with self.engine.connect() as conn:
+                stored = conn.execute(
+                    sa.select(tasks_table.c.extra).where(
+                        tasks_table.c.id == task_id, tasks_table.c.status.in_(statuses)
+                    )
+                ).scalar()
+            if stored is None:
+                return False
+            condition = sa.and_(
+                tasks_table.c.id == task_id,
+                tasks_table.c.status.in_(statuses),
+                tasks_table.c.extra == stored,
+            )
+            if extra_where is not None:
+                condition = sa.and_(condition, extra_where)
+            row = dict(values or {})
+            if isinstance(row.get("status"), TaskStatus):
+                row["status"] = row["status"].value
+            row |= {"extra": json.dumps(change(json.loads(stored or "{}"))), "updated_at": _now()}
+            with self.engine.begin() as conn:
+                if conn.execute(tasks_table.update().where(condition).values(**row)).rowcount:
+                    return True
+                unchanged = conn.execute(
+                    sa.select(tasks_table.c.id).where(
+                        tasks_table.c.id == task_id, tasks_table.c.extra == stored
+                    )
+                ).first()
+            if unchanged:
+                return False  # it is `extra_where` that does not hold
+        return False
+
+    # Interruption: `orch projects stop` and preemption ----------------------------------------
+
+    def request_interrupt(
+        self, task_id: str, kind: str, reason: str, by: str | None = None
+    ) -> bool:
+        """Mark a running (or dispatched) task to be interrupted: its run, when it is ended,
+        commits the work so far and puts the task back in the queue instead of failing it.
+        `kind` is `stopped` or `preempted`; `by` the task a preemption makes room for."""
+        request = {"kind": kind, "reason": reason, "at": _now().isoformat(), "by": by}
+        return self._update_extra(
             task_id,
-            [TaskStatus.QUEUED, TaskStatus.RUNNING],
-            {"status": TaskStatus.QUEUED, "dispatched": False, "reason": reason, "run_id": None},
+            lambda extra: {**extra, "interrupt": request},
+            [TaskStatus.RUNNING, TaskStatus.QUEUED],
         )
+
+    @retried_when_refused
+    def checkpoint(
+        self,
+        task_id: str,
+        run_id: str | None,
+        *,
+        commit: str | None,
+        session_id: str | None,
+        branch: str | None = None,
+    ) -> Task | None:
+        """An interrupted task's run ended: the task goes back to the queue, that attempt not
+        counted, to continue `session_id` on its branch (at `commit`, the work so far). The
+        interruption is kept in its history. None when the task was not asked to be
+        interrupted or another run owns it."""
+        task = self.get(task_id)
+        if task is None or "interrupt" not in task.extra:
+            return None
+        request = dict(task.extra["interrupt"])
+        session = session_id or task.resume_session
+        entry = {**request, "ended_at": _now().isoformat(), "commit": commit, "session": session}
+
+        def change(extra: dict[str, Any]) -> dict[str, Any]:
+            kept = {k: v for k, v in extra.items() if k not in _ATTEMPT_EXTRA}
+            kept["interruptions"] = [*extra.get("interruptions", []), entry]
+            if session:
+                kept["resume_session"] = session
+            return kept
+
+        label = request.get("reason") or request.get("kind")
+        values: dict[str, Any] = {
+            "status": TaskStatus.QUEUED,
+            "dispatched": False,
+            "run_id": None,
+            "reason": f"interrupted ({label}); queued to continue"
+            + (f" session {session}" if session else ""),
+            "attempts": sa.func.max(tasks_table.c.attempts - 1, 0),
+        }
+        if commit:
+            values["commit"] = commit
+        if branch:
+            values["branch"] = branch
+        if session:
+            values["session_id"] = session
+        where = tasks_table.c.run_id == run_id if run_id else None
+        moved = self._update_extra(
+            task_id, change, [TaskStatus.RUNNING, TaskStatus.QUEUED], values, extra_where=where
+        )
+        return self.get(task_id) if moved else None
+
+    def note_preempted(self, task_id: str, victim: str) -> bool:
+        """Record on a waiting task that `victim` was preempted to make room for it."""
+        entry = {"task": victim, "at": _now().isoformat()}
+        return self._update_extra(
+            task_id,
+            lambda extra: {**extra, "preempted_others": [*extra.get("preempted_others", []), entry]},
+            list(TaskStatus),
+        )
+
+    # Delivery --------------------------------------------------------------------------------
+
+    @retried_when_refused
+    def record_delivery(self, task_id: str, to: str | None, error: str | None = None) -> Task:
+        """Where the task's branch was delivered (`to`, now), or why it could not be (`error`,
+        which leaves an earlier delivery recorded)."""
+        values: dict[str, Any] = {"delivery_error": error, "updated_at": _now()}
+        if error is None:
+            values |= {"delivered_to": to, "delivered_at": _now()}
+        with self.engine.begin() as conn:
+            conn.execute(tasks_table.update().where(tasks_table.c.id == task_id).values(**values))
+        return self.require(task_id)
 
     def retry(self, task_id: str) -> Task:
         """Put a failed, blocked or cancelled task back in the queue as a new attempt."""
@@ -540,7 +683,7 @@ def _task(row: sa.RowMapping | Mapping[str, Any]) -> Task:
     data["after"] = tuple(json.loads(data["after"] or "[]"))
     data["extra"] = json.loads(data["extra"] or "{}")
     data["dispatched"] = bool(data["dispatched"])
-    for key in ("created_at", "updated_at", "started_at", "finished_at"):
+    for key in TIME_FIELDS:
         value = data[key]
         if value is not None and value.tzinfo is None:
             data[key] = value.replace(tzinfo=UTC)

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.allocation.control import AllocationOverrides, allocation_table
+from orchestration.control.store import log_table, states_table
 from orchestration.tasks import migrations
 from orchestration.tasks.migrations import HEAD, VERSION_TABLE, SchemaError
 from orchestration.tasks.models import TaskStatus
@@ -27,7 +28,15 @@ C1FAE76_POSTGRES = DATA / "tasks_c1fae76.postgresql.sql"
 C187550_SQLITE = DATA / "tasks_c187550.sqlite.sql"
 #: The finished task in the c1fae76 fixtures (the other one is queued after it).
 C1FAE76_TASK = {"sqlite": "tmx1aef7tcyin", "postgresql": "tmx1aefbjemrh"}
-TABLES = ("orch_tasks", "orch_sessions", "orch_allocation", "orch_holds")
+TABLES = (
+    "orch_tasks",
+    "orch_sessions",
+    "orch_allocation",
+    "orch_holds",
+    "orch_project_states",
+    "orch_project_state_log",
+)
+state_tables = (states_table, log_table)
 OPENERS = 5
 ROUNDS = 3
 #: fork: the children need nothing but the store module, already imported (spawn re-imports all).
@@ -103,6 +112,15 @@ def sqlite_ddl(path: Path) -> list[tuple[str, str]]:
         connection.close()
 
 
+def kept_rows(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """`after`'s rows of the tables in `before`, cut to the columns those had (later revisions
+    add columns at the end)."""
+    return {
+        name: [row[: len(old)] for row, old in zip(after[name], rows, strict=True)]
+        for name, rows in before.items()
+    }
+
+
 def versions(url: str) -> list[str]:
     return [row[0] for row in contents(url)[VERSION_TABLE]]
 
@@ -124,7 +142,7 @@ def test_database_from_c1fae76_is_upgraded_in_place(tmp_path: Path) -> None:
     try:
         after = contents(url)
         assert versions(url) == [HEAD]
-        assert {n: r for n, r in after.items() if n in before} == before  # every row kept
+        assert kept_rows(after, before) == before  # every row kept
         assert after["orch_holds"] == []
         task = store.require(C1FAE76_TASK["sqlite"])
         assert task.status is TaskStatus.SUCCEEDED and task.extra == {"files_changed": 2}
@@ -140,18 +158,24 @@ def test_database_from_c1fae76_is_upgraded_in_place(tmp_path: Path) -> None:
     assert (sqlite_ddl(path), contents(url)) == (ddl, data)  # a second open changes nothing
 
 
-def test_database_from_just_before_migrations_is_stamped_at_head(tmp_path: Path) -> None:
-    """The code before this change already made orch_holds with create_all."""
+def test_database_from_just_before_migrations_is_stamped_then_upgraded(tmp_path: Path) -> None:
+    """The code before migrations already made orch_holds with create_all: the database is
+    stamped at 0002 and upgraded from there, every row kept."""
     path = tmp_path / "tasks.db"
     url = load_sqlite(path, C187550_SQLITE)
     before = contents(url)
-    ddl = sqlite_ddl(path)
+    ddl = dict(sqlite_ddl(path))
 
     TaskStore(url).dispose()
 
     assert versions(url) == [HEAD]
-    assert without_version(contents(url)) == before
-    assert [s for s in sqlite_ddl(path) if VERSION_TABLE not in s[0]] == ddl
+    after = without_version(contents(url))
+    assert kept_rows(after, before) == before
+    assert {"orch_project_states", "orch_project_state_log"} <= set(after)
+    unchanged = {name: sql for name, sql in sqlite_ddl(path) if name in ddl}
+    assert {n: s for n, s in unchanged.items() if n != "orch_tasks"} == {
+        n: s for n, s in ddl.items() if n != "orch_tasks"
+    }
 
 
 def test_old_database_without_allocation_table_gets_one(tmp_path: Path) -> None:
@@ -198,7 +222,7 @@ def differences_from_the_code(url: str) -> list[Any]:
     from alembic.runtime.migration import MigrationContext
 
     declared = sa.MetaData()
-    for table in (*tasks_table.metadata.tables.values(), allocation_table):
+    for table in (*tasks_table.metadata.tables.values(), allocation_table, *state_tables):
         table.to_metadata(declared)
     store = TaskStore(url)
     try:
@@ -288,7 +312,7 @@ def test_processes_opening_an_old_database_at_once_upgrade_it_once(tmp_path: Pat
     before = contents(url)
     assert open_at_once(url) == ["ok"] * OPENERS
     assert versions(url) == [HEAD]
-    assert {n: r for n, r in contents(url).items() if n in before} == before
+    assert kept_rows(contents(url), before) == before
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -311,7 +335,7 @@ def test_database_from_c1fae76_is_upgraded_in_place_on_postgres(postgres_url: st
     try:
         after = contents(postgres_url)
         assert versions(postgres_url) == [HEAD]
-        assert {n: r for n, r in after.items() if n in before} == before
+        assert kept_rows(after, before) == before
         assert after["orch_holds"] == []
         task = store.require(C1FAE76_TASK["postgresql"])
         assert task.status is TaskStatus.SUCCEEDED and task.created_at.tzinfo is not None
