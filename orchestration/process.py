@@ -24,7 +24,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -348,6 +349,22 @@ def run_process(
         duration_s=ended - started,
         truncated=stdout_truncated or stderr_truncated,
     )
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back SIGINT while the block runs (on the main thread; elsewhere it cannot reach
+    us): Dagster ends a terminated run by raising in its step at each SIGINT, and what is done
+    here (committing an interrupted agent's work) must not be cut short. A SIGINT that came
+    meanwhile is delivered when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def process_start_time(pid: int) -> float | None:

@@ -18,6 +18,8 @@ CONTROL_TAG = "orch/control"
 #: project resumes.
 HOLD_TAG = "orch/hold"
 HOLD_VALUE = "paused"
+#: Run tag Dagster gives a run a sensor requested with a run key (ours: `<task id>.<dispatch>`).
+RUN_KEY_TAG = "dagster/run_key"
 #: Run tag read by Dagster's run queue: higher starts first.
 PRIORITY_TAG = "dagster/priority"
 #: Run tag read by Dagster's run monitoring: a run still going after this many seconds is ended.

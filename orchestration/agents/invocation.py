@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestration.agents.adapters import parse_agent_output
 from orchestration.agents.result import AgentOutputError, AgentResult, AgentStatus
-from orchestration.process import ExecutableNotFoundError, find_executable, run_process
+from orchestration.process import (
+    ExecutableNotFoundError,
+    ProcessResult,
+    find_executable,
+    run_process,
+)
 from orchestration.registry.models import (
     COMMAND_PLACEHOLDER,
     END_OF_OPTIONS,
@@ -45,9 +50,9 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
     Each placeholder fills exactly one argument (the prompt stays one argument whatever it
     contains), except `{command}`, which stands for the project's whole `agent.command` list.
     The model and session options (`resume_args` for a session to resume, else `session_args`
-    for a new one whose id the orchestrator chose) go before the template's `--`, so the prompt after it is the
-    one argument no option parser reads; a profile may instead take the prompt on standard
-    input (`prompt_stdin`).
+    for a new one whose id the orchestrator chose) go before the template's `--`, so the
+    prompt after it is the one argument no option parser reads; a profile may instead take the
+    prompt on standard input (`prompt_stdin`).
     """
     values = {
         "prompt": request.prompt,
@@ -129,9 +134,24 @@ def run_agent(
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"agent binary not found: {exc}")
     except OSError as exc:  # e.g. E2BIG: one argument over the kernel's 128 KiB limit
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"could not start the agent: {exc}")
+    output = agent_output(process)
     try:
-        return parse_agent_output(profile.output, process)
+        result = parse_agent_output(profile.output, process)
     except AgentOutputError as exc:
         return AgentResult(
-            AgentStatus.FAILED, "", process.duration_s, error=f"malformed agent output: {exc}"
+            AgentStatus.FAILED,
+            "",
+            process.duration_s,
+            error=f"malformed agent output: {exc}",
+            output=output,
         )
+    return replace(result, output=output)
+
+
+def agent_output(process: ProcessResult) -> str:
+    """What an agent printed, as one text: stdout, then stderr under a `--- stderr ---` line
+    when it wrote any."""
+    if not process.stderr:
+        return process.stdout
+    separator = "" if not process.stdout or process.stdout.endswith("\n") else "\n"
+    return f"{process.stdout}{separator}--- stderr ---\n{process.stderr}"

@@ -26,6 +26,9 @@ class AgentResult:
     turns: int | None = None
     model: str | None = None
     error: str | None = None
+    output: str = ""
+    """What the agent printed: its stdout, then its stderr under a `--- stderr ---` line when
+    there is any (each capped as the process runner caps it). Not redacted here."""
 
     @property
     def ok(self) -> bool:

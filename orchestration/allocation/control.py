@@ -12,7 +12,7 @@ global `agents` pool (its agent step) and one of its project's pool `project_<na
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,6 +26,7 @@ from orchestration.allocation.policy import (
     QueuedTask,
     allocate,
 )
+from orchestration.control.store import ProjectStates
 from orchestration.registry.loader import Registry
 from orchestration.tags import GLOBAL_POOL, PRIORITY_TAG, PROJECT_TAG, TASK_TAG, project_pool
 from orchestration.tasks.models import Task
@@ -93,8 +94,11 @@ class AllocationOverrides:
             conn.execute(allocation_table.delete())
 
 
-def effective_settings(registry: Registry, overrides: Mapping[str, int]) -> AllocationSettings:
-    """YAML values with the live overrides on top."""
+def effective_settings(
+    registry: Registry, overrides: Mapping[str, int], held: Collection[str] = ()
+) -> AllocationSettings:
+    """YAML values with the live overrides on top; the projects in `held` (paused or stopped)
+    get no slot at all (their pool's limit is 0, which holds their queued runs)."""
     pools = {
         name: pool.slots for name, pool in (registry.pools.pools if registry.pools else {}).items()
     }
@@ -104,7 +108,9 @@ def effective_settings(registry: Registry, overrides: Mapping[str, int]) -> Allo
     projects = {
         p.name: ProjectLimits(
             overrides.get(f"priority:{p.name}", p.spec.priority),
-            overrides.get(f"max_parallel:{p.name}", p.spec.agent.max_parallel),
+            0
+            if p.name in held
+            else overrides.get(f"max_parallel:{p.name}", p.spec.agent.max_parallel),
         )
         for p in registry.projects
     }
@@ -113,6 +119,13 @@ def effective_settings(registry: Registry, overrides: Mapping[str, int]) -> Allo
         pools=pools,
         projects=projects,
         ageing_s=ageing,
+    )
+
+
+def settings_now(registry: Registry, store: TaskStore) -> AllocationSettings:
+    """The limits in force now: the registry's, the live overrides, the projects' states."""
+    return effective_settings(
+        registry, AllocationOverrides(store).all(), held=ProjectStates(store).held()
     )
 
 

@@ -43,10 +43,9 @@ def _context() -> tuple[Settings, dg.DagsterInstance, TaskStore]:
 
 
 def _settings(settings: Settings, store: TaskStore) -> AllocationSettings:
-    from orchestration.allocation.control import AllocationOverrides, effective_settings
+    from orchestration.allocation.control import settings_now
 
-    registry = current_registry(settings)
-    return effective_settings(registry, AllocationOverrides(store).all())
+    return settings_now(current_registry(settings), store)
 
 
 def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSettings) -> None:
@@ -75,9 +74,11 @@ def show(as_json: bool, next_count: int) -> None:
     """Slots, who holds them, queue depth, target and actual share per project, and the queued
     tasks in the order they will start."""
     from orchestration.allocation.control import current_allocation
+    from orchestration.control.store import ProjectStates
 
     settings, instance, store = _context()
     current = _settings(settings, store)
+    states = ProjectStates(store).states()
     # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
     waiting = [t for t in store.tasks(statuses=[TaskStatus.QUEUED]) if not t.dispatched]
     result, runs, loads = current_allocation(instance, store, current, waiting)
@@ -88,6 +89,7 @@ def show(as_json: bool, next_count: int) -> None:
     projects = [
         {
             "name": load.name,
+            "state": str(states.get(load.name, "active")),
             "priority": load.priority,
             "max_parallel": load.max_parallel,
             "running": load.running,
@@ -118,10 +120,12 @@ def show(as_json: bool, next_count: int) -> None:
         return
     click.echo(f"slots: {len(runs.running)} of {current.slots} in use")
     echo_table(
-        ["project", "priority", "max", "running", "queued", "target", "actual"],
+        ["project", "state", "priority", "max", "running", "queued", "target", "actual"],
         [
             (
                 p["name"],
+                # Dagster's own messages name another pool for a run held by a paused project's.
+                p["state"] if p["state"] == "active" else f"{p['state']} (pool 0)",
                 p["priority"],
                 p["max_parallel"],
                 p["running"],
@@ -185,7 +189,7 @@ def set_command(
 def apply_command() -> None:
     """Take the YAML (projects, pools.yaml) as the allocation now: clears `set` overrides,
     sets pool limits, re-prioritises queued runs."""
-    from orchestration.allocation.control import AllocationOverrides, effective_settings
+    from orchestration.allocation.control import AllocationOverrides, settings_now
 
     settings, instance, store = _context()
     registry = current_registry(settings)
@@ -194,7 +198,7 @@ def apply_command() -> None:
             click.echo(str(error), err=True)
         fail("the registry has errors; fix them first (`orch validate`)")
     AllocationOverrides(store).clear()
-    _apply(instance, store, effective_settings(registry, {}))
+    _apply(instance, store, settings_now(registry, store))
 
 
 @allocation.command("rebalance")

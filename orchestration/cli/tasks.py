@@ -1,10 +1,12 @@
-"""`orch task` and `orch session`: add, list, show, cancel, retry and import tasks; list
-sessions. Listing and showing need only the task store: what else a command needs (the
-registry, git, Dagster) it imports itself."""
+"""`orch task` and `orch session`: add, list, show, cancel, retry and import tasks, show a
+task's change and transcript and deliver its branch; list sessions. Listing and showing need
+only the task store: what else a command needs (the registry, git, Dagster) it imports
+itself."""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,7 +19,11 @@ from orchestration.cli.state import (
 )
 from orchestration.tasks.models import Task, TaskStatus, is_task_id
 from orchestration.tasks.prompts import prompt_problem
-from orchestration.tasks.store import TaskError
+from orchestration.tasks.store import TaskError, TaskStore
+
+if TYPE_CHECKING:
+    from orchestration.registry.models import ProjectSpec
+    from orchestration.settings import Settings
 
 
 @click.group()
@@ -144,7 +150,70 @@ def show(task_id: str, as_json: bool) -> None:
         return
     for key, value in data.items():
         if value not in (None, "", [], {}):
-            click.echo(f"{key + ':':<13} {value}")
+            click.echo(f"{key + ':':<15} {value}")
+
+
+@task.command("diff")
+@click.argument("task_id")
+@click.option("--stat", is_flag=True, help="Print how much each file changed, not the patch.")
+def diff(task_id: str, stat: bool) -> None:
+    """The change task TASK_ID made, as a patch `git apply` takes (binary files included), from
+    the commit it started from to its branch's tip in the project's private clone."""
+    from orchestration.delivery.deliver import DeliveryError, task_diff
+
+    settings = current_settings()
+    found = _require_task(task_store(settings), task_id)
+    try:
+        patch = task_diff(settings.home, _task_spec(settings, found), found, stat=stat)
+    except DeliveryError as exc:
+        fail(str(exc))
+    if not patch:
+        click.echo(f"task {task_id} changed nothing", err=True)
+        return
+    # The bytes git wrote, as bytes: a file in another encoding stays as it was.
+    click.echo(patch.encode("utf-8", errors="surrogateescape"))
+
+
+@task.command("log")
+@click.argument("task_id")
+def log(task_id: str) -> None:
+    """What task TASK_ID's agent printed, one section per attempt (secrets masked)."""
+    from orchestration.delivery.transcript import read_transcript
+
+    settings = current_settings()
+    found = _require_task(task_store(settings), task_id)
+    text = read_transcript(settings.home, found.project, found.id)
+    if text is None:
+        fail(
+            f"no transcript kept for task {task_id} yet: its agent has not run "
+            f"(the task is {found.status})"
+        )
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@task.command("deliver")
+@click.argument("task_id")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["local", "origin"]),
+    help="local: the branch into the project's own repository; origin: pushed to its remote "
+    "(default: the project's `deliver` key when it is not `none`, else local).",
+)
+def deliver(task_id: str, to: str | None) -> None:
+    """Deliver task TASK_ID's branch orch/<project>/<task-id>, never by force; the outcome is
+    recorded on the task (delivered_to, delivered_at or delivery_error)."""
+    from orchestration.delivery.deliver import DeliveryError, deliver_task
+
+    settings = current_settings()
+    store = task_store(settings)
+    found = _require_task(store, task_id)
+    spec = _task_spec(settings, found)
+    target = to or (spec.deliver if spec.deliver != "none" else "local")
+    try:
+        deliver_task(store, settings.home, spec, found, target, report=click.echo)
+    except DeliveryError as exc:
+        fail(str(exc))
 
 
 @task.command("cancel")
@@ -223,6 +292,22 @@ def list_sessions(project: str | None, as_json: bool) -> None:
             for s in sessions
         ],
     )
+
+
+def _require_task(store: TaskStore, task_id: str) -> Task:
+    found = store.get(task_id)
+    if found is None:
+        fail(f"no task with id {task_id!r}")
+    return found
+
+
+def _task_spec(settings: Settings, found: Task) -> ProjectSpec:
+    """The task's project as the registry says now; exits with the registry's words when the
+    project is not there (removed, or its file is broken)."""
+    try:
+        return current_registry(settings).project(found.project).spec
+    except KeyError as exc:
+        fail(f"task {found.id}: {exc.args[0]}")
 
 
 def _add_partitions(tasks: list[Task]) -> None:

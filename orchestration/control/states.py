@@ -47,7 +47,9 @@ class Rule:
 
 RULES: dict[Action, Rule] = {
     Action.PAUSE: Rule(frozenset({ProjectState.ACTIVE}), ProjectState.PAUSED),
-    Action.RESUME: Rule(frozenset({ProjectState.PAUSED, ProjectState.STOPPED}), ProjectState.ACTIVE),
+    Action.RESUME: Rule(
+        frozenset({ProjectState.PAUSED, ProjectState.STOPPED}), ProjectState.ACTIVE
+    ),
     Action.STOP: Rule(frozenset({ProjectState.ACTIVE, ProjectState.PAUSED}), ProjectState.STOPPED),
     Action.ARCHIVE: Rule(
         frozenset({ProjectState.PAUSED, ProjectState.STOPPED}), ProjectState.ARCHIVED

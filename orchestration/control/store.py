@@ -121,6 +121,10 @@ class ProjectStates:
     def states(self) -> dict[str, ProjectState]:
         return {name: record.state for name, record in self.all().items()}
 
+    def held(self) -> set[str]:
+        """The projects none of whose tasks may start now (paused, stopped, archived)."""
+        return {name for name, state in self.states().items() if state.holds_tasks}
+
     def set(
         self,
         project: str,

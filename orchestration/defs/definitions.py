@@ -6,6 +6,7 @@ and add the shared job, sensors and resources."""
 
 import dagster as dg
 
+from orchestration.defs.control import project_control_job
 from orchestration.defs.factory import build_project_defs
 from orchestration.defs.orchestration_assets import build_registry_defs, refresh_job
 from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
@@ -34,7 +35,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         for project in registry.projects
     ]
     shared = dg.Definitions(
-        jobs=[refresh_job()],
+        jobs=[refresh_job(), project_control_job],
         sensors=[
             build_dispatch_sensor(names, dg.AssetSelection.tag(ROLE_TAG, "tasks")),
             build_import_sensor(),

@@ -316,6 +316,11 @@ def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
         current = workspaces.registry().spec(spec.name)  # the file as it is now
         if current is None:
             return dg.SkipReason(f"{spec.name} is not valid in the registry now; see orch validate")
+        state = workspaces.project_state(spec.name)
+        if state.state.holds_tasks:
+            return dg.SkipReason(
+                f"project {state.state}" + (f": {state.reason}" if state.reason else "")
+            )
         return dg.RunRequest(
             asset_selection=keys.repository,
             tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(current.priority)},

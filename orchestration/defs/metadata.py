@@ -87,8 +87,8 @@ def verification_metadata(result: VerificationResult) -> dict[str, Any]:
 
 def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
     """Metadata of a task's materialization."""
-    agent, verification = outcome.agent, outcome.verification
-    return {
+    agent, verification, task = outcome.agent, outcome.verification, outcome.task
+    metadata: dict[str, Any] = {
         "task": outcome.task.id,
         "status": str(outcome.task.status),
         "profile": outcome.profile,
@@ -109,6 +109,13 @@ def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
         "summary": dg.MetadataValue.md(agent.summary[:2000] or "(none)"),
         **({"reason": outcome.task.reason} if outcome.task.reason else {}),
     }
+    if outcome.transcript is not None:
+        metadata["transcript"] = dg.MetadataValue.path(str(outcome.transcript))
+    if task.delivered_to:
+        metadata["delivered_to"] = task.delivered_to
+    if task.delivery_error:
+        metadata["delivery_error"] = task.delivery_error
+    return metadata
 
 
 def task_check_metadata(task: Task) -> dict[str, Any]:

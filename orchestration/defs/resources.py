@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from orchestration.control.store import ProjectStates, StateRecord
 from orchestration.dependencies.detection import ScanOutcome, detect
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.redaction import Redactor
@@ -53,6 +54,14 @@ class OrchestratorResource(dg.ConfigurableResource):
     def registry(self) -> Registry:
         """The registry as its files say now."""
         return self.live_registry().current()
+
+    def project_state(self, project: str) -> StateRecord:
+        """The project's lifecycle state now (active, paused, stopped, archived)."""
+        store = TaskStore.from_settings(self.settings())
+        try:
+            return ProjectStates(store).get(project)
+        finally:
+            store.dispose()
 
     def spec(self, project: str) -> ProjectSpec:
         """The project's configuration now; a Failure when its file is gone or broken."""

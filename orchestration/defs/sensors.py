@@ -15,12 +15,9 @@ from collections.abc import Collection
 
 import dagster as dg
 
-from orchestration.allocation.control import (
-    AllocationOverrides,
-    apply_pool_limits,
-    effective_settings,
-    rebalance,
-)
+from orchestration.allocation.control import apply_pool_limits, rebalance, settings_now
+from orchestration.control.runs import hold_project_runs
+from orchestration.control.store import ProjectStates
 from orchestration.defs.reload import request_reload
 from orchestration.defs.resources import AgentTasks
 from orchestration.tasks.intake import import_task_lists
@@ -64,10 +61,15 @@ def build_dispatch_sensor(
                     "nothing dispatched until the config files load: "
                     + "; ".join(str(e) for e in registry.config_errors)
                 )
-            allocation = effective_settings(registry, AllocationOverrides(store).all())
+            allocation = settings_now(registry, store)
             changed = apply_pool_limits(context.instance, allocation.pool_limits())
             if changed:
                 context.log.info(f"pool limits set: {', '.join(changed)}")
+            held, released = hold_project_runs(context.instance, ProjectStates(store).held())
+            if held or released:
+                context.log.info(
+                    f"queued runs of paused projects: {held} held, {released} released"
+                )
             reranked = rebalance(context.instance, store, allocation)
             if reranked:
                 context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
@@ -80,12 +82,15 @@ def build_dispatch_sensor(
                 allocation=allocation,
             )
             now = time.monotonic()
-            due = [p for p in outcome.unloaded if now - asked_reload.get(p, -1e9) > RELOAD_RETRY_S]
+            # Projects the files have and the loaded definitions lack, or the other way round
+            # (an archived or removed project's group must leave the asset graph).
+            stale = [*outcome.unloaded, *sorted(set(loaded) - set(registry.names))]
+            due = [p for p in stale if now - asked_reload.get(p, -1e9) > RELOAD_RETRY_S]
             if due:
                 asked_reload.update(dict.fromkeys(due, now))
                 context.log.info(
-                    f"project(s) {', '.join(due)} are not in the loaded definitions: "
-                    + request_reload(os.environ)
+                    f"project(s) {', '.join(due)} differ between the registry and the loaded "
+                    "definitions: " + request_reload(os.environ)
                 )
             return dg.SensorResult(
                 run_requests=[_run_request(launch) for launch in outcome.launches]

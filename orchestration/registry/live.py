@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestration.registry.loader import TEMPLATES_DIR, Registry, load_registry
+from orchestration.registry.loader import ARCHIVED_DIR, TEMPLATES_DIR, Registry, load_registry
 from orchestration.settings import Settings
 
 #: Environment variables whose value changes what the registry resolves to.
@@ -69,6 +69,7 @@ class LiveRegistry:
         for directory in (
             self.settings.projects_dir,
             self.settings.projects_dir / TEMPLATES_DIR,
+            self.settings.projects_dir / ARCHIVED_DIR,
             self.settings.config_dir,
         ):
             entries.extend(_listing(directory))

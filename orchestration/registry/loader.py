@@ -48,6 +48,8 @@ from orchestration.tags import GLOBAL_POOL
 
 DEFAULTS_FILE = "_defaults.yaml"
 TEMPLATES_DIR = "templates"
+#: Where the files of archived projects wait (`orch projects archive`), below the projects dir.
+ARCHIVED_DIR = ".archived"
 AGENTS_FILE = "agents.yaml"
 POOLS_FILE = "pools.yaml"
 HOME_PLACEHOLDER = "${ORCH_HOME}"
@@ -78,6 +80,8 @@ class Registry:
     pools: PoolsFile | None
     errors: tuple[RegistryError, ...]
     warnings: tuple[str, ...] = ()
+    #: The archived projects: the names of `projects/.archived/*.yaml`, not read.
+    archived: tuple[str, ...] = ()
 
     @property
     def config_errors(self) -> tuple[RegistryError, ...]:
@@ -114,6 +118,10 @@ class Registry:
         broken = [error for error in self.errors if _file_stem(error.project_file) == name]
         if broken:
             raise KeyError(f"project {name!r} has errors: {broken[0]}")
+        if name in self.archived:
+            raise KeyError(
+                f"project {name!r} is archived; `orch projects unarchive {name}` brings it back"
+            )
         known = ", ".join(self.names) or "none"
         raise KeyError(f"no project named {name!r} (known projects: {known})")
 
@@ -131,7 +139,8 @@ def load_registry(
     )
     _check_resources(agents, pools, settings, errors)
 
-    loader = _ProjectLoader(settings, env, agents)
+    archived = archived_names(settings.projects_dir)
+    loader = _ProjectLoader(settings, env, agents, archived)
     projects = loader.load_all(errors)
     return Registry(
         settings=settings,
@@ -140,7 +149,36 @@ def load_registry(
         pools=pools,
         errors=tuple(errors),
         warnings=(*settings.notices, *loader.warnings),
+        archived=archived,
     )
+
+
+def archived_names(projects_dir: Path) -> tuple[str, ...]:
+    """The names of the archived projects (`projects/.archived/<name>.yaml`), sorted; their
+    files are not read, so a broken one costs nothing."""
+    try:
+        return tuple(
+            sorted(
+                path.stem
+                for path in (projects_dir / ARCHIVED_DIR).glob("*.yaml")
+                if not path.name.startswith(("_", "."))
+            )
+        )
+    except OSError:
+        return ()
+
+
+def resolve_repo_path(repo: str, settings: Settings, base: Path) -> Path:
+    """The absolute path a local `repo` value names, as the registry resolves it: `${ORCH_HOME}`
+    stands for ORCH_HOME, `~` for the user's home, and a relative path is relative to `base`,
+    the directory of the file that set it. Whether it exists is not checked; OSError,
+    ValueError or RuntimeError when it cannot be resolved (`~nobody`, a path too long)."""
+    text = repo.strip()
+    if text.startswith(HOME_PLACEHOLDER):
+        target = Path(str(settings.home) + text[len(HOME_PLACEHOLDER) :])
+    else:
+        target = base / Path(text).expanduser()
+    return target.resolve()
 
 
 def _load_resource(
@@ -219,11 +257,16 @@ class _ProjectLoader:
     """Resolves project files one by one, sharing the defaults and template layers."""
 
     def __init__(
-        self, settings: Settings, environ: Mapping[str, str], agents: AgentsFile | None
+        self,
+        settings: Settings,
+        environ: Mapping[str, str],
+        agents: AgentsFile | None,
+        archived: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
         self.environ = environ
         self.agents = agents
+        self.archived = frozenset(archived)
         self.templates_dir = settings.projects_dir / TEMPLATES_DIR
         self._templates: dict[str, Layer | RegistryError | None] = {}
         self.warnings: list[str] = []
@@ -402,14 +445,9 @@ class _ProjectLoader:
         if is_remote_url(repo):
             return layer
         origin = layer.origins.get(("repo",))
-        text = repo.strip()
         try:
-            if text.startswith(HOME_PLACEHOLDER):
-                target = Path(str(self.settings.home) + text[len(HOME_PLACEHOLDER) :])
-            else:
-                base = _directory_of(origin, self.settings.projects_dir)
-                target = base / Path(text).expanduser()
-            target = target.resolve()
+            base = _directory_of(origin, self.settings.projects_dir)
+            target = resolve_repo_path(repo, self.settings, base)
             exists = target.is_dir()
         except (OSError, ValueError, RuntimeError) as exc:  # ~nobody, a path too long
             errors.append(
@@ -462,7 +500,14 @@ class _ProjectLoader:
             found += invalid
             spec = _partial_spec(layer.data, exc)
         if spec is not None:
-            problems = [*self._check_profile(spec), *_check_dependencies(spec, all_names)]
+            problems = [
+                *self._check_profile(spec),
+                *_check_dependencies(spec, all_names, self.archived),
+            ]
+            self.warnings += [
+                f"{shown}: {key}: project {name!r} is archived"
+                for key, name in _archived_dependencies(spec, all_names, self.archived)
+            ]
             if spec.name in seen:
                 problems.append(
                     (
@@ -533,16 +578,33 @@ def _partial_spec(data: Mapping[str, Any], exc: ValidationError) -> ProjectSpec 
         return None
 
 
-def _check_dependencies(spec: ProjectSpec, all_names: set[str]) -> list[tuple[Loc, str]]:
+def _check_dependencies(
+    spec: ProjectSpec, all_names: set[str], archived: frozenset[str]
+) -> list[tuple[Loc, str]]:
+    """What is wrong with the projects `spec` names; an archived project is known (a warning,
+    from `_archived_dependencies`, not an error)."""
     problems: list[tuple[Loc, str]] = []
     for key in ("depends_on", "ignore_dependencies"):
         for index, name in enumerate(getattr(spec, key)):
             if name == spec.name:
                 problems.append(((key, index), "a project cannot depend on itself"))
-            elif name not in all_names:
+            elif name not in all_names and name not in archived:
                 known = ", ".join(sorted(all_names - {spec.name})) or "none"
                 problems.append(((key, index), f"unknown project {name!r}; projects: {known}"))
     return problems
+
+
+def _archived_dependencies(
+    spec: ProjectSpec, all_names: set[str], archived: frozenset[str]
+) -> list[tuple[str, str]]:
+    """The (key, project) pairs of `spec`'s `depends_on` and `ignore_dependencies` that name an
+    archived project (and no project in use)."""
+    return [
+        (key, name)
+        for key in ("depends_on", "ignore_dependencies")
+        for name in getattr(spec, key)
+        if name != spec.name and name not in all_names and name in archived
+    ]
 
 
 def _drop(data: dict[str, Any], loc: tuple[str | int, ...]) -> None:

@@ -104,6 +104,14 @@ ARGV_PLACEHOLDERS = frozenset(
 )
 
 
+def priority_class(priority: int) -> str:
+    """The named class a numeric priority falls in (critical, high, normal, low)."""
+    for name, floor in sorted(PRIORITY_CLASSES.items(), key=lambda item: -item[1]):
+        if priority >= floor:
+            return name
+    return "low"
+
+
 def _slug(value: str) -> str:
     if not SLUG_PATTERN.fullmatch(value) or len(value) > 63:
         raise ValueError(
@@ -325,10 +333,7 @@ class ProjectSpec(FrozenModel):
     @property
     def priority_class(self) -> str:
         """The named class the numeric priority falls in (critical, high, normal, low)."""
-        for name, floor in sorted(PRIORITY_CLASSES.items(), key=lambda item: -item[1]):
-            if self.priority >= floor:
-                return name
-        return "low"
+        return priority_class(self.priority)
 
 
 OutputFormat = Literal["claude_json", "codex_jsonl", "gemini_json", "text"]

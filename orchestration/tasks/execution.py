@@ -8,29 +8,36 @@ functions serve Dagster runs and tests. The agent and the verify command run in 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from logging import Logger
 from pathlib import Path
+from typing import Any
 
 from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.result import AgentResult, AgentStatus
-from orchestration.process import process_start_time
+from orchestration.delivery.deliver import DeliveryError, deliver_task
+from orchestration.delivery.transcript import append_transcript
+from orchestration.process import interrupts_deferred, process_start_time
 from orchestration.redaction import Redactor
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import SANDBOX_VAR, sandbox_enabled
-from orchestration.tasks.models import Task, TaskStatus
+from orchestration.tasks.models import KEPT_EXTRA, Task, TaskStatus
 from orchestration.tasks.outcomes import PendingOutcome, save_pending
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.verification import VerificationResult, run_verification
-from orchestration.workspace.git import DiffStats
+from orchestration.workspace.git import DiffStats, GitRepo
 from orchestration.workspace.isolation import child_environment
 from orchestration.workspace.sandbox import SandboxError, other_checkouts, sandbox_program
 from orchestration.workspace.workspace import ProjectWorkspace
 
 AGENT_IDENTITY = ("Orchestration Agent", "agent@orchestration.invalid")
+#: The trailer on the commit that keeps an interrupted agent's work so far.
+INTERRUPTED_TRAILER = "Orch-Interrupted: true"
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def run_task(
         store.requeue(task_id, str(exc))
         raise
     try:
-        return execute_task(
+        outcome = execute_task(
             task=task,
             spec=spec,
             profile_name=profile_name,
@@ -95,6 +102,23 @@ def run_task(
         cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
         _end_failed_run(store, task_id, run_id, cause, retry=not isinstance(exc, SandboxError))
         raise
+    if outcome.task.status is TaskStatus.SUCCEEDED and spec.deliver != "none":
+        outcome = replace(outcome, task=_deliver(store, home, spec, outcome.task, log))
+    return outcome
+
+
+def _deliver(store: TaskStore, home: Path, spec: ProjectSpec, task: Task, log: Logger) -> Task:
+    """Deliver a task that succeeded (its verification passed) where the project's `deliver`
+    key says; a failure is recorded on the task (`delivery_error`), which stays succeeded, and
+    `orch task deliver` tries again."""
+    try:
+        return deliver_task(store, home, spec, task, spec.deliver, report=log.info)
+    except DeliveryError as exc:
+        log.warning(f"task {task.id}: delivery to {spec.deliver} failed: {exc}")
+    except Exception as exc:  # the work is done and recorded: never fail the task for this
+        log.error(f"task {task.id}: delivery to {spec.deliver} failed: {exc}")
+        store.record_delivery(task.id, spec.deliver, error=f"{type(exc).__name__}: {exc}")
+    return store.require(task.id)
 
 
 def _end_failed_run(store: TaskStore, task_id: str, run_id: str, cause: str, retry: bool) -> None:
@@ -153,8 +177,18 @@ def execute_task(
     redact = Redactor.for_secrets(spec.secrets, parent_env)
     # Checked before the worktree exists: a machine without the sandbox fails the task at once.
     program = sandbox_program(parent_env) if sandbox_enabled(parent_env) else None
-    tree, base = workspace.open_task_worktree(task.id)
+    tree, start = workspace.open_task_worktree(task.id)
+    # A task continued after an interruption starts from its branch's tip (the work so far);
+    # its change is still measured from where its first attempt started.
+    base = str(task.extra.get("base") or start)
     branch = workspace.task_branch(task.id)
+    git_tree = tree  # where the orchestrator's own git commands on the agent's work run
+    session = task.resume_session or (
+        store.last_session(spec.name, profile_name) if spec.agent.resume else None
+    )
+    # A new session gets its id now, when the profile can be told it, so that the session of
+    # an agent interrupted before it answered can be continued.
+    new_session = str(uuid.uuid4()) if session is None and profile.session_args else None
     try:
         home = str(workspace.prepare_home())
         config_dir = workspace.agent_config_dir(profile_name) if profile.config_dir_env else None
@@ -166,7 +200,6 @@ def execute_task(
         )
         agent_sandbox: list[str] = []
         verify_sandbox: list[str] = []
-        git_tree = tree  # where the orchestrator's own git commands on the agent's work run
         if program is not None:
             agent_sandbox = workspace.sandbox(
                 tree,
@@ -184,17 +217,17 @@ def execute_task(
                     tree, program=program, environ=parent_env, network=False, also_hidden=hidden
                 ).prefix(tree.path)
             )
-        resume = store.last_session(spec.name, profile_name) if spec.agent.resume else None
         request = AgentRequest(
             prompt=task.prompt,
             workdir=tree.path,
             model=spec.agent.model,
-            session_id=resume,
+            session_id=session,
+            new_session_id=new_session,
             command=spec.agent.command or (),
         )
         log.info(
             f"task {task.id}: running agent profile {profile_name!r} in {tree.path}"
-            + (f" (resuming session {resume})" if resume else "")
+            + (f" (resuming session {session})" if session else "")
             + (
                 " in the sandbox" + ("" if profile.network else " without network")
                 if program
@@ -206,11 +239,24 @@ def execute_task(
             request,
             env=agent_env,
             timeout_s=spec.agent.timeout,
-            on_start=lambda pgid: store.note_agent(task.id, pgid, process_start_time(pgid)),
+            on_start=lambda pgid: store.note_agent(
+                task.id, pgid, process_start_time(pgid), session or new_session
+            ),
             sandbox=agent_sandbox,
         )
         agent = replace(
-            agent, summary=redact.text(agent.summary), error=redact.optional(agent.error)
+            agent,
+            summary=redact.text(agent.summary),
+            error=redact.optional(agent.error),
+            output=redact.text(agent.output),
+        )
+        transcript = append_transcript(
+            workspace.orch_home,
+            spec.name,
+            task.id,
+            header=f"=== attempt {task.attempts}, run {task.run_id}, {_utc_now()}, "
+            f"{agent.status.value} ===",
+            text=agent.output,
         )
         # Whatever the agent wrote to the clone's configuration and the worktree's links, git
         # reads only the orchestrator's from here; in the sandbox too, so that nothing else the
@@ -229,6 +275,17 @@ def execute_task(
                 spec, Path(tree.path), verify_env, sandbox=verify_sandbox
             )
             verification = replace(verification, output_tail=redact.text(verification.output_tail))
+    except BaseException as stop:
+        if isinstance(stop, Exception):
+            raise
+        # The run is being ended (Dagster interrupts the step when its run is terminated: a
+        # stopped project, a preemption, the UI's Terminate): keep the work so far on the task
+        # branch and, when the task was asked to be interrupted, queue it to continue.
+        with interrupts_deferred():
+            _keep_interrupted_work(
+                task, workspace, tree, git_tree, store, branch, base, session or new_session, log
+            )
+        raise
     finally:
         workspace.close_task_worktree(task.id)
 
@@ -245,6 +302,7 @@ def execute_task(
         "summary": agent.summary[:4000],
         "profile": profile_name,
         "extra": {
+            **_kept_extra(store, task),
             "files_changed": diff.files_changed,
             "lines_added": diff.lines_added,
             "lines_removed": diff.lines_removed,
@@ -253,17 +311,17 @@ def execute_task(
             "verify_failed": verification.tests_failed if verification else None,
         },
     }
-    session = (spec.name, profile_name, agent.session_id) if agent.session_id else None
+    saved = (spec.name, profile_name, agent.session_id) if agent.session_id else None
     try:
-        if session is not None:
-            store.save_session(*session, task.id)
+        if saved is not None:
+            store.save_session(*saved, task.id)
         final = store.finish(task.id, status, reason, **fields)
     except Exception as exc:
         # The store retried for minutes: keep the outcome on disk for the next dispatch tick,
         # so the agent's work (its commit, cost, session) is never lost to bookkeeping.
         kept = save_pending(
             workspace.root,
-            PendingOutcome(task.id, task.run_id or "", str(status), reason, fields, session),
+            PendingOutcome(task.id, task.run_id or "", str(status), reason, fields, saved),
         )
         log.error(f"task {task.id}: could not record the outcome ({exc}); kept it in {kept}")
         raise
@@ -277,6 +335,7 @@ def execute_task(
         base=base,
         diff=diff,
         verification=verification,
+        transcript=transcript,
     )
 
 
@@ -294,6 +353,58 @@ def _status(
             f"{verification.output_tail[-1500:]}"
         )
     return TaskStatus.SUCCEEDED, None
+
+
+def _keep_interrupted_work(
+    task: Task,
+    workspace: ProjectWorkspace,
+    tree: GitRepo,
+    git_tree: GitRepo,
+    store: TaskStore,
+    branch: str,
+    base: str,
+    session: str | None,
+    log: Logger,
+) -> None:
+    """Commit whatever the interrupted agent left in the worktree (trailer
+    `Orch-Interrupted: true`) and, when the task was asked to be interrupted, put it back in the
+    queue to continue `session` on its branch. Never raises: the run is ending either way."""
+    commit = None
+    try:
+        workspace.reclaim(tree)
+        title = " ".join(task.prompt.split())[:60] or task.id
+        commit = git_tree.commit_all(
+            f"orch: {title} (interrupted, work so far)\n\nOrch-Task: {task.id}\n"
+            f"{INTERRUPTED_TRAILER}\n",
+            author=AGENT_IDENTITY,
+        ) or git_tree.resolve("HEAD")
+    except Exception as exc:  # the clone is unusable: the task's branch keeps what it had
+        log.error(f"task {task.id}: could not commit the interrupted work: {exc}")
+    try:
+        requeued = store.checkpoint(
+            task.id, task.run_id, commit=commit, session_id=session, branch=branch, base=base
+        )
+    except Exception as exc:  # the dispatch tick re-queues it from the run's end
+        log.error(f"task {task.id}: could not record the interruption: {exc}")
+        return
+    if requeued is not None:
+        log.warning(f"task {task.id}: {requeued.reason}")
+    else:
+        log.warning(f"task {task.id}: run ended; the work so far is committed on {branch}")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _kept_extra(store: TaskStore, task: Task) -> dict[str, Any]:
+    """What the task's record keeps from its earlier attempts (its interruptions, the tasks
+    preempted for it), as recorded now."""
+    try:
+        current = store.require(task.id).extra
+    except Exception:  # the database refuses: the outcome is what matters; history as claimed
+        current = task.extra
+    return {key: current[key] for key in KEPT_EXTRA if key in current}
 
 
 def _commit_message(task: Task, agent: AgentResult) -> str:

@@ -30,6 +30,7 @@ from orchestration.tags import (
     MAX_RUNTIME_TAG,
     PRIORITY_TAG,
     PROJECT_TAG,
+    RUN_KEY_TAG,
     SESSION_TAG,
     TASK_TAG,
     tasks_partitions_name,
@@ -154,7 +155,7 @@ def dispatch(
         launches.append(
             Launch(
                 task=task,
-                run_key=f"{task.id}.{task.attempts + 1}",
+                run_key=f"{task.id}.{task.dispatches + 1}",
                 asset_path=(task.project, "tasks"),
                 tags=task_run_tags(task, spec, priorities.get(task.id)),
             )
@@ -254,6 +255,10 @@ def reconcile_ended_runs(
             runs = [run] if run else []
         else:
             runs = list(instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: task.id}), limit=1))
+            # A run of an earlier dispatch (before a retry or an interruption) is not this one's.
+            key = runs[0].tags.get(RUN_KEY_TAG) if runs else None
+            if key is not None and key != f"{task.id}.{task.dispatches}":
+                runs = []
         if not runs:
             age = (datetime.now(UTC) - task.updated_at).total_seconds()
             if age > LAUNCH_GRACE_S and store.requeue(task.id, "its run never started"):
@@ -262,7 +267,19 @@ def reconcile_ended_runs(
         latest = runs[0]
         if not latest.is_finished:
             continue
-        if latest.status == dg.DagsterRunStatus.CANCELED:
+        if "interrupt" in task.extra:
+            # Asked to be interrupted, and its run ended without putting it back in the queue
+            # (its worker died first): queued to continue the session it had, on its branch.
+            continued = store.checkpoint(
+                task.id,
+                task.run_id,
+                commit=None,
+                session_id=task.extra.get("agent_session"),
+            )
+            ended = continued is not None
+            if continued is not None:
+                log.warning(f"task {task.id}: run {latest.run_id} ended; {continued.reason}")
+        elif latest.status == dg.DagsterRunStatus.CANCELED:
             ended = store.fail_run(task.id, task.run_id, f"run {latest.run_id} was cancelled")
             if ended:
                 log.info(f"task {task.id}: run {latest.run_id} cancelled")
@@ -302,11 +319,14 @@ def _failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def cancel(
-    store: TaskStore, instance: dg.DagsterInstance | None, task_id: str
+    store: TaskStore,
+    instance: dg.DagsterInstance | None,
+    task_id: str,
+    reason: str = "cancelled by user",
 ) -> tuple[Task, list[str]]:
     """Cancel a task and terminate any run carrying it out (which ends its agent's process
     group); the task and the ids of the runs terminated. TaskError if it already ended."""
-    cancelled = store.cancel(task_id)
+    cancelled = store.cancel(task_id, reason)
     stopped: list[str] = []
     if instance is None:
         return cancelled, stopped
@@ -336,25 +356,23 @@ def interrupt(
     session; see tasks/execution.py). A run still waiting in the queue is cancelled and its task
     queued again at once. `kind`: `stopped` or `preempted` (then `by` is the task it makes room
     for). The id of the run ended, or None when there was none."""
-    if not store.request_interrupt(task.id, kind, reason, by):
-        return None
-    run = _current_run(instance, task)
-    if run is None or run.is_finished:
-        if task.status is TaskStatus.QUEUED:
-            store.requeue(task.id, f"{reason}; queued again", uncount=True)
-        return None
-    if run.status == dg.DagsterRunStatus.QUEUED:
+    run = current_run(instance, task)
+    if run is not None and run.status == dg.DagsterRunStatus.QUEUED:
         # Never started: nothing to commit. Queued again first, so that the cancelled run is
         # not read as the task's end.
         store.requeue(task.id, f"{reason}; queued again", uncount=True)
         instance.run_coordinator.cancel_run(run.run_id)
         return run.run_id
+    if not store.request_interrupt(task.id, kind, reason, by):
+        return None
+    if run is None or run.is_finished:
+        return None  # the dispatch tick sees the run's end and re-queues the task
     instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: kind})
     instance.run_coordinator.cancel_run(run.run_id)
     return run.run_id
 
 
-def _current_run(instance: dg.DagsterInstance, task: Task) -> dg.DagsterRun | None:
+def current_run(instance: dg.DagsterInstance, task: Task) -> dg.DagsterRun | None:
     """The run carrying out `task` now: the one that claimed it, else its latest."""
     if task.run_id:
         run = instance.get_run_by_id(task.run_id)

@@ -84,6 +84,9 @@ class Task:
     delivered_to: str | None = None
     delivered_at: datetime | None = None
     delivery_error: str | None = None
+    dispatches: int = 0
+    """Runs requested for the task, interrupted and cancelled ones included (`attempts` leaves
+    those out): a new run's key is `<id>.<dispatches>`, never one used before."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -65,6 +65,7 @@ tasks_table = sa.Table(
     sa.Column("delivered_to", sa.String(16)),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
     sa.Column("delivery_error", sa.Text),
+    sa.Column("dispatches", sa.Integer, nullable=False, server_default="0"),
 )
 
 sessions_table = sa.Table(
@@ -208,6 +209,7 @@ class TaskStore:
             "session": session,
             "dispatched": False,
             "attempts": 0,
+            "dispatches": 0,
             "extra": "{}",
             "created_at": now,
             "updated_at": now,
@@ -284,7 +286,11 @@ class TaskStore:
         return self._transition(
             task_id,
             [TaskStatus.QUEUED],
-            {"dispatched": True, "attempts": tasks_table.c.attempts + 1},
+            {
+                "dispatched": True,
+                "attempts": tasks_table.c.attempts + 1,
+                "dispatches": tasks_table.c.dispatches + 1,
+            },
             extra_where=tasks_table.c.dispatched.is_(False),
         )
 
@@ -353,7 +359,7 @@ class TaskStore:
         """Record the running agent's process group (and the leader's start time, to tell it
         from a later process with the same id), so it can be stopped if its run dies, and the
         session it works in when that is known before it answers."""
-        values = {"agent_pgid": process_group, "agent_started": started}
+        values: dict[str, Any] = {"agent_pgid": process_group, "agent_started": started}
         if session_id:
             values["agent_session"] = session_id
         self._update_extra(task_id, lambda extra: {**extra, **values}, list(TaskStatus))
@@ -450,6 +456,7 @@ class TaskStore:
         commit: str | None,
         session_id: str | None,
         branch: str | None = None,
+        base: str | None = None,
     ) -> Task | None:
         """An interrupted task's run ended: the task goes back to the queue, that attempt not
         counted, to continue `session_id` on its branch (at `commit`, the work so far). The
@@ -467,6 +474,8 @@ class TaskStore:
             kept["interruptions"] = [*extra.get("interruptions", []), entry]
             if session:
                 kept["resume_session"] = session
+            if base:
+                kept.setdefault("base", base)
             return kept
 
         label = request.get("reason") or request.get("kind")
@@ -495,7 +504,10 @@ class TaskStore:
         entry = {"task": victim, "at": _now().isoformat()}
         return self._update_extra(
             task_id,
-            lambda extra: {**extra, "preempted_others": [*extra.get("preempted_others", []), entry]},
+            lambda extra: {
+                **extra,
+                "preempted_others": [*extra.get("preempted_others", []), entry],
+            },
             list(TaskStatus),
         )
 
@@ -520,8 +532,9 @@ class TaskStore:
                 f"task {task_id} is {task.status}; only a failed, blocked or cancelled task can "
                 "be retried"
             )
-        moved = self._transition(
+        moved = self._update_extra(
             task_id,
+            lambda extra: {k: v for k, v in extra.items() if k != "interrupt"},
             RETRYABLE,
             {
                 "status": TaskStatus.QUEUED,
@@ -568,6 +581,14 @@ class TaskStore:
             {"status": TaskStatus.CANCELLED, "reason": reason, "finished_at": _now()},
         )
         return self.require(task_id)
+
+    def delete_project(self, project: str) -> int:
+        """Forget every task and session of `project` (it is being removed); the tasks deleted."""
+        with self.engine.begin() as conn:
+            conn.execute(sessions_table.delete().where(sessions_table.c.project == project))
+            return int(
+                conn.execute(tasks_table.delete().where(tasks_table.c.project == project)).rowcount
+            )
 
     def service_since(self, since: datetime) -> list[tuple[str, datetime, datetime | None]]:
         """(project, started_at, finished_at) of every task that ran after `since`."""

@@ -243,6 +243,97 @@ class GitRepo:
     def read_file(self, ref: str, path: str) -> str:
         return self.run("show", f"{ref}:{path}", what=f"read {path} at {ref}")
 
+    def config_value(self, key: str) -> str | None:
+        """The value of the configuration `key` (one the caller names, never untrusted text)
+        as this repository sees it, or None when it is not set."""
+        try:
+            return self.run("config", "--get", "--end-of-options", key, what=f"read {key}") or None
+        except GitError:
+            return None
+
+    def merge_base(self, one: str, other: str) -> str | None:
+        """The best common ancestor of two commits; None when they have none (or either is
+        not in this repository)."""
+        if self.resolve(one) is None or self.resolve(other) is None:
+            return None
+        try:
+            out = self.run(
+                "merge-base",
+                "--end-of-options",
+                one,
+                other,
+                what=f"find where {one} and {other} met",
+            )
+        except GitError:  # exit status 1: no common ancestor
+            return None
+        return out or None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """True when `ancestor` is `descendant` or in its history (both in this repository)."""
+        sha = self.resolve(ancestor)
+        return sha is not None and self.merge_base(sha, descendant) == sha
+
+    def checked_out_branches(self) -> set[str]:
+        """The branches (`refs/heads/...`) checked out in this repository's worktrees."""
+        out = self.run("worktree", "list", "--porcelain", what="list the worktrees")
+        return {
+            line.removeprefix("branch ") for line in out.splitlines() if line.startswith("branch ")
+        }
+
+    def patch(self, base: str, head: str, *, stat: bool = False) -> str:
+        """The change from `base` to `head` as a patch `git apply` takes (binary files
+        included), or with `stat` the per-file summary. No external diff or text conversion,
+        colour or prefix setting of anyone's configuration changes it."""
+        form = ("--stat",) if stat else ("--binary", "--src-prefix=a/", "--dst-prefix=b/")
+        return self.run(
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            *form,
+            "--end-of-options",
+            base,
+            head,
+            "--",
+            what=f"diff {base}..{head}",
+        )
+
+    # Delivering (the private clone's branches to the user's repositories) ---------------------
+
+    def fetch_branch(self, source: Path, branch: str) -> None:
+        """Create or fast-forward `refs/heads/<branch>` here from the same branch of the
+        repository at `source` (a private clone): never by force, no tags, no FETCH_HEAD; git
+        refuses to move a branch checked out here, and nothing else of this repository (its
+        HEAD, index or work tree) is touched."""
+        ref = f"refs/heads/{_plain_branch(branch)}"
+        self.run(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+            str(source),
+            f"{ref}:{ref}",
+            what=f"fetch {branch} from {source}",
+        )
+
+    def push_branch(self, url: str, branch: str) -> str:
+        """Push `refs/heads/<branch>` to the same branch of the repository at `url`, never by
+        force and nothing else (no tags, no submodules); git's `--porcelain` report."""
+        if url.startswith("-") or any(char in url for char in "\n\r\x00"):
+            raise GitError(f"git could not push {branch}: {url!r} is not a repository URL")
+        ref = f"refs/heads/{_plain_branch(branch)}"
+        return self.run(
+            "push",
+            "--porcelain",
+            "--no-follow-tags",
+            "--recurse-submodules=no",
+            "--",
+            url,
+            f"{ref}:{ref}",
+            what=f"push {branch} to {url}",
+        )
+
     # Writing (private clones under ORCH_HOME only) -------------------------------------------
 
     @classmethod
@@ -313,11 +404,16 @@ class GitRepo:
         self.run("fetch", "--quiet", "--prune", "origin", what="fetch from origin")
 
     def add_worktree(self, path: Path, ref: str, *, branch: str | None = None) -> GitRepo:
-        """A new worktree of this (bare) clone at `path`; the `GitRepo` returned remembers the
-        worktree's administrative directory as git recorded it now, before anyone else could
-        write to the worktree."""
+        """A new worktree of this (bare) clone at `path`: on a new `branch` made at `ref`; on
+        `ref` itself when it is one of the clone's branches (so that commits made there move
+        it: a task run again continues its branch); else detached at `ref`. The `GitRepo`
+        returned remembers the worktree's administrative directory as git recorded it now,
+        before anyone else could write to the worktree."""
         args = ["worktree", "add", "--quiet"]
-        args += ["--no-track", "-b", branch] if branch else ["--detach"]
+        if branch:
+            args += ["--no-track", "-b", branch]
+        elif not self.has_branch(ref):
+            args += ["--detach"]
         self.run(*args, "--", str(path), ref, what=f"create a worktree at {path} from {ref}")
         admin = self._admin_dir(path)
         return GitRepo(path, timeout_s=self.timeout_s, git_dir=admin, common_dir=self.path)
@@ -587,6 +683,14 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     process.communicate()
+
+
+def _plain_branch(branch: str) -> str:
+    """`branch` when it can only be read as a branch name in a refspec (no leading `-` or `+`,
+    no `:`, `*` or whitespace); GitError otherwise."""
+    if not branch or branch[0] in "-+" or any(char in branch for char in ":*^~?[\\ \t\n\r\x00"):
+        raise GitError(f"{branch!r} cannot be used as a branch name here")
+    return branch
 
 
 def _replace_file(path: Path, text: str) -> None:

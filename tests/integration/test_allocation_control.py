@@ -318,6 +318,7 @@ def test_show_json(orch: Invoke, instance: dg.DagsterInstance, store: TaskStore)
     projects = {p["name"]: p for p in data["projects"]}
     assert projects["alpha"] == {
         "name": "alpha",
+        "state": "active",
         "priority": 75,
         "max_parallel": 2,
         "running": 1,

@@ -175,6 +175,9 @@ class Bench:
     def fired(self) -> list[str]:
         return sorted(os.listdir(self.markers))
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return GitRepo.private_clone(self.clone).is_ancestor(ancestor, descendant)
+
     def report(self) -> dict:
         return json.loads((self.home / "workspaces" / "alpha" / "home" / "attack.json").read_text())
 
@@ -219,7 +222,9 @@ def test_the_orchestrators_git_runs_nothing_an_agent_configured(
     bench.retry(task_id)
     second = bench.execute(task_id, "run-2")
     assert second.task.status is TaskStatus.FAILED
-    assert second.base == first.commit
+    assert second.base == first.base  # the task's change still counts from where it began
+    assert first.commit is not None and second.commit is not None
+    assert bench.is_ancestor(first.commit, second.commit)  # it went on from the first attempt
     assert bench.fired() == []
 
     # The next task, a benign agent.

@@ -367,8 +367,10 @@ def test_a_failed_task_run_again_continues_on_its_branch(harness: Harness) -> No
     assert "exited with status 5" in first.task.reason
     second = harness.execute("alpha", task_id, "run-2")
     assert second.task.status is TaskStatus.SUCCEEDED, second.task.reason
-    assert second.base == first.commit
+    # It started from the first attempt's commit; its change counts from the task's start.
+    assert second.base == first.base
     clone = harness.clone("alpha")
+    assert git(clone, "merge-base", "--is-ancestor", first.commit, second.commit) == ""
     assert git(clone, "show", f"{second.commit}:attempts.txt").splitlines() == ["attempt"] * 2
     assert harness.task(task_id).run_id == "run-2"
 
@@ -594,3 +596,48 @@ def test_a_secret_the_tests_print_is_masked_in_the_reason_and_metadata(harness: 
     assert "tests see ***" in (outcome.task.reason or "")
     assert SECRET_VALUE not in json.dumps(harness.task(outcome.task.id).to_dict())
     assert SECRET_VALUE not in repr(task_metadata(outcome))
+
+
+# --- what a run leaves for the user ----------------------------------------------------------
+
+
+def test_the_agents_output_is_kept_as_the_tasks_transcript(harness: Harness) -> None:
+    harness.project("alpha", AGENT + "secrets: [FAKE_TOKEN]\n")
+    harness.monkeypatch.setenv("FAKE_TOKEN", "s3cr3t-value")
+    outcome = harness.run("alpha", "say it\nWRITE said.txt s3cr3t-value")
+    assert outcome.transcript is not None and outcome.transcript.is_file()
+    text = outcome.transcript.read_text()
+    assert f"run run-{outcome.task.id}" in text and '"type": "result"' in text
+    assert "Done: say it" in text and "s3cr3t-value" not in text
+
+
+def test_a_project_with_deliver_local_gets_the_branch_in_its_own_repository(
+    harness: Harness,
+) -> None:
+    repo = harness.project("alpha", AGENT + "deliver: local\n")
+    head = git(repo, "rev-parse", "HEAD")
+    outcome = harness.run("alpha", "feature\nWRITE delivered.txt yes")
+    assert outcome.task.status is TaskStatus.SUCCEEDED
+    branch = f"orch/alpha/{outcome.task.id}"
+    assert git(repo, "rev-parse", f"refs/heads/{branch}") == outcome.commit
+    assert git(repo, "rev-parse", "HEAD") == head  # the checked-out branch is untouched
+    recorded = harness.task(outcome.task.id)
+    assert recorded.delivered_to == "local" and recorded.delivered_at is not None
+    assert recorded.delivery_error is None
+
+
+def test_a_failed_delivery_is_recorded_and_the_task_stays_succeeded(harness: Harness) -> None:
+    repo = harness.project("alpha", AGENT + "deliver: local\n")
+    task_id = harness.add("alpha", "feature\nWRITE delivered.txt yes")
+    # A branch of that name with a commit of the user's own: delivery must not move it.
+    git(repo, "branch", f"orch/alpha/{task_id}")
+    git(repo, "commit", "--allow-empty", "-q", "-m", "mine")
+    theirs = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "-f", f"orch/alpha/{task_id}", theirs)
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    outcome = harness.execute("alpha", task_id)
+    recorded = harness.task(task_id)
+    assert recorded.status is TaskStatus.SUCCEEDED
+    assert recorded.delivered_to is None and recorded.delivery_error
+    assert theirs[:12] in recorded.delivery_error and outcome.commit[:12] in recorded.delivery_error
+    assert git(repo, "rev-parse", f"refs/heads/orch/alpha/{task_id}") == theirs

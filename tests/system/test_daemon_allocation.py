@@ -308,7 +308,9 @@ def work_conserving_gaps(
     return gaps
 
 
-def _write_registry(root: Path) -> dict[str, str]:
+def _write_registry(
+    root: Path, projects_wanted: dict[str, tuple[str, int]] = PROJECTS
+) -> dict[str, str]:
     shutil.copytree(REPO_ROOT / "config", root / "config")
     pools_file = root / "config" / "pools.yaml"
     pools = yaml.safe_load(pools_file.read_text())
@@ -316,7 +318,7 @@ def _write_registry(root: Path) -> dict[str, str]:
     pools_file.write_text(yaml.safe_dump(pools, sort_keys=False))
     projects = root / "projects"
     (projects / "templates").mkdir(parents=True)
-    for name, (priority, max_parallel) in PROJECTS.items():
+    for name, (priority, max_parallel) in projects_wanted.items():
         repo = make_git_repo(root / "repos" / name, {"README.md": f"{name}\n"})
         spec = {
             "name": name,

@@ -2,9 +2,9 @@
 calls on opening to create the database or bring it up to the newest revision.
 
 The revisions are in `versions/`: `0001` is the schema as of commit c1fae76 (orch_tasks,
-orch_sessions, orch_allocation, then made with `create_all`), `0002` adds orch_holds, `0003` the project states, their log, and the task's
-delivery columns. To change
-the schema, add a revision there (copy the newest file, set `down_revision` to its id) and set
+orch_sessions, orch_allocation, then made with `create_all`), `0002` adds orch_holds, `0003`
+the project states, their log and the task's delivery columns. To change the schema, add a
+revision there (copy the newest file, set `down_revision` to its id) and set
 HEAD to the new id; the tests check that HEAD is the scripts' head and that the tables the code
 queries match the migrated database. The version is kept in a table of our own,
 `orch_alembic_version`, so the task tables can share a PostgreSQL database with Dagster's

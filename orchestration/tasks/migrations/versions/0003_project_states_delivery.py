@@ -1,4 +1,5 @@
-"""Project lifecycle states with their audit log, and where each task's work was delivered.
+"""Project lifecycle states with their audit log, where each task's work was delivered, and how
+many runs a task was given (an interrupted attempt is not counted, but its run key is used).
 
 Revision ID: 0003
 Revises: 0002
@@ -41,10 +42,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("delivered_to", sa.String(16)))
         batch.add_column(sa.Column("delivered_at", sa.DateTime(timezone=True)))
         batch.add_column(sa.Column("delivery_error", sa.Text))
+        batch.add_column(sa.Column("dispatches", sa.Integer, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("orch_tasks") as batch:
+        batch.drop_column("dispatches")
         batch.drop_column("delivery_error")
         batch.drop_column("delivered_at")
         batch.drop_column("delivered_to")
