@@ -12,6 +12,10 @@ floor (`allocation_baseline`, attribute `baseline_defs`). Run it from the reposi
 
     .venv/bin/python -m bench.allocation --quick
 
+`--preemption` measures preemption by priority instead: the slots held by low-priority agents
+that run until released, then critical tasks arrive; their wait with a `preemption:` rule in
+pools.yaml and without one, on the same daemon.
+
 See bench/README.md for the options and what the numbers mean.
 """
 
@@ -27,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from tests.support.paths import FAKE_CLAUDE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "allocation.json"
+PREEMPTION_RESULTS_FILE = REPO_ROOT / "bench" / "results" / "allocation_preemption.json"
 BASELINE_LOCATION = "allocation_baseline"
 TRIGGER_VAR = "BENCH_ALLOCATION_TRIGGERS"
 LOG_VAR = "FAKE_CLAUDE_LOG"  # the stand-in's log; a `secrets` variable of every bench project
@@ -51,6 +57,12 @@ SLOTS = 4
 FLOOR_POOL = "bench_floor"
 CLASSES = {"critical": 100, "normal": 50, "low": 25}
 STARTUP_TIMEOUT_S = 180.0
+#: The preemption mode's profile: the stand-in run as Claude Code is, sessions and all, so an
+#: interrupted agent's session can be continued (the `command` profile has no sessions).
+SESSION_PROFILE = "bench_claude"
+LOW_PROJECT, CRITICAL_PROJECT = "batch", "urgent"
+#: How long a critical task's agent works, seconds.
+CRITICAL_WORK_S = 5
 
 # --------------------------------------------------------------------------------------------
 # The baseline and the floor: plain Dagster, requested by a sensor as tasks are.
@@ -191,6 +203,30 @@ class Bench:
                 found[task] = (found[task][0], entry["time"])
         return found
 
+    def agent_runs(self) -> dict[str, list[dict[str, Any]]]:
+        """Per task, every time its stand-in ran, in order: start, end (None while it runs or
+        if it was killed), the session it worked in."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        by_agent: dict[str, dict[str, Any]] = {}
+        if not self.agent_log.exists():
+            return found
+        for line in self.agent_log.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["event"] == "start":
+                record = {"start": entry["time"], "end": None, "session": entry.get("session_id")}
+                by_agent[entry["agent"]] = record
+                found.setdefault(Path(entry["cwd"]).name, []).append(record)
+            elif entry["event"] == "end" and entry["agent"] in by_agent:
+                by_agent[entry["agent"]]["end"] = entry["time"]
+        return found
+
+    def release(self, name: str) -> float:
+        """Let the stand-ins holding `HOLD<name>` finish (now and whenever they start); when."""
+        release = self.agent_log.parent / "release" / name
+        release.parent.mkdir(parents=True, exist_ok=True)
+        release.touch()
+        return time.time()
+
     def trigger(self, items: Sequence[tuple[str, str, dict[str, str]]]) -> float:
         """Append run requests (id, job, tags) in one write; when."""
         lines = "".join(
@@ -224,9 +260,11 @@ def write_setup(
     items: Sequence[Item],
     run_queue: Mapping[str, Any] | None,
     ageing_s: int | None,
+    sessions: bool = False,
 ) -> tuple[dict[str, str], Path]:
     """Registry (one git repository per project), instance, workspace; environment.
-    `run_queue` replaces the shipped dagster.yaml's (`{}`: Dagster's defaults)."""
+    `run_queue` replaces the shipped dagster.yaml's (`{}`: Dagster's defaults). `sessions`: the
+    projects run the stand-in as Claude Code (SESSION_PROFILE), not as the `command` profile."""
     # Imported here, not at the top: this module is also the baseline's code location, and its
     # run workers import it for every run; the baseline must not pay for the test harness.
     from tests.support.daemon import write_instance, write_workspace
@@ -240,6 +278,23 @@ def write_setup(
         pools["agents"]["ageing_seconds"] = ageing_s
     pools[FLOOR_POOL] = {"slots": 1, "description": "The floor's single slot."}
     pools_file.write_text(yaml.safe_dump(pools, sort_keys=False))
+    if sessions:
+        agents_file = root / "config" / "agents.yaml"
+        agents = yaml.safe_load(agents_file.read_text())
+        agents["profiles"][SESSION_PROFILE] = {
+            "description": "The stand-in claude, run as Claude Code is (benchmark).",
+            "argv": ["{python}", str(FAKE_CLAUDE), "-p", "--output-format", "json", "--"]
+            + ["{prompt}"],
+            "resume_args": ["--resume", "{session_id}"],
+            "session_args": ["--session-id", "{session_id}"],
+            "output": "claude_json",
+        }
+        agents_file.write_text(yaml.safe_dump(agents, sort_keys=False))
+    agent: dict[str, Any] = (
+        {"profile": SESSION_PROFILE}
+        if sessions
+        else {"profile": "command", "command": [sys.executable, str(FAKE_CLAUDE)]}
+    )
     projects = root / "projects"
     (projects / "templates").mkdir(parents=True)
     for name, cls in sorted({(i.project, i.cls) for i in items}):
@@ -249,8 +304,7 @@ def write_setup(
             "repo": str(repo),
             "priority": cls,
             "agent": {
-                "profile": "command",
-                "command": [sys.executable, str(FAKE_CLAUDE)],
+                **agent,
                 "max_parallel": SLOTS,  # never binds: the baseline has no per-project limit
                 "timeout": 3600,
             },
@@ -278,13 +332,14 @@ def running_daemon(
     items: Sequence[Item],
     run_queue: Mapping[str, Any] | None = None,
     ageing_s: int | None = None,
+    sessions: bool = False,
 ) -> Iterator[Bench]:
     """The daemon up on a fresh setup under `root`; stopped with its whole process group (run
     workers included) however the block ends."""
     from orchestration.tasks.store import TaskStore
     from tests.support import daemon
 
-    env, workspace = write_setup(root, items, run_queue, ageing_s)
+    env, workspace = write_setup(root, items, run_queue, ageing_s, sessions)
     daemon_env = daemon.daemon_environment(env, drop=("BENCH_", "FAKE_CLAUDE_"), sandbox=False)
     needed = ("SENSOR", "QUEUED_RUN_COORDINATOR")
     with daemon.running_daemon(
@@ -561,6 +616,179 @@ def floor_gaps(runs: Sequence[dict[str, float]]) -> list[float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Preemption: every slot held by low-priority agents, then critical tasks arrive
+
+
+def set_preemption(config_dir: Path, rule: Mapping[str, Any] | None) -> None:
+    """Write the `preemption:` rule of pools.yaml, or remove it (None). The dispatch sensor's
+    live registry reads the file again on its next tick."""
+    path = config_dir / "pools.yaml"
+    pools = yaml.safe_load(path.read_text())
+    pools.pop("preemption", None)
+    if rule is not None:
+        pools["preemption"] = dict(rule)
+    path.write_text(yaml.safe_dump(pools, sort_keys=False))
+
+
+def run_preemption_phase(bench: Bench, label: str, critical: int, bound_s: float) -> dict:
+    """SLOTS low-priority agents that hold their slots until released (`HOLD<label>`), then
+    `critical` critical tasks. The holders are released once every critical agent has started,
+    or `bound_s` after the critical tasks arrived; then everything runs to its end. What each
+    task's agents did and what its record says."""
+    store = bench.store
+    holders = [
+        store.add(LOW_PROJECT, f"bench {label} holder {i} NOOP HOLD{label}") for i in range(SLOTS)
+    ]
+    holder_ids = [task.id for task in holders]
+    progress(f"{label}: {SLOTS} low-priority agents to hold every slot")
+    bench.wait(
+        f"the {label} holders' agents",
+        lambda: set(holder_ids) <= set(bench.agent_runs()),
+        STARTUP_TIMEOUT_S,
+    )
+    criticals = [
+        store.add(CRITICAL_PROJECT, f"bench {label} critical {i} NOOP SLEEP{CRITICAL_WORK_S}")
+        for i in range(critical)
+    ]
+    critical_ids = [task.id for task in criticals]
+    progress(f"{label}: {critical} critical tasks queued; waiting at most {bound_s:.0f} s")
+    deadline = time.monotonic() + bound_s
+    while not set(critical_ids) <= set(bench.agent_runs()) and time.monotonic() < deadline:
+        if bench.daemon.poll() is not None:
+            raise click.ClickException(f"the daemon exited during the {label} phase")
+        time.sleep(0.5)
+    released = bench.release(label)
+    started = len(set(critical_ids) & set(bench.agent_runs()))
+    progress(f"{label}: {started} of {critical} critical agents started; holders released")
+    ids = [*holder_ids, *critical_ids]
+
+    def done() -> bool:
+        if not all(task.status.finished for task in store.tasks(ids=ids)):
+            return False
+        runs = bench.instance.get_runs(filters=dg.RunsFilter(tags={"orch/task": ids}))
+        return all(run.is_finished for run in runs)
+
+    bench.wait(f"the {label} tasks to finish", done, 300 + 60 * len(ids))
+    agents = bench.agent_runs()
+    tasks = {task.id: task for task in store.tasks(ids=ids)}
+    return {
+        "released_at": released,
+        "bound_s": bound_s,
+        "critical": [_task_record(tasks[i], agents.get(i, [])) for i in critical_ids],
+        "holders": [_task_record(tasks[i], agents.get(i, [])) for i in holder_ids],
+    }
+
+
+def _task_record(task: Any, agents: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "task": task.id,
+        "added": task.created_at.timestamp(),
+        "status": task.status.value,
+        "agents": agents,
+        "interruptions": task.interruptions,
+        "preempted_others": task.extra.get("preempted_others", []),
+    }
+
+
+def _moment(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+def measure_preemption(phase: Mapping[str, Any]) -> dict[str, Any]:
+    """Critical waits (added -> first agent start), split by whether the agent started before
+    the holders were released; the preemptions the holders' records show, and their timing."""
+    released = phase["released_at"]
+    waits = []
+    for task in phase["critical"]:
+        start = task["agents"][0]["start"] if task["agents"] else None
+        waits.append(
+            {
+                "task": task["task"],
+                "wait_s": round(start - task["added"], 2) if start is not None else None,
+                "before_release": start is not None and start < released,
+            }
+        )
+    first_start = {t["task"]: t["agents"][0]["start"] for t in phase["critical"] if t["agents"]}
+    added = {t["task"]: t["added"] for t in phase["critical"]}
+    preemptions = [
+        {**entry, "victim": holder["task"]}
+        for holder in phase["holders"]
+        for entry in holder["interruptions"]
+        if entry.get("kind") == "preempted"
+    ]
+    victims = [h for h in phase["holders"] if any(p["victim"] == h["task"] for p in preemptions)]
+    resumed = [
+        h
+        for h in victims
+        if len(h["agents"]) >= 2 and len({a["session"] for a in h["agents"]}) == 1
+    ]
+    decided, checkpointed, handover = [], [], []
+    for entry in preemptions:
+        at, ended = _moment(entry.get("at")), _moment(entry.get("ended_at"))
+        by = entry.get("by")
+        if at is not None and by in added:
+            decided.append(at - added[by])
+        if at is not None and ended is not None:
+            checkpointed.append(ended - at)
+        if ended is not None and by in first_start:
+            handover.append(first_start[by] - ended)
+    early = [w["wait_s"] for w in waits if w["before_release"]]
+    return {
+        "critical": len(waits),
+        "started_before_release": len(early),
+        "wait_s": _summary(early),
+        "waits": waits,
+        "preemptions": len(preemptions),
+        "victims": len(victims),
+        "victims_resumed_session": len(resumed),
+        "recorded_on_waiting": sum(len(t["preempted_others"]) for t in phase["critical"]),
+        "arrival_to_decision_s": _summary(decided),
+        "decision_to_checkpoint_s": _summary(checkpointed),
+        "checkpoint_to_agent_s": _summary(handover),
+        "not_succeeded": [
+            t["task"] for t in [*phase["critical"], *phase["holders"]] if t["status"] != "succeeded"
+        ],
+    }
+
+
+def main_preemption(
+    critical: int, after_s: int, bound_s: int, output: Path, keep: bool, seed: int
+) -> None:
+    """Both phases on one daemon: without a `preemption:` rule, then with one."""
+    results: dict[str, Any] = {
+        "machine": machine(dagster=version("dagster")),
+        "mode": "preemption",
+        "slots": SLOTS,
+        "critical_tasks": critical,
+        "critical_work_s": CRITICAL_WORK_S,
+        "after_s": after_s,
+        "bound_s": bound_s,
+        "seed": seed,
+    }
+    items = [
+        Item(LOW_PROJECT, LOW_PROJECT, "low", 0.0),
+        Item(CRITICAL_PROJECT, CRITICAL_PROJECT, "critical", 0.0),
+    ]
+    began = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="orch-bench-preemption-"))
+    try:
+        with running_daemon(root, items, sessions=True) as bench:
+            progress(f"daemon up in {root}")
+            config = Path(bench.env["ORCH_CONFIG_DIR"])
+            phases: dict[str, Any] = {}
+            set_preemption(config, None)
+            phases["without"] = run_preemption_phase(bench, "without", critical, bound_s)
+            set_preemption(config, {"after": after_s, "min_priority": "critical"})
+            phases["with"] = run_preemption_phase(bench, "with", critical, bound_s)
+            results["phases"] = phases
+            results["without"] = measure_preemption(phases["without"])
+            results["with"] = measure_preemption(phases["with"])
+    finally:
+        discard(root, keep)
+    finish(results, render_preemption_table, output, began)
+
+
+# --------------------------------------------------------------------------------------------
 # Reporting
 
 
@@ -694,6 +922,78 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _waits(measure: Mapping[str, Any], bound_s: float) -> str:
+    """Mean / max of the waits that ended before the holders were released, else '> bound'."""
+    wait = measure["wait_s"]
+    if measure["started_before_release"] == measure["critical"] and wait:
+        return f"{wait['mean']:.1f} / {wait['max']:.1f} s"
+    if wait:
+        return f"{wait['mean']:.1f} / > {bound_s:.0f} s"
+    return f"> {bound_s:.0f} s"
+
+
+def render_preemption_table(results: dict[str, Any]) -> str:
+    on, off = results["with"], results["without"]
+    after, bound, n = results["after_s"], results["bound_s"], results["critical_tasks"]
+    goal_s = after + 30
+    all_early = on["started_before_release"] == n
+    machine_ = results["machine"]
+    lines = [
+        f"{SLOTS} slots held by low-priority agents that run until released, then {n} critical "
+        f"tasks arrive (agents {results['critical_work_s']} s); wait = task added -> its agent "
+        f"starts; the holders are released when every critical agent has started or {bound} s "
+        f"after the critical tasks arrived. Wall {results['wall_s']:.0f} s, load average "
+        f"{machine_['loadavg_at_start']} -> {machine_['loadavg_at_end']}:",
+        "",
+        f"| measure | with preemption (after {after} s) | without | goal | verdict |",
+        "|---|---:|---:|---|---|",
+        f"| critical tasks started while the slots were held | {on['started_before_release']} / "
+        f"{n} | {off['started_before_release']} / {n} | all with, none without | "
+        + _verdict(all_early and off["started_before_release"] == 0)
+        + " |",
+        f"| critical wait, mean / max | {_waits(on, bound)} | {_waits(off, bound)} | max <= "
+        f"after + 30 s ({goal_s} s) | "
+        + _verdict(all_early and on["wait_s"] is not None and on["wait_s"]["max"] <= goal_s)
+        + " |",
+        f"| preemptions (distinct victims) | {on['preemptions']} ({on['victims']}) | "
+        f"{off['preemptions']} ({off['victims']}) | one per critical task, none without | "
+        + _verdict(on["preemptions"] == n and off["preemptions"] == 0)
+        + " |",
+        f"| preemptions recorded on the waiting task | {on['recorded_on_waiting']} | "
+        f"{off['recorded_on_waiting']} | as many as preemptions | "
+        + _verdict(on["recorded_on_waiting"] == on["preemptions"])
+        + " |",
+        f"| victims that continued their agent session | {on['victims_resumed_session']} / "
+        f"{on['victims']} | - | all | "
+        + _verdict(on["victims_resumed_session"] == on["victims"], on["victims"] > 0, "no victim")
+        + " |",
+        f"| tasks that did not succeed | {len(on['not_succeeded'])} | "
+        f"{len(off['not_succeeded'])} | none | "
+        + _verdict(not on["not_succeeded"] and not off["not_succeeded"])
+        + " |",
+        "",
+        "Where the wait goes with preemption, seconds, median (max):",
+        "",
+        "| segment | s |",
+        "|---|---:|",
+    ]
+    for key, label in (
+        ("arrival_to_decision_s", f"critical task added -> its victim chosen (after = {after})"),
+        ("decision_to_checkpoint_s", "victim chosen -> its work committed and re-queued"),
+        ("checkpoint_to_agent_s", "victim re-queued -> the critical agent starts"),
+    ):
+        value = on[key]
+        lines.append(
+            f"| {label} | {_f(value and value['median'])} ({_f(value and value['max'])}) |"
+        )
+    lines += ["", "Per critical task, wait s (with / without):", ""]
+    for a, b in zip(on["waits"], off["waits"], strict=True):
+        left = _f(a["wait_s"]) if a["before_release"] else f"> {bound}"
+        right = _f(b["wait_s"]) if b["before_release"] else f"> {bound}"
+        lines.append(f"- {left} / {right}")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--quick", is_flag=True, help="6 projects x 4 tasks, agents 2-5 s.")
 @click.option("--short", is_flag=True, help="20 projects x 10 tasks, agents 2-5 s.")
@@ -713,8 +1013,41 @@ def render_table(results: dict[str, Any]) -> str:
     default=None,
     help="Set ageing_seconds of the `agents` pool (shipped: the default, 3600).",
 )
+@click.option(
+    "--preemption",
+    is_flag=True,
+    help="Measure preemption instead: critical tasks arriving while low-priority agents hold "
+    "every slot, with and without a `preemption:` rule.",
+)
+@click.option(
+    "--critical",
+    type=click.IntRange(1, SLOTS),
+    default=3,
+    show_default=True,
+    help="With --preemption: how many critical tasks arrive.",
+)
+@click.option(
+    "--after",
+    type=click.IntRange(1, 3600),
+    default=20,
+    show_default=True,
+    help="With --preemption: the rule's `after` (seconds a critical task waits first).",
+)
+@click.option(
+    "--bound",
+    type=click.IntRange(10, 7200),
+    default=120,
+    show_default=True,
+    help="With --preemption: release the holders this long after the critical tasks arrive.",
+)
 @click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Default {RESULTS_FILE.relative_to(REPO_ROOT)} "
+    f"({PREEMPTION_RESULTS_FILE.relative_to(REPO_ROOT)} with --preemption).",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (daemon log, state).")
 def main(
     quick: bool,
@@ -725,13 +1058,30 @@ def main(
     floor_runs: int | None,
     dequeue_workers: int | None,
     ageing: int | None,
+    preemption: bool,
+    critical: int,
+    after: int,
+    bound: int,
     seed: int,
-    output: Path,
+    output: Path | None,
     keep: bool,
 ) -> None:
-    """Share 4 agent slots among many projects through the real daemon, against FIFO."""
+    """Share 4 agent slots among many projects through the real daemon, against FIFO; or, with
+    --preemption, how long critical tasks wait for slots held by low-priority agents."""
     if quick and short:
         raise click.UsageError("--quick or --short, not both")
+    if preemption:
+        others = {"--quick": quick, "--short": short, "--projects": projects, "--tasks": tasks}
+        others |= {"--seconds": seconds, "--floor-runs": floor_runs, "--ageing": ageing}
+        others |= {"--dequeue-workers": dequeue_workers}
+        given = [name for name, value in others.items() if value]
+        if given:
+            raise click.UsageError(f"--preemption takes none of {', '.join(given)}")
+        if bound <= after:
+            raise click.UsageError(f"--bound ({bound}) must be longer than --after ({after})")
+        main_preemption(critical, after, bound, output or PREEMPTION_RESULTS_FILE, keep, seed)
+        return
+    output = output or RESULTS_FILE
     projects = projects or (6 if quick else 20)
     tasks = tasks or (4 if quick else 10)
     low, high = seconds or ((2.0, 5.0) if quick or short else (30.0, 60.0))

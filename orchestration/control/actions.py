@@ -116,7 +116,13 @@ def control_project(
         from orchestration.control.runs import record_transition
 
         record_transition(
-            instance, project, str(current), str(target) if target else "removed", reason, actor
+            instance,
+            project,
+            str(current),
+            str(target) if target else "removed",
+            reason,
+            actor,
+            states.all().values(),
         )
     return ControlOutcome(project, action, current, target, changed=True, notes=tuple(notes))
 

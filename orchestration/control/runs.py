@@ -4,10 +4,11 @@ on the `orchestration/registry` asset, so the UI shows each project's lifecycle.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import dagster as dg
 
+from orchestration.control.store import StateRecord
 from orchestration.tags import HOLD_TAG, HOLD_VALUE, PROJECT_TAG, TASK_TAG, project_pool
 
 REGISTRY_ASSET = dg.AssetKey(["orchestration", "registry"])
@@ -57,8 +58,10 @@ def record_transition(
     to_state: str,
     reason: str | None,
     actor: str,
+    records: Iterable[StateRecord] = (),
 ) -> None:
-    """One observation of the registry asset per transition: the lifecycle timeline in the UI."""
+    """One observation of the registry asset per transition: the lifecycle timeline in the UI,
+    with `lifecycle`, the table of every project's state (`records`) after it."""
     instance.report_runless_asset_event(
         dg.AssetObservation(
             asset_key=REGISTRY_ASSET,
@@ -70,9 +73,23 @@ def record_transition(
                 "to": to_state,
                 "reason": reason or "",
                 "actor": actor,
+                "lifecycle": lifecycle_table(records),
             },
         )
     )
+
+
+def lifecycle_table(records: Iterable[StateRecord]) -> dg.MetadataValue:
+    """Every project whose lifecycle state was ever set: state, since when, by whom, why (a
+    project not listed is active)."""
+    rows = "\n".join(
+        f"| {r.project} | {r.state} | {r.since:%Y-%m-%d %H:%M} UTC | {r.actor or ''} | "
+        f"{(r.reason or '').replace('|', '/')} |"
+        for r in sorted(records, key=lambda r: r.project)
+        if r.since is not None
+    )
+    header = "| project | state | since | by | reason |\n|---|---|---|---|---|\n"
+    return dg.MetadataValue.md(header + rows if rows else "every project is active")
 
 
 def in_progress_runs(instance: dg.DagsterInstance, project: str) -> list[dg.DagsterRun]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
+from orchestration.control.runs import lifecycle_table
 from orchestration.defs.factory import REFRESH_JOB
 from orchestration.defs.metadata import dependencies_metadata, registry_errors_table
 from orchestration.defs.resources import ProjectWorkspaces
@@ -111,6 +112,8 @@ def build_registry_defs(
             metadata={
                 "projects": dg.MetadataValue.json(list(current.names)),
                 "project_count": len(current.projects),
+                "archived": dg.MetadataValue.json(list(current.archived)),
+                "lifecycle": lifecycle_table(workspaces.project_states().values()),
                 "error_count": len(current.errors),
                 "warnings": dg.MetadataValue.json(list(current.warnings)),
                 "projects_dir": str(current.settings.projects_dir),

@@ -63,6 +63,14 @@ class OrchestratorResource(dg.ConfigurableResource):
         finally:
             store.dispose()
 
+    def project_states(self) -> dict[str, StateRecord]:
+        """Every project whose state was ever set (the others are active)."""
+        store = TaskStore.from_settings(self.settings())
+        try:
+            return ProjectStates(store).all()
+        finally:
+            store.dispose()
+
     def spec(self, project: str) -> ProjectSpec:
         """The project's configuration now; a Failure when its file is gone or broken."""
         registry = self.registry()

@@ -16,12 +16,15 @@ from collections.abc import Collection
 import dagster as dg
 
 from orchestration.allocation.control import apply_pool_limits, rebalance, settings_now
+from orchestration.allocation.preempting import preempt
 from orchestration.control.runs import hold_project_runs
 from orchestration.control.store import ProjectStates
 from orchestration.defs.reload import request_reload
 from orchestration.defs.resources import AgentTasks
 from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.lifecycle import Launch, dispatch, reconcile_ended_runs
+from orchestration.tasks.models import TaskStatus
+from orchestration.tasks.store import TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 
 #: The dispatch sensor's minimum interval. Dagster's sensor daemon looks at its sensors about
@@ -44,8 +47,10 @@ def build_dispatch_sensor(
         minimum_interval_seconds=DISPATCH_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Launch a run for every queued task whose prerequisites have succeeded, "
-        "ranked by the allocation policy; keep pool limits and queued runs' priorities in line "
-        "with the allocation; fail or requeue tasks whose runs ended without recording them.",
+        "ranked by the allocation policy; keep pool limits, queued runs' priorities and the "
+        "holds of paused projects in line with the allocation and the projects' states; "
+        "preempt when pools.yaml asks for it; fail or requeue tasks whose runs ended without "
+        "recording them.",
     )
     def task_dispatch(
         context: dg.SensorEvaluationContext, agent_tasks: AgentTasks
@@ -65,7 +70,8 @@ def build_dispatch_sensor(
             changed = apply_pool_limits(context.instance, allocation.pool_limits())
             if changed:
                 context.log.info(f"pool limits set: {', '.join(changed)}")
-            held, released = hold_project_runs(context.instance, ProjectStates(store).held())
+            states = ProjectStates(store)
+            held, released = hold_project_runs(context.instance, states.held())
             if held or released:
                 context.log.info(
                     f"queued runs of paused projects: {held} held, {released} released"
@@ -73,6 +79,8 @@ def build_dispatch_sensor(
             reranked = rebalance(context.instance, store, allocation)
             if reranked:
                 context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
+            if registry.pools is not None and registry.pools.preemption is not None:
+                preempt(context.instance, store, registry, allocation, context.log)
             outcome = dispatch(
                 store,
                 context.instance,
@@ -92,6 +100,10 @@ def build_dispatch_sensor(
                     f"project(s) {', '.join(due)} differ between the registry and the loaded "
                     "definitions: " + request_reload(os.environ)
                 )
+            if not outcome.launches:
+                waiting = held_back(store, states)
+                if waiting:
+                    return dg.SkipReason(waiting)
             return dg.SensorResult(
                 run_requests=[_run_request(launch) for launch in outcome.launches]
             )
@@ -99,6 +111,25 @@ def build_dispatch_sensor(
             store.dispose()
 
     return task_dispatch
+
+
+def held_back(store: TaskStore, states: ProjectStates) -> str | None:
+    """What the tick shows in the UI when nothing new starts: the projects whose queued tasks
+    wait for them to resume (their queued runs name another pool as the reason)."""
+    records = {r.project: r for r in states.all().values() if r.state.holds_tasks}
+    if not records:
+        return None
+    counts: dict[str, int] = {}
+    for task in store.tasks(statuses=[TaskStatus.QUEUED]):
+        if task.project in records:
+            counts[task.project] = counts.get(task.project, 0) + 1
+    parts = [
+        f"{name} {records[name].state}"
+        + (f" ({records[name].reason})" if records[name].reason else "")
+        + f": {count} queued task(s) wait"
+        for name, count in sorted(counts.items())
+    ]
+    return "; ".join(parts) or None
 
 
 def _run_request(launch: Launch) -> dg.RunRequest:

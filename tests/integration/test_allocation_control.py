@@ -392,6 +392,7 @@ def test_show_table(orch: Invoke) -> None:
     assert lines[0] == "slots: 0 of 4 in use"
     assert lines[1].split() == [
         "PROJECT",
+        "STATE",
         "PRIORITY",
         "MAX",
         "RUNNING",
@@ -399,7 +400,7 @@ def test_show_table(orch: Invoke) -> None:
         "TARGET",
         "ACTUAL",
     ]
-    assert lines[2].split() == ["alpha", "75", "2", "0", "0", "0%", "0%"]
+    assert lines[2].split() == ["alpha", "active", "75", "2", "0", "0", "0%", "0%"]
 
 
 def test_set_project_priority_and_max_parallel(

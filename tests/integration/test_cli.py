@@ -162,12 +162,12 @@ def test_projects_list_table(orch: Invoke, two_projects: RegistryDir) -> None:
     result = orch("projects", "list")
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.strip().splitlines()
-    assert header.split() == ["NAME", "PRIORITY", "AGENT", "MAX", "BRANCH", "REPO"]
+    assert header.split() == ["NAME", "STATE", "PRIORITY", "AGENT", "MAX", "BRANCH", "REPO"]
     assert len(rows) == 2
     alpha, beta = rows
-    assert alpha.split()[:6] == ["alpha", "75", "(high)", "demo", "2", "main"]
+    assert alpha.split()[:7] == ["alpha", "active", "75", "(high)", "demo", "2", "main"]
     assert alpha.endswith(str((two_projects.root / "repos" / "alpha").resolve()))
-    assert beta.split()[:6] == ["beta", "25", "(low)", "claude_code", "1", "main"]
+    assert beta.split()[:7] == ["beta", "active", "25", "(low)", "claude_code", "1", "main"]
     assert result.stderr == ""
 
 

@@ -36,7 +36,12 @@ from tests.system.test_daemon_allocation import (
 
 pytestmark = pytest.mark.slow
 
-PROJECTS = {"pa": ("normal", 2), "pb": ("normal", 2)}
+PROJECTS = {"pa": ("normal", 2), "pb": ("normal", 2), "lo": ("low", 2), "crit": ("critical", 2)}
+#: The preemption rule of the preemption test (seconds).
+PREEMPT_AFTER_S = 5
+#: A critical task must start within `after` plus one dispatch tick (about 5 s) plus the time
+#: the run queue and a fresh run worker take to start an agent (a few seconds here).
+PREEMPT_START_BOUND_S = PREEMPT_AFTER_S + 5 + 10
 #: How long after `stop` the interrupted agent must be gone.
 STOP_WITHIN_S = 15.0
 
@@ -246,3 +251,84 @@ def test_archive_keeps_history_unarchive_restores_it_and_remove_purges(
         ("active", "paused"),
         ("paused", "removed"),
     ]
+
+
+def set_preemption(system: Orchestrator, rule: dict | None) -> None:
+    import yaml
+
+    path = system.root / "config" / "pools.yaml"
+    pools = yaml.safe_load(path.read_text())
+    pools.pop("preemption", None)
+    if rule is not None:
+        pools["preemption"] = rule
+    path.write_text(yaml.safe_dump(pools, sort_keys=False))
+
+
+def agent_start(system: Orchestrator, task_id: str, after: float = 0.0) -> float | None:
+    """When the (latest) agent of `task_id` started, if it did after `after`."""
+    times = [e["time"] for e in starts(system) if e["cwd"].endswith(task_id) and e["time"] > after]
+    return times[-1] if times else None
+
+
+def test_a_critical_task_preempts_the_lowest_and_the_preempted_resume(
+    system: Orchestrator, record_property
+) -> None:
+    low = [system.add("lo", f"long low work {i} HOLDpreempt") for i in range(2)]
+    system.wait_started(*low)
+    set_preemption(
+        system, {"after": PREEMPT_AFTER_S, "min_priority": "critical", "max_per_task": 1}
+    )
+    try:
+        # 1. A critical task waits `after`, then the most recently started low task yields.
+        added = time.time()
+        first = system.add("crit", "urgent fix SLEEP1")
+        started = system.wait_for(
+            "the critical task's agent to start",
+            lambda: agent_start(system, first, added),
+            timeout_s=PREEMPT_START_BOUND_S + 30,
+        )
+        waited = started - added
+        record_property("critical_wait_s", round(waited, 2))
+        assert waited <= PREEMPT_START_BOUND_S, f"waited {waited:.1f} s"
+        newest = max(low, key=lambda t: agent_start(system, t) or 0)
+        victim = system.wait_for(
+            "the victim's checkpoint",
+            lambda: (t := system.store.require(newest)).interruptions and t,
+        )
+        assert victim.interruptions[0]["kind"] == "preempted"
+        assert victim.interruptions[0]["by"] == first
+        assert [p["task"] for p in system.store.require(first).extra["preempted_others"]] == [
+            newest
+        ]
+        other = next(t for t in low if t != newest)
+        assert not system.store.require(other).interruptions
+        assert system.wait_finished(first)[0].status is TaskStatus.SUCCEEDED
+
+        # 2. The victim continues its session; the next critical task takes the other slot.
+        resumed_at = system.wait_for(
+            "the victim to resume", lambda: agent_start(system, newest, started)
+        )
+        second = system.add("crit", "second urgent fix SLEEP1")
+        system.wait_for("the second critical task to start", lambda: agent_start(system, second))
+        assert system.store.require(other).times_preempted == 1
+        assert system.store.require(newest).times_preempted == 1  # max_per_task: not again
+        system.wait_finished(second)
+        system.wait_for("the other to resume", lambda: agent_start(system, other, resumed_at))
+
+        # 3. Both holders have been preempted max_per_task times: a third critical task waits.
+        third_added = time.time()
+        third = system.add("crit", "third urgent fix SLEEP1")
+        time.sleep(PREEMPT_AFTER_S + 12)
+        assert agent_start(system, third) is None
+        assert [system.store.require(t).times_preempted for t in low] == [1, 1]
+    finally:
+        set_preemption(system, None)
+        system.release("preempt")
+    finished = system.wait_finished(*low, third)
+    assert all(t.status is TaskStatus.SUCCEEDED for t in finished), [t.reason for t in finished]
+    assert agent_start(system, third, third_added) is not None
+    for task_id in low:
+        calls = [e for e in starts(system) if e["cwd"].endswith(task_id)]
+        session = calls[0]["options"]["session_id"]
+        assert calls[-1]["options"].get("resume") == session  # continued, not restarted
+    system.wait_idle()
