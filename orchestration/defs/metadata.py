@@ -115,6 +115,11 @@ def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
         metadata["delivered_to"] = task.delivered_to
     if task.delivery_error:
         metadata["delivery_error"] = task.delivery_error
+    if task.interruptions:
+        metadata["interruptions"] = dg.MetadataValue.json(task.interruptions)
+        metadata["times_preempted"] = task.times_preempted
+    if task.extra.get("preempted_others"):
+        metadata["preempted_others"] = dg.MetadataValue.json(task.extra["preempted_others"])
     return metadata
 
 

@@ -585,3 +585,33 @@ def test_task_metadata_shows_the_transcript_and_the_delivery(setup: Setup) -> No
     assert metadata["transcript"].path == str(log)
     assert metadata["delivered_to"] == "local" and metadata["delivery_error"] == "no origin"
     assert delivered.delivery_error is None
+
+
+def test_task_metadata_shows_interruptions_and_preemptions(setup: Setup) -> None:
+    from dataclasses import replace
+
+    from orchestration.defs.metadata import task_metadata
+    from orchestration.tasks.execution import TaskOutcome
+    from orchestration.workspace.git import DiffStats
+
+    task = setup.run_task({"feature.py": "x\n"})
+    history = [{"kind": "preempted", "by": "t000other", "commit": "abc", "session": "s1"}]
+    others = [{"task": "t000victim", "at": "2026-11-29T00:00:00+00:00"}]
+    recorded = replace(
+        task, extra={**task.extra, "interruptions": history, "preempted_others": others}
+    )
+    metadata = task_metadata(
+        TaskOutcome(
+            task=recorded,
+            profile="demo",
+            model=None,
+            agent=AgentResult(AgentStatus.SUCCEEDED, "done", 1.0),
+            branch=branch_of(recorded),
+            commit=recorded.commit,
+            base=str(recorded.extra["base"]),
+            diff=DiffStats(1, 1, 0),
+            verification=None,
+        )
+    )
+    assert metadata["interruptions"].data == history and metadata["times_preempted"] == 1
+    assert metadata["preempted_others"].data == others
