@@ -404,3 +404,29 @@ def test_a_task_run_shows_its_project_and_priority(webserver: Webserver, browser
     click_button(browser, "View tags and config")
     wait_for_text(browser, "Run configuration", f"priority: {reranked}")
     orch_in(webserver, "allocation", "apply")
+
+
+def test_a_paused_project_shows_on_the_registry_asset(webserver: Webserver, browser: Any) -> None:
+    """`orch projects pause` records an observation of `orchestration/registry` that the asset's
+    events list, saying which project went from what to what and why; `resume` undoes it. The
+    `project_control` job, the same actions from the UI, is in the code location."""
+    orch_in(webserver, "projects", "pause", "acme_web", "--reason", "release freeze")
+    try:
+        text = page_text(
+            browser,
+            f"{webserver.url}/assets/orchestration/registry?view=events",
+            "acme_web: active -> paused (release freeze)",
+        )
+        # The observation's `lifecycle` table: every project whose state was set.
+        assert "acme_web paused" in text and "release freeze" in text
+        browser.save_screenshot(str(browser.screenshots / "registry-events-paused.png"))
+        listed = json.loads(orch_in(webserver, "projects", "list", "--json"))
+        assert {p["name"]: p["state"] for p in listed}["acme_web"] == "paused"
+    finally:
+        orch_in(webserver, "projects", "resume", "acme_web")
+    page_text(
+        browser,
+        f"{webserver.url}/locations/orchestration/jobs/project_control",
+        "project_control",
+        "control_project",
+    )
