@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from click.testing import CliRunner, Result
-from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.allocation.control import (
@@ -33,44 +32,16 @@ from orchestration.cli import main
 from orchestration.tasks.lifecycle import Launch, dispatch
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
-from tests.support.paths import REPO_ROOT
+from tests.integration.conftest import QUEUED_RUN_ORIGIN
 from tests.support.registry import RegistryDir
 
 Invoke = Callable[..., Result]
 
-#: Where a queued run says it came from (the run queue needs one; nothing here launches it).
-ORIGIN = RemoteRepositoryOrigin(
-    RegisteredCodeLocationOrigin("orchestration"), "__repository__"
-).get_job_origin("__ASSET_JOB")
 
 YAML_LIMITS = {"agents": 4, "heavy": 1, "project_alpha": 2, "project_beta": 1}
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An instance directory with the repository's dagster.yaml, its storage created once
-    (creating it is the slow part); each test gets a copy."""
-    home = tmp_path_factory.mktemp("dagster_template")
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    dg.DagsterInstance.from_config(str(home)).dispose()
-    return home
-
-
-@pytest.fixture
-def dagster_home(template_home: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "dagster_home"
-    shutil.copytree(template_home, home)
-    return home
-
-
-@pytest.fixture
-def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
-    opened = dg.DagsterInstance.from_config(str(dagster_home))
-    yield opened
-    opened.dispose()
 
 
 @pytest.fixture
@@ -99,7 +70,7 @@ def queue_run(instance: dg.DagsterInstance, task: Task, priority: str = "0") -> 
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={TASK_TAG: task.id, PROJECT_TAG: task.project, PRIORITY_TAG: priority},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     return run.run_id
 
@@ -208,7 +179,9 @@ def test_task_runs_and_loads_see_only_task_runs(
     queue_run(instance, queued)
     queue_run(instance, unknown)
     start_run(instance, "alpha", "t000000000run")
-    create_run_for_test(instance, status=dg.DagsterRunStatus.QUEUED, remote_job_origin=ORIGIN)
+    create_run_for_test(
+        instance, status=dg.DagsterRunStatus.QUEUED, remote_job_origin=QUEUED_RUN_ORIGIN
+    )
     create_run_for_test(instance, status=dg.DagsterRunStatus.STARTED)
 
     runs = task_runs(instance)
@@ -237,7 +210,7 @@ def test_rebalance_retags_queued_task_runs_with_the_policy_priorities(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={PRIORITY_TAG: "7"},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
 
     expected, _, _ = current_allocation(instance, store, current)

@@ -9,14 +9,11 @@ the run worker's checkpoint is tested with the execution."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.allocation.control import AllocationSettings, effective_settings
@@ -25,13 +22,9 @@ from orchestration.registry.loader import Registry
 from orchestration.tags import INTERRUPTED_TAG, PRIORITY_TAG, PROJECT_TAG, TASK_TAG
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
-from tests.support.paths import REPO_ROOT
+from tests.integration.conftest import QUEUED_RUN_ORIGIN
 from tests.support.registry import RegistryDir
 
-#: Where a queued run says it came from (the run queue needs one; nothing here launches it).
-ORIGIN = RemoteRepositoryOrigin(
-    RegisteredCodeLocationOrigin("orchestration"), "__repository__"
-).get_job_origin("__ASSET_JOB")
 LOG = logging.getLogger("test_preemption_apply")
 POOLS = """
     agents:
@@ -42,24 +35,6 @@ POOLS = """
       after: 1
       min_priority: critical
 """
-
-
-@pytest.fixture(scope="module")
-def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An instance directory with the repository's dagster.yaml, its storage created once."""
-    home = tmp_path_factory.mktemp("dagster_template")
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    dg.DagsterInstance.from_config(str(home)).dispose()
-    return home
-
-
-@pytest.fixture
-def instance(template_home: Path, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    shutil.copytree(template_home, home)
-    opened = dg.DagsterInstance.from_config(str(home))
-    yield opened
-    opened.dispose()
 
 
 @pytest.fixture
@@ -103,7 +78,7 @@ def enqueue(instance: dg.DagsterInstance, store: TaskStore, task: Task) -> str:
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={TASK_TAG: task.id, PROJECT_TAG: task.project, PRIORITY_TAG: "100050"},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     store.mark_dispatched(task.id)
     return run.run_id

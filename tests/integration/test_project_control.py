@@ -7,14 +7,11 @@ and continued) is in tests/system/test_project_lifecycle.py."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.allocation.control import settings_now
@@ -27,34 +24,8 @@ from orchestration.tags import HOLD_TAG, HOLD_VALUE, PROJECT_TAG, TASK_TAG, proj
 from orchestration.tasks.lifecycle import interrupt
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
-from tests.support.paths import REPO_ROOT
+from tests.integration.conftest import QUEUED_RUN_ORIGIN
 from tests.support.registry import RegistryDir
-
-ORIGIN = RemoteRepositoryOrigin(
-    RegisteredCodeLocationOrigin("orchestration"), "__repository__"
-).get_job_origin("__ASSET_JOB")
-
-
-@pytest.fixture(scope="module")
-def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("dagster_template")
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
-    dg.DagsterInstance.from_config(str(home)).dispose()
-    return home
-
-
-@pytest.fixture
-def dagster_home(template_home: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "dagster_home"
-    shutil.copytree(template_home, home)
-    return home
-
-
-@pytest.fixture
-def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
-    opened = dg.DagsterInstance.from_config(str(dagster_home))
-    yield opened
-    opened.dispose()
 
 
 @pytest.fixture
@@ -184,19 +155,19 @@ def test_queued_runs_of_a_paused_project_without_a_task_are_held_then_released(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         asset_selection={dg.AssetKey(["alpha", "verification"])},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     other = create_run_for_test(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={PROJECT_TAG: "beta"},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     task_run = create_run_for_test(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={PROJECT_TAG: "alpha", TASK_TAG: "t123"},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     act(Action.PAUSE, "alpha", registry, store, instance)
 
@@ -230,7 +201,7 @@ def test_stop_interrupts_a_running_task_and_leaves_queued_runs_held(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={PROJECT_TAG: "alpha", TASK_TAG: waiting.id},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
 
     outcome = act(Action.STOP, "alpha", registry, store, instance, reason="bad prompt")
@@ -256,7 +227,7 @@ def test_interrupting_a_run_that_never_started_queues_its_task_at_once(
         instance,
         status=dg.DagsterRunStatus.QUEUED,
         tags={PROJECT_TAG: "alpha", TASK_TAG: task.id},
-        remote_job_origin=ORIGIN,
+        remote_job_origin=QUEUED_RUN_ORIGIN,
     )
     assert interrupt(store, instance, store.require(task.id), kind="preempted", reason="x")
     after = store.require(task.id)

@@ -25,14 +25,14 @@ from orchestration.control.store import ProjectStates
 from orchestration.tags import project_pool
 from orchestration.tasks.models import TaskStatus
 from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
-from tests.support.paths import path_with_fakes
-from tests.system.test_daemon_allocation import (
+from tests.support.orchestrator import (
     INSTANCE_CHANGES,
     LOG_VAR,
     Monitor,
     Orchestrator,
-    _write_registry,
+    write_registry,
 )
+from tests.support.paths import path_with_fakes
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ STOP_WITHIN_S = 15.0
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
     root = tmp_path_factory.mktemp("lifecycle")
     (root / "agents" / "release").mkdir(parents=True)
-    env = _write_registry(root, PROJECTS)
+    env = write_registry(root, PROJECTS, slots=2)
     env["DAGSTER_HOME"] = str(write_instance(root, INSTANCE_CHANGES))
     env[LOG_VAR] = str(root / "agents" / "fake_claude.jsonl")
     daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]), sandbox=False)
