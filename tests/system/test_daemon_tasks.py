@@ -360,7 +360,17 @@ def test_task_runs_through_daemon_and_records_everything(orchestrator: Orchestra
 
     # The real claude_code adapter ran the CLI headless, in the task's own worktree.
     (call,) = orchestrator.agent_calls("alpha", task_id)
-    assert call["argv"][1:] == ["-p", "--output-format", "json", "--", prompt]
+    # A new session under the id the orchestrator chose, so it could be continued if stopped.
+    session = call["options"]["session_id"]
+    assert call["argv"][1:] == [
+        "-p",
+        "--output-format",
+        "json",
+        "--session-id",
+        session,
+        "--",
+        prompt,
+    ]
     assert Path(call["cwd"]) == orchestrator.home / "workspaces/alpha/worktrees" / task_id
     assert call["end"]["exit"] == 0
 
