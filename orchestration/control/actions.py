@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestration.control.states import Action, ProjectState, TransitionError, check
+from orchestration.control.states import RULES, Action, ProjectState, TransitionError, check
 from orchestration.control.store import ProjectStates, StateChanged, default_actor
 from orchestration.registry.loader import Registry
 from orchestration.settings import Settings
+from orchestration.tags import project_pool
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskError, TaskStore
 
@@ -104,7 +105,7 @@ def control_project(
     elif action is Action.REMOVE:
         step.purge()
 
-    target = _target(action)
+    target = RULES[action].to
     try:
         states.set(project, target, expected=current, reason=reason, actor=actor)
     except StateChanged as exc:
@@ -125,12 +126,6 @@ def control_project(
             states.all().values(),
         )
     return ControlOutcome(project, action, current, target, changed=True, notes=tuple(notes))
-
-
-def _target(action: Action) -> ProjectState | None:
-    from orchestration.control.states import RULES
-
-    return RULES[action].to
 
 
 def _known(project: str, registry: Registry, current: ProjectState) -> bool:
@@ -178,8 +173,6 @@ class _Step:
         from orchestration.control.runs import hold_project_runs, set_project_pool
 
         if target is None or target is ProjectState.ARCHIVED:
-            from orchestration.tags import project_pool
-
             self.instance.event_log_storage.delete_concurrency_limit(project_pool(self.project))
         elif target.holds_tasks:
             set_project_pool(self.instance, self.project, 0)
@@ -188,8 +181,6 @@ class _Step:
             from orchestration.allocation.control import settings_now
 
             limits = settings_now(self.registry, self.store).pool_limits()
-            from orchestration.tags import project_pool
-
             set_project_pool(self.instance, self.project, limits[project_pool(self.project)])
         held_runs, released = hold_project_runs(self.instance, held)
         if held_runs:
