@@ -371,6 +371,16 @@ def _keep_interrupted_work(
     queue to continue `session` on its branch. Never raises: the run is ending either way."""
     commit = None
     try:
+        append_transcript(
+            workspace.orch_home,
+            task.project,
+            task.id,
+            header=f"=== attempt {task.attempts}, run {task.run_id}, {_utc_now()}, interrupted ===",
+            text="(the run was ended before the agent answered; its output is not kept)",
+        )
+    except Exception as exc:
+        log.error(f"task {task.id}: could not note the interruption in its transcript: {exc}")
+    try:
         workspace.reclaim(tree)
         title = " ".join(task.prompt.split())[:60] or task.id
         commit = git_tree.commit_all(

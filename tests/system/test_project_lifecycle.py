@@ -153,6 +153,8 @@ def test_stop_interrupts_keeps_the_work_and_resume_continues_the_session(
     message = git(clone, "log", "-1", "--format=%B", branch)
     assert "Orch-Interrupted: true" in message and f"Orch-Task: {task_id}" in message
     assert git(clone, "show", f"{branch}:progress.md") == "step one\n"
+    transcript = Path(system.env["ORCH_HOME"]) / "workspaces" / "pa" / "logs" / f"{task_id}.log"
+    assert "interrupted ===" in transcript.read_text()
     wip = git(clone, "rev-parse", branch).strip()
     assert task.commit == wip
     runs = system.task_runs(task_id)
