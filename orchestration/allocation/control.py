@@ -51,6 +51,10 @@ allocation_table = sa.Table(
 )
 
 
+#: The override that holds every new start (`hold_starts`), whatever the other limits say.
+MAINTENANCE_KEY = "maintenance"
+
+
 @dataclass(frozen=True)
 class ProjectLimits:
     priority: int
@@ -90,8 +94,26 @@ class AllocationOverrides:
                 conn.execute(allocation_table.insert().values(key=key, value=value))
 
     def clear(self) -> None:
+        """Drop the `orch allocation set` overrides (a maintenance hold stays)."""
         with self.engine.begin() as conn:
-            conn.execute(allocation_table.delete())
+            conn.execute(allocation_table.delete().where(allocation_table.c.key != MAINTENANCE_KEY))
+
+    def unset(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(allocation_table.delete().where(allocation_table.c.key == key))
+
+
+def hold_starts(instance: dg.DagsterInstance, store: TaskStore, registry: Registry) -> None:
+    """Start no new agent run anywhere (a quiesced backup): the global pool goes to 0 now and
+    stays there on every dispatch tick until `release_starts`. Runs in flight go on."""
+    AllocationOverrides(store).set({MAINTENANCE_KEY: 1})
+    apply_pool_limits(instance, settings_now(registry, store).pool_limits())
+
+
+def release_starts(instance: dg.DagsterInstance, store: TaskStore, registry: Registry) -> None:
+    """Undo `hold_starts`: the limits in force before come back."""
+    AllocationOverrides(store).unset(MAINTENANCE_KEY)
+    apply_pool_limits(instance, settings_now(registry, store).pool_limits())
 
 
 def effective_settings(
@@ -115,7 +137,10 @@ def effective_settings(
         for p in registry.projects
     }
     return AllocationSettings(
-        slots=overrides.get("slots", pools.get(GLOBAL_POOL, 0)),
+        # While a maintenance hold is on (a quiesced backup), no agent slot is free at all.
+        slots=0
+        if overrides.get(MAINTENANCE_KEY)
+        else overrides.get("slots", pools.get(GLOBAL_POOL, 0)),
         pools=pools,
         projects=projects,
         ageing_s=ageing,

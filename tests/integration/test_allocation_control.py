@@ -512,3 +512,19 @@ def test_without_an_instance_the_commands_say_to_run_orch_up(
     assert result.exit_code == 1
     assert "no Dagster instance yet" in result.stderr and "orch up" in result.stderr
     assert not registry.settings.dagster_home.exists()
+
+
+def test_a_maintenance_hold_stops_every_start_until_released(
+    registry: RegistryDir, store: TaskStore, instance: dg.DagsterInstance
+) -> None:
+    from orchestration.allocation.control import hold_starts, release_starts, settings_now
+
+    AllocationOverrides(store).set({"slots": 3})
+    hold_starts(instance, store, registry.load())
+    assert pool_limits(instance)["agents"] == 0
+    assert settings_now(registry.load(), store).slots == 0  # every dispatch tick keeps it so
+    AllocationOverrides(store).clear()  # `orch allocation apply` does not lift the hold
+    assert settings_now(registry.load(), store).slots == 0
+    release_starts(instance, store, registry.load())
+    assert pool_limits(instance)["agents"] == 4
+    assert AllocationOverrides(store).all() == {}
