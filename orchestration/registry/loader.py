@@ -37,6 +37,7 @@ from orchestration.registry.layers import (
 from orchestration.registry.models import (
     SLUG_PATTERN,
     AgentsFile,
+    BackupFile,
     PoolsFile,
     ProjectSpec,
     is_remote_url,
@@ -52,6 +53,7 @@ TEMPLATES_DIR = "templates"
 ARCHIVED_DIR = ".archived"
 AGENTS_FILE = "agents.yaml"
 POOLS_FILE = "pools.yaml"
+BACKUP_FILE = "backup.yaml"
 HOME_PLACEHOLDER = "${ORCH_HOME}"
 
 Loc = tuple[str | int, ...]
@@ -82,6 +84,8 @@ class Registry:
     warnings: tuple[str, ...] = ()
     #: The archived projects: the names of `projects/.archived/*.yaml`, not read.
     archived: tuple[str, ...] = ()
+    #: The scheduled backup (`config/backup.yaml`); None when there is none (or it has errors).
+    backup: BackupFile | None = None
 
     @property
     def config_errors(self) -> tuple[RegistryError, ...]:
@@ -138,6 +142,12 @@ def load_registry(
         settings.config_dir / POOLS_FILE, PoolsFile, errors, wrap="pools", beside=("preemption",)
     )
     _check_resources(agents, pools, settings, errors)
+    backup_path = settings.config_dir / BACKUP_FILE
+    backup = (
+        _load_resource(backup_path, BackupFile, errors, wrap=None)
+        if backup_path.is_file()
+        else None
+    )
 
     archived = archived_names(settings.projects_dir)
     loader = _ProjectLoader(settings, env, agents, archived)
@@ -150,6 +160,7 @@ def load_registry(
         errors=tuple(errors),
         warnings=(*settings.notices, *loader.warnings),
         archived=archived,
+        backup=backup,
     )
 
 

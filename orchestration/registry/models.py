@@ -454,6 +454,22 @@ class Preemption(FrozenModel):
     """How many times one task may be preempted; then it runs to its end."""
 
 
+class BackupFile(FrozenModel):
+    """`config/backup.yaml` (optional): the scheduled backup, off when the file is absent."""
+
+    schedule: Cron
+    """When to back up and verify: a five-field cron expression."""
+    keep: int = Field(default=7, ge=1, le=1000)
+    """How many backups to keep in `to`; older ones are deleted after a new one verified."""
+    to: str | None = None
+    """The directory backups go to (`${ORCH_HOME}` may start it); default ORCH_HOME/backups."""
+    online: bool = False
+    """Take per-file snapshots without holding new starts (SQLite); PostgreSQL is always
+    consistent."""
+    verify: bool = True
+    """Restore each new backup into a scratch place and compare its digest."""
+
+
 class PoolsFile(FrozenModel):
     """`config/pools.yaml`: the slot pools (`agents` is the global pool every agent uses) and
     the preemption rule (off when absent)."""
