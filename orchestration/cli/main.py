@@ -22,6 +22,7 @@ COMMANDS = {
     "deps": "orchestration.cli.deps:deps",
     "affected": "orchestration.cli.deps:affected",
     "allocation": "orchestration.cli.allocation:allocation",
+    "backup": "orchestration.cli.backup:backup",
 }
 
 

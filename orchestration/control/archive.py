@@ -237,21 +237,69 @@ def _bundle_clone(clone: Path, archive: Path) -> tuple[Path | None, str, str, st
     """Bundle every ref of the private clone into the archive and verify the bundle: the bundle
     (None when there is no clone or it has no refs), the refs as for-each-ref prints them, the
     clone's object format and its remote's URL."""
+    kept = bundle_clone(clone, archive / BUNDLE_FILE)
+    if kept is None:
+        return None, "", "sha1", None  # a clone whose creation failed: sync would remake it
+    if kept.bundle is None:
+        return None, "", kept.object_format, kept.remote
+    return kept.bundle, kept.refs + "\n", kept.object_format, kept.remote
+
+
+@dataclass(frozen=True)
+class ClonedRefs:
+    """What `bundle_clone` kept of a private clone."""
+
+    #: The verified bundle; None when the clone has no ref (there is nothing to bundle).
+    bundle: Path | None
+    #: The refs as `git for-each-ref --format=REFS_FORMAT` prints them, one a line.
+    refs: str
+    object_format: str
+    #: The clone's `origin` URL as its configuration said; None when it had none.
+    remote: str | None
+
+
+def bundle_clone(clone: Path, bundle: Path) -> ClonedRefs | None:
+    """Write every ref and object of the private clone at `clone` to the git bundle `bundle` and
+    verify it (shared by archiving and `orch backup`). None when there is no repository there;
+    no bundle is written for a clone without refs."""
     if not clone.is_dir():
-        return None, "", "sha1", None
+        return None
     repo = GitRepo.private_clone(clone)
     if not repo.is_repository():
-        return None, "", "sha1", None  # a clone whose creation failed: sync would remake it
+        return None
     refs_text = _refs(repo)
     object_format = repo.run("rev-parse", "--show-object-format", what="read the object format")
     remote = _clone_remote(clone)
     if not refs_text:
-        return None, "", object_format, remote
-    bundle = archive / BUNDLE_FILE
+        return ClonedRefs(None, "", object_format, remote)
     repo.run("bundle", "create", str(bundle), "--all", what=f"write the bundle {bundle}")
     # git 2.39 verifies a bundle only inside a repository: the clone it came from.
     repo.run("bundle", "verify", str(bundle), what=f"verify the bundle {bundle}")
-    return bundle, refs_text + "\n", object_format, remote
+    return ClonedRefs(bundle, refs_text, object_format, remote)
+
+
+def unbundle_clone(clone: Path, bundle: Path | None, *, object_format: str, source: str) -> str:
+    """Make the private clone at `clone` again from `bundle` (every ref exactly as bundled; an
+    empty clone for None), its configuration written for the remote `source` (shared by
+    unarchiving and `orch backup restore`). The refs of the new clone, as `bundle_clone` lists
+    them, for the caller to compare with what was kept."""
+    run_git(
+        ("init", "--quiet", "--bare", f"--object-format={object_format}", str(clone)),
+        cwd=clone.parent,
+        what=f"create a private clone at {clone}",
+    )
+    repo = GitRepo.private_clone(clone)
+    if bundle is not None:
+        repo.run(
+            "fetch",
+            "--quiet",
+            "--no-write-fetch-head",
+            str(bundle),
+            "+refs/*:refs/*",
+            what=f"fetch every ref of {bundle}",
+        )
+    repo.reset_clone_config(source)
+    return _refs(repo)
 
 
 def _refs(repo: GitRepo) -> str:
@@ -351,22 +399,7 @@ def _restore_clone(
     object_format = manifest.get("object_format") or "sha1"
     if object_format not in ("sha1", "sha256"):
         raise ArchiveError(f"unknown object format {object_format!r} in the archive's manifest")
-    run_git(
-        ("init", "--quiet", "--bare", f"--object-format={object_format}", str(clone)),
-        cwd=clone.parent,
-        what=f"create a private clone at {clone}",
-    )
-    repo = GitRepo.private_clone(clone)
-    repo.run(
-        "fetch",
-        "--quiet",
-        "--no-write-fetch-head",
-        str(bundle),
-        "+refs/*:refs/*",
-        what=f"fetch every ref of {bundle}",
-    )
-    repo.reset_clone_config(source)
-    restored = _refs(repo)
+    restored = unbundle_clone(clone, bundle, object_format=object_format, source=source)
     if restored != refs_text.rstrip("\n"):
         raise ArchiveError(
             f"the refs of the restored clone differ from {bundle.parent / REFS_FILE}"

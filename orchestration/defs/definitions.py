@@ -6,6 +6,7 @@ and add the shared job, sensors and resources."""
 
 import dagster as dg
 
+from orchestration.defs.backup import build_backup_defs
 from orchestration.defs.control import project_control_job
 from orchestration.defs.factory import build_project_defs
 from orchestration.defs.orchestration_assets import build_registry_defs, refresh_job
@@ -58,6 +59,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
     return dg.Definitions.merge(
         *project_defs,
         build_registry_defs(registry.errors, len(registry.projects), graph),
+        *([build_backup_defs(registry.backup)] if registry.backup else []),
         shared,
     )
 

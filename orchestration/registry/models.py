@@ -463,9 +463,6 @@ class BackupFile(FrozenModel):
     """How many backups to keep in `to`; older ones are deleted after a new one verified."""
     to: str | None = None
     """The directory backups go to (`${ORCH_HOME}` may start it); default ORCH_HOME/backups."""
-    online: bool = False
-    """Take per-file snapshots without holding new starts (SQLite); PostgreSQL is always
-    consistent."""
     verify: bool = True
     """Restore each new backup into a scratch place and compare its digest."""
 

@@ -15,13 +15,7 @@ def test_the_file_gives_the_schedule_and_its_defaults(registry_dir: RegistryDir)
     registry_dir.write("config/backup.yaml", "schedule: '0 3 * * *'\nkeep: 3\n")
     backup = registry_dir.load().backup
     assert backup is not None
-    assert (backup.schedule, backup.keep, backup.to, backup.online, backup.verify) == (
-        "0 3 * * *",
-        3,
-        None,
-        False,
-        True,
-    )
+    assert (backup.schedule, backup.keep, backup.to, backup.verify) == ("0 3 * * *", 3, None, True)
 
 
 def test_a_broken_file_is_an_error_naming_it_and_does_not_stop_tasks(

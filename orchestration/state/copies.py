@@ -1,0 +1,150 @@
+"""How each kind of file is copied into a backup and put back: SQLite databases through SQLite's
+backup API, directory trees with their links kept as links, agent session folders as tar files,
+and the sha256 of what was written.
+
+A SQLite database is copied with `sqlite3.Connection.backup`, which reads one consistent
+snapshot of it even while Dagster writes to it in WAL mode (a plain file copy could take the
+main file and its `-wal` at different moments). The copy is switched out of WAL mode so that it
+is one self-contained file; Dagster switches it back when it opens it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import stat
+import tarfile
+from collections.abc import Iterable
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any
+
+#: How long the copy of a SQLite database waits for a writer's lock.
+SQLITE_TIMEOUT_S = 60.0
+#: SQLite's companion files of a database in WAL mode.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+_CHUNK = 1024 * 1024
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of the SQLite database `source` at `target`, as one file."""
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is not a file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Not `mode=ro`: a reader of a WAL database needs its shared-memory file, which a
+    # read-only connection cannot make when no writer has it open.
+    with (
+        closing(sqlite3.connect(source, timeout=SQLITE_TIMEOUT_S)) as reader,
+        closing(sqlite3.connect(target)) as writer,
+    ):
+        reader.backup(writer)
+        writer.execute("PRAGMA journal_mode=DELETE")
+        writer.commit()
+
+
+def remove_sqlite(path: Path) -> None:
+    """Delete a SQLite database and its companion files."""
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        candidate.unlink(missing_ok=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """What a manifest records of one file: its sha256 and size, or a link's target."""
+    if path.is_symlink():
+        return {"link": os.readlink(path)}
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def tree_entries(root: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """`file_entry` of every regular file and link below `root`, by path relative to it
+    (under `prefix`); directories are implied, anything else is left out."""
+    entries: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return entries
+    for directory, subdirectories, files in os.walk(root):
+        base = Path(directory)
+        for name in sorted([*files, *[d for d in subdirectories if (base / d).is_symlink()]]):
+            path = base / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                relative = path.relative_to(root).as_posix()
+                entries[f"{prefix}{relative}"] = file_entry(path)
+    return entries
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory; links are copied as links, never followed, and sockets, pipes and
+    devices are left out."""
+    shutil.copytree(source, target, symlinks=True, ignore=_special_files, dirs_exist_ok=True)
+
+
+def write_tar(target: Path, root: Path, names: Iterable[str]) -> list[str]:
+    """A tar file of the directories `names` of `root` (links kept as links, special files
+    left out); the names that were there and went in (none: no file is written)."""
+    kept = [name for name in names if (root / name).is_dir() and not (root / name).is_symlink()]
+    if not kept:
+        return []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w") as archive:
+        for name in kept:
+            archive.add(root / name, arcname=name, recursive=True, filter=_plain_members)
+    return kept
+
+
+def extract_tar(source: Path, target: Path) -> None:
+    """Unpack a tar file made by `write_tar` into `target`; a member that would land outside
+    it is refused (tarfile's `tar` filter), links are made as they were."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source, "r") as archive:
+        archive.extractall(target, filter="tar")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory (a link to one: the link only), making read-only directories in it
+    (an agent's cache) writable first when they are in the way."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    try:
+        shutil.rmtree(path)
+    except PermissionError:
+        for directory, subdirectories, _files in os.walk(path):
+            for name in [directory, *(os.path.join(directory, d) for d in subdirectories)]:
+                with suppress(OSError):
+                    if not os.path.islink(name):
+                        os.chmod(name, stat.S_IMODE(os.stat(name).st_mode) | stat.S_IRWXU)
+        shutil.rmtree(path)
+
+
+def is_empty_dir(path: Path) -> bool:
+    """True when `path` is missing or an empty directory."""
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _special_files(directory: str, names: list[str]) -> list[str]:
+    ignored = []
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except OSError:
+            ignored.append(name)  # gone meanwhile
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            ignored.append(name)
+    return ignored
+
+
+def _plain_members(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if member.isfile() or member.isdir() or member.issym() or member.islnk():
+        return member
+    return None
