@@ -10,8 +10,10 @@ elsewhere has the same digest as its original.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -171,11 +173,22 @@ def _event_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
     kind = table.c.dagster_event_type
     counts: dict[str, Counter[str]] = {run_id: Counter() for run_id in run_ids}
     if isinstance(storage, SqliteEventLogStorage):  # one database file per run
+        # Read each shard with sqlite3, read-only: Dagster's own connection to a shard checks
+        # its schema first, twenty times the cost of the count.
         for run_id in run_ids:
-            query = sa.select(kind, sa.func.count()).where(table.c.run_id == run_id).group_by(kind)
-            with storage.run_connection(run_id) as conn:
-                for event_type, count in conn.execute(query):
-                    counts[run_id][event_type or "log"] += int(count)
+            shard = Path(storage.path_for_shard(run_id))
+            if not shard.is_file():
+                continue
+            with contextlib.closing(
+                sqlite3.connect(f"{shard.as_uri()}?mode=ro", uri=True, timeout=30)
+            ) as conn:
+                rows = conn.execute(
+                    "SELECT dagster_event_type, COUNT(*) FROM event_logs WHERE run_id = ? "
+                    "GROUP BY dagster_event_type",
+                    (run_id,),
+                ).fetchall()
+            for event_type, count in rows:
+                counts[run_id][event_type or "log"] += int(count)
     else:
         query = sa.select(table.c.run_id, kind, sa.func.count()).group_by(table.c.run_id, kind)
         with storage.run_connection(None) as conn:
