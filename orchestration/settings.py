@@ -7,6 +7,7 @@ same files, and `orch validate` shows which directories are in use and why.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ HOME_VAR = "ORCH_HOME"
 SANDBOX_VAR = "ORCH_SANDBOX"
 SANDBOX_OFF_VALUES = frozenset({"off", "0", "false", "no"})
 SANDBOX_ON_VALUES = frozenset({"", "on", "1", "true", "yes"})
+#: Seconds between the heartbeats a task run writes while it works on its task.
+HEARTBEAT_VAR = "ORCH_HEARTBEAT_S"
+HEARTBEAT_S = 30.0
+#: Seconds without a heartbeat after which the dispatch tick takes a running task back from its
+#: run (its worker, code server or host died) and queues it to continue; never less than
+#: STALE_BEATS heartbeats, so a slow write is not taken for a death.
+HEARTBEAT_STALE_VAR = "ORCH_HEARTBEAT_STALE_S"
+HEARTBEAT_STALE_S = 120.0
+STALE_BEATS = 3
 
 DEFAULT_PROJECTS_DIR = "projects"
 DEFAULT_CONFIG_DIR = "config"
@@ -121,6 +131,28 @@ def sandbox_enabled(environ: Mapping[str, str]) -> bool:
     never turn the isolation off.
     """
     return environ.get(SANDBOX_VAR, "").strip().lower() not in SANDBOX_OFF_VALUES
+
+
+def heartbeat_interval(environ: Mapping[str, str]) -> float:
+    """Seconds between a task run's heartbeats: `ORCH_HEARTBEAT_S`, else HEARTBEAT_S (also
+    for a value that is not a positive number)."""
+    return _positive_seconds(environ.get(HEARTBEAT_VAR), HEARTBEAT_S)
+
+
+def heartbeat_stale_after(environ: Mapping[str, str]) -> float:
+    """Seconds without a heartbeat after which a running task's run counts as dead:
+    `ORCH_HEARTBEAT_STALE_S`, else HEARTBEAT_STALE_S; at least STALE_BEATS heartbeat
+    intervals."""
+    stale = _positive_seconds(environ.get(HEARTBEAT_STALE_VAR), HEARTBEAT_STALE_S)
+    return max(stale, STALE_BEATS * heartbeat_interval(environ))
+
+
+def _positive_seconds(value: str | None, default: float) -> float:
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if math.isfinite(seconds) and seconds > 0 else default
 
 
 def _sandbox_notices(env: Mapping[str, str]) -> list[str]:

@@ -3,17 +3,21 @@ the commit, the project's tests, and the outcome recorded.
 
 The steps are plain calls on the workspace, the agent runner and the task store, so the same
 functions serve Dagster runs and tests. The agent and the verify command run in the sandbox
-(`workspace/sandbox.py`) unless `ORCH_SANDBOX=off`.
+(`workspace/sandbox.py`) unless `ORCH_SANDBOX=off`. From its claim to its outcome the run
+writes the task's heartbeat (`TaskHeartbeat`), by which the dispatch tick tells a dead run from
+a slow one (`tasks/lifecycle.py`); a run the task was taken from records nothing.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from logging import Logger
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from orchestration.agents.invocation import AgentRequest, run_agent
@@ -25,10 +29,10 @@ from orchestration.redaction import Redactor
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentProfile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
-from orchestration.settings import SANDBOX_VAR, sandbox_enabled
+from orchestration.settings import SANDBOX_VAR, heartbeat_interval, sandbox_enabled
 from orchestration.tasks.models import KEPT_EXTRA, Task, TaskStatus
 from orchestration.tasks.outcomes import PendingOutcome, save_pending
-from orchestration.tasks.store import TaskError, TaskStore
+from orchestration.tasks.store import TaskError, TaskLost, TaskStore
 from orchestration.verification import VerificationResult, run_verification
 from orchestration.workspace.git import DiffStats, GitRepo
 from orchestration.workspace.isolation import child_environment
@@ -38,6 +42,78 @@ from orchestration.workspace.workspace import ProjectWorkspace
 AGENT_IDENTITY = ("Orchestration Agent", "agent@orchestration.invalid")
 #: The trailer on the commit that keeps an interrupted agent's work so far.
 INTERRUPTED_TRAILER = "Orch-Interrupted: true"
+#: How long the end of a run waits for its heartbeat thread to stop (it may be in a write).
+HEARTBEAT_STOP_S = 5.0
+
+
+class TaskHeartbeat:
+    """While a run works on its task, a daemon thread that writes the task's heartbeat (at once,
+    then every `interval_s`), only while the task is this run's (running under it, then with
+    the outcome it recorded while it delivers): the dispatch tick takes a running task whose
+    heartbeat stopped back from its run, and fails a run that went silent after its task
+    ended (its worker, code server or host died). A write that fails is logged and tried
+    again at the next beat; nothing is raised into the run. `lost` turns true once the task
+    is found no longer the run's.
+
+        with TaskHeartbeat(store, task_id, run_id, interval_s, log) as heartbeat: ...
+    """
+
+    def __init__(
+        self, store: TaskStore, task_id: str, run_id: str, interval_s: float, log: Logger
+    ) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.log = log
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat of task {task_id}", daemon=True
+        )
+
+    @property
+    def lost(self) -> bool:
+        """True once a beat found the task no longer this run's."""
+        return self._lost.is_set()
+
+    def start(self) -> TaskHeartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """No beat after this returns (bar one already writing, which the store writes only
+        while the task is this run's)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=HEARTBEAT_STOP_S)
+
+    def __enter__(self) -> TaskHeartbeat:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _beat(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if not self.store.beat(self.task_id, self.run_id):
+                    self._lost.set()
+                    return  # taken back from this run, or retried: never ours again
+                failures = 0
+            except Exception as exc:  # never into the run: the next beat tries again
+                failures += 1
+                self.log.warning(
+                    f"task {self.task_id}: could not write its heartbeat ({failures} in a row; "
+                    f"{type(exc).__name__}: {exc}); trying again in {self.interval_s:g}s"
+                )
+            self._stop.wait(self.interval_s)
 
 
 @dataclass(frozen=True)
@@ -75,13 +151,30 @@ def run_task(
     files lets it run.
     """
     task = store.claim(task_id, run_id)
+    with TaskHeartbeat(store, task_id, run_id, heartbeat_interval(parent_env), log) as heartbeat:
+        return _carry_out(store, registry, project, task, run_id, home, parent_env, log, heartbeat)
+
+
+def _carry_out(
+    store: TaskStore,
+    registry: Registry,
+    project: str,
+    task: Task,
+    run_id: str,
+    home: Path,
+    parent_env: Mapping[str, str],
+    log: Logger,
+    heartbeat: TaskHeartbeat,
+) -> TaskOutcome:
+    """The claimed task checked, carried out, its outcome recorded and its work delivered."""
+    task_id = task.id
     if task.project != project:
-        store.finish(task_id, TaskStatus.FAILED, f"task belongs to {task.project}")
+        store.finish(task_id, TaskStatus.FAILED, f"task belongs to {task.project}", run_id=run_id)
         raise TaskError(f"task {task_id} belongs to project {task.project}, not {project}")
     try:
         spec, profile_name, profile, base_env = _runnable(registry, task)
     except TaskError as exc:
-        store.requeue(task_id, str(exc))
+        store.requeue(task_id, str(exc), run_id=run_id)
         raise
     try:
         outcome = execute_task(
@@ -97,6 +190,7 @@ def run_task(
             hidden=other_checkouts(
                 [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
             ),
+            heartbeat=heartbeat,
         )
     except Exception as exc:
         cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
@@ -129,6 +223,8 @@ def _end_failed_run(store: TaskStore, task_id: str, run_id: str, cause: str, ret
         task = store.require(task_id)
     except Exception:  # the database itself is the trouble: the dispatch tick sees the run end
         return
+    if task.run_id != run_id:
+        return  # taken back from this run (its heartbeat had stopped): not ours to end
     if retry and task.may_retry_early_failure:
         store.requeue_failed_start(task_id, run_id, cause)
     else:
@@ -166,12 +262,16 @@ def execute_task(
     parent_env: Mapping[str, str],
     log: Logger,
     hidden: Sequence[Path] = (),
+    heartbeat: TaskHeartbeat | None = None,
 ) -> TaskOutcome:
     """Run a claimed (running) task to its end and record the outcome in the store.
 
     The agent, the verify command and the orchestrator's git commands on the agent's work run
     in the sandbox, which also hides `hidden` (the other projects' checkouts). SandboxError,
-    before anything runs, when the sandbox is on but cannot be built here.
+    before anything runs, when the sandbox is on but cannot be built here. TaskLost when the
+    task is no longer this run's by the time its agent ends (taken back because its heartbeat
+    had stopped, or cancelled): the agent's work is then kept as work so far (trailer
+    `Orch-Interrupted`), never committed as the task's result, and nothing is recorded.
     """
     # What the agent and the tests print may hold the project's secrets: never recorded as is.
     redact = Redactor.for_secrets(spec.secrets, parent_env)
@@ -239,9 +339,7 @@ def execute_task(
             request,
             env=agent_env,
             timeout_s=spec.agent.timeout,
-            on_start=lambda pgid: store.note_agent(
-                task.id, pgid, process_start_time(pgid), session or new_session
-            ),
+            on_start=lambda pgid: _note_agent(store, task, pgid, session or new_session, base),
             sandbox=agent_sandbox,
         )
         agent = replace(
@@ -262,6 +360,21 @@ def execute_task(
         # reads only the orchestrator's from here; in the sandbox too, so that nothing else the
         # agent left behind (a symbolic link, a feature of git's unknown to us) reaches further.
         workspace.reclaim(tree)
+        parent = _result_parent(git_tree, task)
+        lost = _announce_result(store, task, parent, heartbeat)
+        if lost is not None:
+            # Taken back from this run while its agent worked (its heartbeat had stopped), or
+            # cancelled: another run may continue the task, so this is only ever work so far.
+            _commit_work_so_far(task, workspace, tree, git_tree, "run lost the task", log)
+            raise TaskLost(
+                f"task {task.id} is no longer run {task.run_id}'s ({lost}); its agent's work is "
+                "kept on its branch as work so far"
+            )
+        if parent != git_tree.resolve("HEAD"):
+            # A run before this one committed its result and died before recording it: that
+            # commit (and what came after) is folded into this one, the task's one result.
+            git_tree.run("reset", "--soft", parent, what="fold an unrecorded result commit")
+            log.warning(f"task {task.id}: folded the result its lost run committed into this one")
         commit = git_tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
         if commit is None and git_tree.resolve("HEAD") != base:
             commit = git_tree.resolve("HEAD")  # the agent committed its work itself
@@ -315,7 +428,10 @@ def execute_task(
     try:
         if saved is not None:
             store.save_session(*saved, task.id)
-        final = store.finish(task.id, status, reason, **fields)
+        final = store.finish(task.id, status, reason, run_id=task.run_id, **fields)
+    except TaskLost as exc:
+        log.warning(f"task {task.id}: {exc}")
+        raise
     except Exception as exc:
         # The store retried for minutes: keep the outcome on disk for the next dispatch tick,
         # so the agent's work (its commit, cost, session) is never lost to bookkeeping.
@@ -369,7 +485,6 @@ def _keep_interrupted_work(
     """Commit whatever the interrupted agent left in the worktree (trailer
     `Orch-Interrupted: true`) and, when the task was asked to be interrupted, put it back in the
     queue to continue `session` on its branch. Never raises: the run is ending either way."""
-    commit = None
     try:
         append_transcript(
             workspace.orch_home,
@@ -380,16 +495,7 @@ def _keep_interrupted_work(
         )
     except Exception as exc:
         log.error(f"task {task.id}: could not note the interruption in its transcript: {exc}")
-    try:
-        workspace.reclaim(tree)
-        title = " ".join(task.prompt.split())[:60] or task.id
-        commit = git_tree.commit_all(
-            f"orch: {title} (interrupted, work so far)\n\nOrch-Task: {task.id}\n"
-            f"{INTERRUPTED_TRAILER}\n",
-            author=AGENT_IDENTITY,
-        ) or git_tree.resolve("HEAD")
-    except Exception as exc:  # the clone is unusable: the task's branch keeps what it had
-        log.error(f"task {task.id}: could not commit the interrupted work: {exc}")
+    commit = _commit_work_so_far(task, workspace, tree, git_tree, "interrupted", log)
     try:
         requeued = store.checkpoint(
             task.id, task.run_id, commit=commit, session_id=session, branch=branch, base=base
@@ -401,6 +507,82 @@ def _keep_interrupted_work(
         log.warning(f"task {task.id}: {requeued.reason}")
     else:
         log.warning(f"task {task.id}: run ended; the work so far is committed on {branch}")
+
+
+def _commit_work_so_far(
+    task: Task,
+    workspace: ProjectWorkspace,
+    tree: GitRepo,
+    git_tree: GitRepo,
+    why: str,
+    log: Logger,
+) -> str | None:
+    """Commit what an agent that did not finish its attempt left in the worktree, with the
+    trailer `Orch-Interrupted: true` (never taken for the task's result); the branch's tip, or
+    None when the clone is unusable. Never raises."""
+    try:
+        workspace.reclaim(tree)
+        title = " ".join(task.prompt.split())[:60] or task.id
+        return git_tree.commit_all(
+            f"orch: {title} ({why}, work so far)\n\nOrch-Task: {task.id}\n{INTERRUPTED_TRAILER}\n",
+            author=AGENT_IDENTITY,
+        ) or git_tree.resolve("HEAD")
+    except Exception as exc:  # the clone is unusable: the task's branch keeps what it had
+        log.error(f"task {task.id}: could not commit the work so far ({why}): {exc}")
+        return None
+
+
+def _note_agent(store: TaskStore, task: Task, pgid: int, session: str | None, base: str) -> None:
+    """Record the agent just started for `task` (its process group, session and base); TaskLost,
+    which stops it at once, when the task is no longer this run's (taken back, cancelled)."""
+    if not store.note_agent(
+        task.id, pgid, process_start_time(pgid), session, base=base, run_id=task.run_id
+    ):
+        lost = _why_not_held(store, task) or "it moved on"
+        raise TaskLost(f"task {task.id} is no longer run {task.run_id}'s ({lost}); agent stopped")
+
+
+def _result_parent(git_tree: GitRepo, task: Task) -> str:
+    """The commit this attempt's result commit goes on: HEAD, or, when an earlier run announced
+    a result commit and died before recording it (`result_pending`), the commit it announced
+    to commit on, if that is in HEAD's history."""
+    head = git_tree.resolve("HEAD")
+    assert head is not None
+    pending = task.extra.get("result_pending") or {}
+    parent = pending.get("parent") if pending.get("run") != task.run_id else None
+    if isinstance(parent, str) and parent != head and git_tree.is_ancestor(parent, head):
+        return parent
+    return head
+
+
+def _announce_result(
+    store: TaskStore, task: Task, parent: str, heartbeat: TaskHeartbeat | None
+) -> str | None:
+    """Announce this run's result commit on `parent` (`TaskStore.note_committing`) while it
+    still holds the task; why it does not hold it any more, or None. When the store does not
+    answer, the commit goes ahead (recording the outcome decides then) unless the heartbeat
+    found the task taken."""
+    try:
+        if store.note_committing(task.id, task.run_id or "", parent):
+            return None
+    except Exception:
+        return "its heartbeat found it taken back" if heartbeat and heartbeat.lost else None
+    return _why_not_held(store, task) or "it moved on"
+
+
+def _why_not_held(store: TaskStore, task: Task) -> str | None:
+    """Why the run that claimed `task` no longer holds it (running under it), as the store
+    says; None while it does, or when the store does not answer."""
+    try:
+        current = store.get(task.id)
+    except Exception:
+        return None
+    if current is None:
+        return "it was deleted"
+    if current.status is TaskStatus.RUNNING and current.run_id == task.run_id:
+        return None
+    held = f" under run {current.run_id}" if current.run_id not in (None, task.run_id) else ""
+    return f"it is {current.status}{held}: {current.reason or 'no reason recorded'}"
 
 
 def _utc_now() -> str:

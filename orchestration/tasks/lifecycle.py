@@ -1,5 +1,6 @@
 """The task lifecycle against the run queue: which queued tasks to launch now and with which run
-tags, runs that ended without recording their task, tasks queued again, retried or cancelled.
+tags, runs that ended without recording their task, runs whose task heartbeat stopped (reaped),
+tasks queued again, retried or cancelled.
 
 Called alike by the dispatch sensor and the CLI. It reads and writes the Dagster instance (runs,
 partitions) but builds no Dagster definitions: the sensor turns each `Launch` into a run
@@ -13,7 +14,7 @@ import logging
 import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +26,7 @@ from orchestration.process import kill_process_group
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import AgentsFile, ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
+from orchestration.settings import heartbeat_stale_after
 from orchestration.tags import (
     INTERRUPTED_TAG,
     MAX_RUNTIME_TAG,
@@ -42,8 +44,31 @@ from orchestration.tasks.store import TaskStore
 
 #: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
 RUN_OVERHEAD_S = 600
-#: A dispatched task whose run has not appeared after this long is queued again.
+#: Run tag read by Dagster's run retries (dagster.yaml `run_retries`): a task run is never
+#: re-executed by Dagster; a task's own retry belongs to the orchestrator, which counts attempts
+#: and continues sessions.
+MAX_RETRIES_TAG = "dagster/max_retries"
+#: The run statuses of a run still in progress, which its worker may have died in unseen.
+IN_PROGRESS = frozenset(
+    {
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    }
+)
+#: What a run whose task heartbeat stopped is failed with, and the task's interruption says.
+NO_HEARTBEAT = "no heartbeat from worker"
+#: A task whose runs are lost this many times fails rather than being continued once more (its
+#: work may be what kills them).
+LOST_LIMIT = 3
+#: A claimed task whose run has vanished from the instance after this long is queued again.
 LAUNCH_GRACE_S = 600
+#: A dispatched task whose run request never became a run after this long is queued again: its
+#: sensor tick died with the daemon or the code server after the task was marked dispatched and
+#: before the daemon recorded the request (a request it did record is submitted, by the resumed
+#: tick, before the sensor evaluates again, so the run would be there by now).
+REQUEST_GRACE_S = 60
 #: Runs one dispatch creates at most. The daemon creates each task run with two calls to the
 #: code server (the asset subset's job, its execution plan), 0.1-0.2 s on a small machine, so an
 #: import of 200 tasks would hold a tick for half a minute, and cancellations, rebalancing and
@@ -86,6 +111,7 @@ def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) ->
         # Run monitoring ends a run that outlives its agent and tests by far, even when its
         # worker died unseen (the default launcher cannot check a worker's health).
         MAX_RUNTIME_TAG: str(spec.agent.timeout + spec.verify_timeout + RUN_OVERHEAD_S),
+        MAX_RETRIES_TAG: "0",
     }
     if task.session:
         tags[SESSION_TAG] = task.session
@@ -238,14 +264,19 @@ def reconcile_ended_runs(
     instance: dg.DagsterInstance,
     log: logging.Logger | dg.DagsterLogManager,
     home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """A task whose run ended (failed, cancelled, crashed) without recording it never stays
     `running` or dispatched: it fails, is cancelled, or (if its run never appeared) is queued
-    again. An agent left running by a dead run is stopped. Outcomes a run had to keep on disk
-    under `home` (the database refused them) are recorded first."""
+    again. A running task whose run is still in progress but whose heartbeat stopped
+    (`ORCH_HEARTBEAT_STALE_S` in `environ`) is reaped (`reap_lost_run`); so is a run that went
+    silent without claiming its task, or after its task ended (`fail_silent_runs`). An agent
+    left running by a dead run is stopped. Outcomes a run had to keep on disk under `home`
+    (the database refused them) are recorded first."""
     if home is not None:
         for task_id in record_pending(store, home):
             log.info(f"task {task_id}: recorded the outcome its run kept on disk")
+    stale_s = heartbeat_stale_after(os.environ if environ is None else environ)
     active = store.tasks(statuses=[TaskStatus.RUNNING, TaskStatus.QUEUED])
     for task in active:
         if task.status is TaskStatus.QUEUED and not task.dispatched:
@@ -261,12 +292,29 @@ def reconcile_ended_runs(
                 runs = []
         if not runs:
             age = (datetime.now(UTC) - task.updated_at).total_seconds()
-            if age > LAUNCH_GRACE_S and store.requeue(task.id, "its run never started"):
+            if task.run_id is None:
+                again = age > REQUEST_GRACE_S and store.requeue(
+                    task.id, "its run request was lost", dispatch=task.dispatches
+                )
+            else:
+                again = age > LAUNCH_GRACE_S and store.requeue(task.id, "its run vanished")
+            if again:
                 log.warning(f"task {task.id}: no run after {age:.0f}s; queued again")
             continue
         latest = runs[0]
         if not latest.is_finished:
-            continue
+            if task.status is TaskStatus.RUNNING:
+                if (
+                    latest.run_id == task.run_id
+                    and latest.status in IN_PROGRESS
+                    and _silent_for(task) > stale_s
+                ):
+                    reap_lost_run(store, instance, task, latest, stale_s, log)
+                continue
+            failed = _end_silent_unclaimed_run(instance, task, latest, stale_s, log)
+            if failed is None:
+                continue
+            latest = failed  # what follows puts its task back in the queue
         if "interrupt" in task.extra:
             # Asked to be interrupted, and its run ended without putting it back in the queue
             # (its worker died first): queued to continue the session it had, on its branch.
@@ -302,6 +350,134 @@ def reconcile_ended_runs(
         pgid = task.extra.get("agent_pgid")
         if ended and pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
             log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
+    fail_silent_runs(store, instance, stale_s, log)
+
+
+def fail_silent_runs(
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    stale_s: float,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> list[str]:
+    """Fail the task runs still in progress (STARTED, CANCELING) that their task no longer
+    vouches for and that have been silent for `stale_s`: a run whose task ended (it recorded
+    the outcome, or another did) and whose heartbeat stopped, or one that never held its
+    task, started that long ago. Their workers died unseen after the part that matters (with
+    their code server or host): left alone, each would hold its pool slots until its
+    `dagster/max_runtime`. Runs of running or queued tasks are the reaper's and the dispatch's
+    (above). The ids of the runs failed."""
+    now = datetime.now(UTC)
+    failed = []
+    in_progress = dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    )
+    for run in instance.get_runs(filters=in_progress):
+        task_id = run.tags.get(TASK_TAG)
+        task = store.get(task_id) if task_id else None
+        if task is None or task.status in (TaskStatus.RUNNING, TaskStatus.QUEUED):
+            continue
+        if task.run_id == run.run_id:
+            seen = max(
+                (t for t in (task.heartbeat_at, task.finished_at) if t), default=task.started_at
+            )
+            last = seen.timestamp() if seen else None
+        else:
+            record = instance.get_run_record_by_id(run.run_id)
+            last = record.start_time if record is not None else None
+        if last is None or now.timestamp() - last <= stale_s:
+            continue
+        log.warning(
+            f"task {task.id} ({task.status}): its run {run.run_id} is still {run.status.value} "
+            f"and silent for {now.timestamp() - last:.0f}s; failing it"
+        )
+        _end_dead_run(instance, run.run_id, f"{NO_HEARTBEAT} after its task ended", log)
+        failed.append(run.run_id)
+    return failed
+
+
+def _end_dead_run(
+    instance: dg.DagsterInstance,
+    run_id: str,
+    message: str,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> dg.DagsterRun | None:
+    """Terminate a run whose worker is dead, as far as one can (its code server is likely what
+    died with it), and fail it with `message`; the run as it is now."""
+    try:
+        instance.run_launcher.terminate(run_id)
+    except Exception as exc:
+        log.info(f"could not terminate run {run_id}: {exc}")
+    current = instance.get_run_by_id(run_id)
+    if current is not None and not current.is_finished:
+        instance.report_run_failed(current, message=message)
+    return instance.get_run_by_id(run_id)
+
+
+def _silent_for(task: Task) -> float:
+    """Seconds since the task's last heartbeat (or, before its first, its claim)."""
+    last = task.heartbeat_at or task.started_at
+    return 0.0 if last is None else (datetime.now(UTC) - last).total_seconds()
+
+
+def reap_lost_run(
+    store: TaskStore,
+    instance: dg.DagsterInstance,
+    task: Task,
+    run: dg.DagsterRun,
+    stale_s: float,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> Task | None:
+    """A running task whose run is in progress but has sent no heartbeat for `stale_s`: its
+    worker died unseen (with its code server or its host, which Dagster's default launcher does
+    not notice; the run would stay STARTED until its `dagster/max_runtime`). The task is taken
+    back from the run (in one conditional write, so a run that beats meanwhile keeps it) and
+    queued to continue its agent's session, or failed once lost LOST_LIMIT times; then the run
+    is terminated (best effort) and failed with NO_HEARTBEAT, and the agent's process group,
+    if it is still on this host, is killed. The task as it is now; None when it was not taken."""
+    stale_before = datetime.now(UTC) - timedelta(seconds=stale_s)
+    taken = store.reap(
+        task.id,
+        run.run_id,
+        stale_before=stale_before,
+        reason=NO_HEARTBEAT,
+        give_up_after=LOST_LIMIT,
+    )
+    if taken is None:
+        return None
+    log.warning(
+        f"task {task.id}: run {run.run_id} sent no heartbeat for {_silent_for(task):.0f}s; "
+        f"{taken.reason}"
+    )
+    _end_dead_run(instance, run.run_id, NO_HEARTBEAT, log)
+    pgid = task.extra.get("agent_pgid")
+    if pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
+        log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
+    return taken
+
+
+def _end_silent_unclaimed_run(
+    instance: dg.DagsterInstance,
+    task: Task,
+    run: dg.DagsterRun,
+    stale_s: float,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> dg.DagsterRun | None:
+    """A dispatched task's run that started more than `stale_s` ago and never claimed the task:
+    its worker died before the claim (with its code server, or with its host), where no task
+    heartbeat can tell. The run is terminated (best effort) and failed with NO_HEARTBEAT; the
+    run as it is now, or None when it is alive (or not started) as far as can be told."""
+    if run.status is not dg.DagsterRunStatus.STARTED:
+        return None  # a run stuck STARTING is failed by run monitoring's start timeout
+    record = instance.get_run_record_by_id(run.run_id)
+    started = record.start_time if record is not None else None
+    if started is None or datetime.now(UTC).timestamp() - started <= stale_s:
+        return None
+    log.warning(
+        f"task {task.id}: run {run.run_id} started {datetime.now(UTC).timestamp() - started:.0f}s "
+        "ago and never claimed the task; failing it"
+    )
+    ended = _end_dead_run(instance, run.run_id, f"{NO_HEARTBEAT}: it never claimed the task", log)
+    return ended or run
 
 
 def _failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:

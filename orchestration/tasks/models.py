@@ -15,6 +15,9 @@ TASK_ID_PATTERN = re.compile(r"^t[0-9a-z]{8,24}$")
 #: available) is queued again until it has been dispatched this many times, then failed.
 EARLY_FAILURE_ATTEMPTS = 3
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The kind of interruption of a task taken back from a run that stopped sending heartbeats
+#: (its worker, code server or host died): queued to continue its session, like a stopped one.
+LOST = "lost"
 
 
 class TaskStatus(StrEnum):
@@ -81,6 +84,9 @@ class Task:
     summary: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    """When the run working on the task last said it was alive (every few seconds while it
+    runs, from its claim to its outcome): a running task whose heartbeat stops is reaped."""
     delivered_to: str | None = None
     delivered_at: datetime | None = None
     delivery_error: str | None = None
@@ -107,13 +113,18 @@ class Task:
 
     @property
     def interruptions(self) -> list[dict[str, Any]]:
-        """Each time the task was interrupted (its project stopped, or preempted): kind,
-        reason, when, the commit of the work so far, the session kept."""
+        """Each time the task was interrupted (its project stopped, preempted, or its run lost):
+        kind, reason, when, the commit of the work so far, the session kept."""
         return list(self.extra.get("interruptions", []))
 
     @property
     def times_preempted(self) -> int:
         return sum(1 for item in self.interruptions if item.get("kind") == "preempted")
+
+    @property
+    def times_lost(self) -> int:
+        """How often the task was taken back from a run whose heartbeat had stopped."""
+        return sum(1 for item in self.interruptions if item.get("kind") == LOST)
 
     @property
     def resume_session(self) -> str | None:
@@ -123,7 +134,14 @@ class Task:
 
 
 #: The Task fields that hold a moment in time.
-TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "delivered_at")
+TIME_FIELDS = (
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+    "delivered_at",
+)
 #: What a task's `extra` keeps from one attempt to the next: its interruption history (a new
 #: attempt's outcome replaces the rest).
 KEPT_EXTRA = ("interruptions", "preempted_others")

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from orchestration.settings import Settings
 from orchestration.tasks.migrations import ensure_schema
-from orchestration.tasks.models import TIME_FIELDS, Task, TaskStatus, new_task_id
+from orchestration.tasks.models import LOST, TIME_FIELDS, Task, TaskStatus, new_task_id
 
 TASKS_DB_URL_VAR = "ORCH_TASKS_DB_URL"
 
@@ -66,6 +66,7 @@ tasks_table = sa.Table(
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
     sa.Column("delivery_error", sa.Text),
     sa.Column("dispatches", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
 )
 
 sessions_table = sa.Table(
@@ -102,6 +103,9 @@ CLAIMABLE = (TaskStatus.QUEUED, TaskStatus.FAILED)
 _ATTEMPT_EXTRA = ("interrupt", "agent_pgid", "agent_started", "agent_session")
 #: Statuses `retry` puts back in the queue.
 RETRYABLE = (TaskStatus.FAILED, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
+#: One attempt fewer, never below 0 (an attempt that is not counted after all), in SQL that
+#: SQLite and PostgreSQL both take (PostgreSQL has no two-argument `max`).
+_UNCOUNTED = sa.case((tasks_table.c.attempts > 0, tasks_table.c.attempts - 1), else_=0)
 
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -129,6 +133,11 @@ def retried_when_refused(method: Method) -> Method:
 
 class TaskError(Exception):
     """A task operation that cannot be done; the message says why."""
+
+
+class TaskLost(TaskError):
+    """A run went to record its task's outcome and no longer holds the task: it was taken back
+    from the run (its heartbeat had stopped) or moved on. Nothing was recorded."""
 
 
 def _now() -> datetime:
@@ -309,6 +318,7 @@ class TaskStore:
                 "dispatched": True,
                 "started_at": _now(),
                 "finished_at": None,
+                "heartbeat_at": _now(),
             },
         )
         if not moved:
@@ -319,18 +329,46 @@ class TaskStore:
             )
         return self.require(task_id)
 
+    def beat(self, task_id: str, run_id: str) -> bool:
+        """The heartbeat of the run `run_id` working on the task: now, written only while the
+        task is that run's (running under it, or with the outcome it recorded, while it
+        delivers the work); False when it is not, or no longer (taken back, retried)."""
+        condition = sa.and_(tasks_table.c.id == task_id, tasks_table.c.run_id == run_id)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                tasks_table.update().where(condition).values(heartbeat_at=_now())
+            ).rowcount
+        return updated == 1
+
     @retried_when_refused
     def finish(
-        self, task_id: str, status: TaskStatus, reason: str | None = None, **fields: Any
+        self,
+        task_id: str,
+        status: TaskStatus,
+        reason: str | None = None,
+        *,
+        run_id: str | None = None,
+        **fields: Any,
     ) -> Task:
-        """Record the outcome of a running task."""
+        """Record the outcome of a running (or dispatched) task. With `run_id`, the run that
+        claimed it: only while that run still holds it; TaskLost, and nothing changed, when the
+        task was taken back from the run or has moved on."""
         if "extra" in fields:
             fields["extra"] = json.dumps(fields["extra"])
-        self._transition(
+        moved = self._transition(
             task_id,
-            [TaskStatus.RUNNING, TaskStatus.QUEUED],
+            [TaskStatus.RUNNING] if run_id else [TaskStatus.RUNNING, TaskStatus.QUEUED],
             {"status": status, "reason": reason, "finished_at": _now(), **fields},
+            extra_where=tasks_table.c.run_id == run_id if run_id else None,
         )
+        if run_id and not moved:
+            current = self.require(task_id)
+            held = f" under run {current.run_id}" if current.run_id else ""
+            raise TaskLost(
+                f"task {task_id} is no longer held by run {run_id} (it is {current.status}"
+                f"{held}: {current.reason or 'no reason recorded'}); its outcome ({status}) "
+                "is not recorded"
+            )
         return self.require(task_id)
 
     def record_outcome(
@@ -355,14 +393,41 @@ class TaskStore:
         process_group: int,
         started: float | None,
         session_id: str | None = None,
-    ) -> None:
+        *,
+        base: str | None = None,
+        run_id: str | None = None,
+    ) -> bool:
         """Record the running agent's process group (and the leader's start time, to tell it
-        from a later process with the same id), so it can be stopped if its run dies, and the
-        session it works in when that is known before it answers."""
+        from a later process with the same id), so it can be stopped if its run dies, the
+        session it works in when that is known before it answers, and `base`, the commit the
+        task's work started from (kept should the run be lost). With `run_id`: only while that
+        run holds the task; False when it does not."""
         values: dict[str, Any] = {"agent_pgid": process_group, "agent_started": started}
         if session_id:
             values["agent_session"] = session_id
-        self._update_extra(task_id, lambda extra: {**extra, **values}, list(TaskStatus))
+        if base:
+            values["base"] = base
+        if run_id:
+            return self._update_extra(
+                task_id,
+                lambda extra: {**extra, **values},
+                [TaskStatus.RUNNING],
+                extra_where=tasks_table.c.run_id == run_id,
+            )
+        return self._update_extra(task_id, lambda extra: {**extra, **values}, list(TaskStatus))
+
+    def note_committing(self, task_id: str, run_id: str, parent: str) -> bool:
+        """Announce, while the run `run_id` still holds the task, that it is about to commit its
+        result on top of `parent`: should it die before recording the outcome, the run that
+        continues the task folds that commit into its own (`result_pending`), so the task ends
+        with one result commit. False, and nothing written, when the run no longer holds it."""
+        pending = {"run": run_id, "parent": parent}
+        return self._update_extra(
+            task_id,
+            lambda extra: {**extra, "result_pending": pending},
+            [TaskStatus.RUNNING],
+            extra_where=tasks_table.c.run_id == run_id,
+        )
 
     @retried_when_refused
     def fail_run(self, task_id: str, run_id: str | None, reason: str) -> bool:
@@ -375,9 +440,19 @@ class TaskStore:
             extra_where=where,
         )
 
-    def requeue(self, task_id: str, reason: str, *, uncount: bool = False) -> bool:
+    def requeue(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        uncount: bool = False,
+        run_id: str | None = None,
+        dispatch: int | None = None,
+    ) -> bool:
         """Put a dispatched task whose run never started back in the queue; `uncount`: that
-        dispatch does not count as an attempt (its run was cancelled before it started)."""
+        dispatch does not count as an attempt (its run was cancelled before it started);
+        `run_id`: only while that run holds the task, or none does; `dispatch`: only while
+        the task is queued, unclaimed, with that many dispatches (its run key's number)."""
         values: dict[str, Any] = {
             "status": TaskStatus.QUEUED,
             "dispatched": False,
@@ -385,8 +460,22 @@ class TaskStore:
             "run_id": None,
         }
         if uncount:
-            values["attempts"] = sa.func.max(tasks_table.c.attempts - 1, 0)
-        return self._transition(task_id, [TaskStatus.QUEUED, TaskStatus.RUNNING], values)
+            values["attempts"] = _UNCOUNTED
+        statuses = [TaskStatus.QUEUED, TaskStatus.RUNNING]
+        conditions = []
+        if run_id:
+            conditions.append(
+                sa.or_(tasks_table.c.run_id.is_(None), tasks_table.c.run_id == run_id)
+            )
+        if dispatch is not None:
+            statuses = [TaskStatus.QUEUED]
+            conditions += [tasks_table.c.run_id.is_(None), tasks_table.c.dispatches == dispatch]
+        return self._transition(
+            task_id,
+            statuses,
+            values,
+            extra_where=sa.and_(*conditions) if conditions else None,
+        )
 
     def _update_extra(
         self,
@@ -465,8 +554,78 @@ class TaskStore:
         task = self.get(task_id)
         if task is None or "interrupt" not in task.extra:
             return None
-        request = dict(task.extra["interrupt"])
-        session = session_id or task.resume_session
+        where = tasks_table.c.run_id == run_id if run_id else None
+        return self._continue_later(
+            task,
+            dict(task.extra["interrupt"]),
+            commit=commit,
+            session=session_id or task.resume_session,
+            branch=branch,
+            base=base,
+            extra_where=where,
+        )
+
+    def reap(
+        self,
+        task_id: str,
+        run_id: str,
+        *,
+        stale_before: datetime,
+        reason: str,
+        give_up_after: int,
+    ) -> Task | None:
+        """Take a running task back from the run `run_id`, whose heartbeat (or, before its
+        first, its claim) is older than `stale_before`: its worker is dead. The task goes back
+        to the queue to continue its agent's session on its branch, that attempt not counted,
+        the loss kept in its history (kind `lost`); once it has been lost `give_up_after`
+        times it fails instead. The task as it is now; None when the run no longer holds it
+        or its heartbeat is fresh (this is decided in the one UPDATE, never on a stale read)."""
+        task = self.get(task_id)
+        if task is None or task.status is not TaskStatus.RUNNING or task.run_id != run_id:
+            return None
+        request = {"kind": LOST, "reason": reason, "at": _now().isoformat(), "by": None}
+        still_stale = sa.and_(
+            tasks_table.c.run_id == run_id,
+            sa.func.coalesce(tasks_table.c.heartbeat_at, tasks_table.c.started_at) < stale_before,
+        )
+        session = task.extra.get("agent_session") or task.resume_session
+        if task.times_lost + 1 < give_up_after:
+            return self._continue_later(
+                task, request, commit=None, session=session, extra_where=still_stale
+            )
+        entry = {**request, "ended_at": _now().isoformat(), "commit": None, "session": session}
+        moved = self._update_extra(
+            task_id,
+            lambda extra: {
+                **extra,
+                "interruptions": [*extra.get("interruptions", []), entry],
+            },
+            [TaskStatus.RUNNING],
+            {
+                "status": TaskStatus.FAILED,
+                "reason": f"{reason}; its run was lost {task.times_lost + 1} times, so it is not "
+                f"continued again (`orch task retry {task_id}` runs it anew)",
+                "finished_at": _now(),
+            },
+            extra_where=still_stale,
+        )
+        return self.get(task_id) if moved else None
+
+    def _continue_later(
+        self,
+        task: Task,
+        request: Mapping[str, Any],
+        *,
+        commit: str | None,
+        session: str | None,
+        branch: str | None = None,
+        base: str | None = None,
+        extra_where: Any = None,
+    ) -> Task | None:
+        """An interrupted (or lost) task back in the queue, that attempt not counted, to
+        continue `session` on its branch (at `commit`, the work so far), the interruption
+        `request` kept in its history; None when it is not running or queued, or does not
+        match `extra_where`."""
         entry = {**request, "ended_at": _now().isoformat(), "commit": commit, "session": session}
 
         def change(extra: dict[str, Any]) -> dict[str, Any]:
@@ -485,7 +644,7 @@ class TaskStore:
             "run_id": None,
             "reason": f"interrupted ({label}); queued to continue"
             + (f" session {session}" if session else ""),
-            "attempts": sa.func.max(tasks_table.c.attempts - 1, 0),
+            "attempts": _UNCOUNTED,
         }
         if commit:
             values["commit"] = commit
@@ -493,11 +652,14 @@ class TaskStore:
             values["branch"] = branch
         if session:
             values["session_id"] = session
-        where = tasks_table.c.run_id == run_id if run_id else None
         moved = self._update_extra(
-            task_id, change, [TaskStatus.RUNNING, TaskStatus.QUEUED], values, extra_where=where
+            task.id,
+            change,
+            [TaskStatus.RUNNING, TaskStatus.QUEUED],
+            values,
+            extra_where=extra_where,
         )
-        return self.get(task_id) if moved else None
+        return self.get(task.id) if moved else None
 
     def note_preempted(self, task_id: str, victim: str) -> bool:
         """Record on a waiting task that `victim` was preempted to make room for it."""
@@ -562,9 +724,9 @@ class TaskStore:
 
     def requeue_failed_start(self, task_id: str, run_id: str, cause: str) -> str | None:
         """Put back in the queue a task whose run `run_id` failed before its agent started,
-        saying why; the reason, or None when the task had moved on."""
+        saying why; the reason, or None when the task had moved on (another run holds it)."""
         reason = f"run {run_id} failed before its agent started: {cause}"
-        return reason if self.requeue(task_id, reason) else None
+        return reason if self.requeue(task_id, reason, run_id=run_id) else None
 
     def block(self, task_id: str, reason: str) -> bool:
         return self._transition(

@@ -4,7 +4,8 @@ directory, started in its own process group, stopped with everything it started.
     with running_daemon(root, workspace, env) as (daemon, log_path): ...
 
 does it all (storage created first, heartbeats awaited, the group stopped however it ends);
-`start_daemon`, `wait_healthy` and `stop` are its steps."""
+`start_daemon`, `wait_healthy` and `stop` are its steps. `RestartableDaemon` is one that a
+chaos test may kill and start again."""
 
 from __future__ import annotations
 
@@ -190,6 +191,100 @@ def running_daemon(
         yield daemon, log_path
     finally:
         stop(daemon)
+
+
+class RestartableDaemon:
+    """A `dagster-daemon` that can be SIGKILLed like a crash and started again with the same
+    command and environment, as a supervisor would (chaos tests). Each start is a process group
+    of its own (the daemon, its code server, their run workers); the code server and run
+    workers of a killed daemon live on, as they do after a real crash, until `stop_all` ends
+    every group started. Its output goes to one log, each start appending."""
+
+    def __init__(self, root: Path, workspace: Path, env: Mapping[str, str], log_path: Path):
+        self.root = root
+        self.workspace = workspace
+        self.env = dict(env)
+        self.log_path = log_path
+        self.generations: list[subprocess.Popen[bytes]] = []
+        self.restarts = 0
+
+    @property
+    def current(self) -> subprocess.Popen[bytes]:
+        return self.generations[-1]
+
+    @property
+    def groups(self) -> list[int]:
+        """The process groups started: one per start, each led by that start's daemon."""
+        return [process.pid for process in self.generations]
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "dagster-daemon"),
+                    "run",
+                    "-w",
+                    str(self.workspace),
+                ],
+                cwd=self.root,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.generations.append(process)
+        return process
+
+    def kill(self) -> int:
+        """SIGKILL the current daemon process alone (its children live on); its pid."""
+        process = self.current
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+        return process.pid
+
+    def restart(self) -> subprocess.Popen[bytes]:
+        """Start the daemon again after `kill` (or after it died)."""
+        self.restarts += 1
+        return self.start()
+
+    def stop_all(self) -> None:
+        """Stop the current daemon as `stop` does, then kill every group ever started."""
+        if self.generations:
+            stop(self.current)
+        for pgid in self.groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for process in self.generations:
+            if process.poll() is None:
+                process.wait(timeout=10)
+
+
+@contextmanager
+def restartable_daemon(
+    root: Path,
+    workspace: Path,
+    env: Mapping[str, str],
+    *,
+    needed: Iterable[str] = TASK_DAEMONS,
+    timeout_s: float = DAEMON_START_TIMEOUT_S,
+) -> Iterator[RestartableDaemon]:
+    """`running_daemon`, restartable: healthy when the block starts, every process group it
+    started stopped however the block ends. Its log is `root`/daemon.log."""
+    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]))
+    daemon = RestartableDaemon(root, workspace, env, root / "daemon.log")
+    try:
+        daemon.start()
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            wait_healthy(daemon.current, instance, daemon.log_path, needed, timeout_s)
+        yield daemon
+    finally:
+        daemon.stop_all()
 
 
 @dataclass
