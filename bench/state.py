@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,8 @@ TICK_PAUSE_S = 0.05
 #: Ticks of one variant in a row; the variants alternate round by round, so that drift in the
 #: machine's load falls on all of them alike.
 TICKS_PER_ROUND = 5
-#: How often each floor copy is made (once before ours, the rest after); the median is kept.
+#: How often each floor copy is made (the backup's all before ours, the restore's once before
+#: ours and the rest after); the median is kept.
 FLOOR_RUNS = 3
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USERS = ("postgres", "root")
@@ -1431,6 +1433,8 @@ def main(
     ticks = ticks or (20 if quick else 40)
     rounds = max(1, ticks // TICKS_PER_ROUND)
     os.environ.pop("ORCH_TASKS_DB_URL", None)
+    # Stopped from outside: clean up all the same (the databases made, the temporary folder).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     root = Path(tempfile.mkdtemp(prefix="orch-bench-state-"))
     results: dict[str, Any] = {
         "machine": machine(

@@ -173,15 +173,14 @@ def _event_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
     kind = table.c.dagster_event_type
     counts: dict[str, Counter[str]] = {run_id: Counter() for run_id in run_ids}
     if isinstance(storage, SqliteEventLogStorage):  # one database file per run
-        # Read each shard with sqlite3, read-only: Dagster's own connection to a shard checks
-        # its schema first, twenty times the cost of the count.
+        # Read each shard with sqlite3: Dagster's own connection to a shard checks its schema
+        # first, twenty times the cost of the count. Not read-only: a read-only connection to a
+        # WAL database leaves its -wal and -shm files behind; this one removes them on closing.
         for run_id in run_ids:
             shard = Path(storage.path_for_shard(run_id))
             if not shard.is_file():
                 continue
-            with contextlib.closing(
-                sqlite3.connect(f"{shard.as_uri()}?mode=ro", uri=True, timeout=30)
-            ) as conn:
+            with contextlib.closing(sqlite3.connect(shard, timeout=30)) as conn:
                 rows = conn.execute(
                     "SELECT dagster_event_type, COUNT(*) FROM event_logs WHERE run_id = ? "
                     "GROUP BY dagster_event_type",
