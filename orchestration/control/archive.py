@@ -29,6 +29,7 @@ from orchestration.registry.layers import YamlDocumentError, env_override_layer,
 from orchestration.registry.loader import ARCHIVED_DIR, resolve_repo_path
 from orchestration.registry.models import SLUG_PATTERN, is_remote_url, repo_problem
 from orchestration.settings import Settings
+from orchestration.state.copies import special_files
 from orchestration.tags import PROJECT_TAG, project_pool, tasks_partitions_name
 from orchestration.workspace.git import GitError, GitRepo, run_git
 from orchestration.workspace.isolation import IsolationError, path_inside, project_dir
@@ -665,20 +666,7 @@ def _workspace_lock(root: Path, *, create: bool = False) -> Iterator[None]:
 def _copy_tree(source: Path, target: Path) -> None:
     """Copy a directory; symbolic links are copied as links, never followed, and sockets,
     pipes and devices are left out."""
-    shutil.copytree(source, target, symlinks=True, ignore=_special_files)
-
-
-def _special_files(directory: str, names: list[str]) -> list[str]:
-    ignored = []
-    for name in names:
-        try:
-            mode = os.lstat(os.path.join(directory, name)).st_mode
-        except OSError:
-            ignored.append(name)  # gone meanwhile
-            continue
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-            ignored.append(name)
-    return ignored
+    shutil.copytree(source, target, symlinks=True, ignore=special_files)
 
 
 def _move_no_clobber(source: Path, target: Path) -> None:

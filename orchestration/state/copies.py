@@ -85,7 +85,7 @@ def tree_entries(root: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
 def copy_tree(source: Path, target: Path) -> None:
     """Copy a directory; links are copied as links, never followed, and sockets, pipes and
     devices are left out."""
-    shutil.copytree(source, target, symlinks=True, ignore=_special_files, dirs_exist_ok=True)
+    shutil.copytree(source, target, symlinks=True, ignore=special_files, dirs_exist_ok=True)
 
 
 def write_tar(target: Path, root: Path, names: Iterable[str]) -> list[str]:
@@ -131,7 +131,9 @@ def is_empty_dir(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
-def _special_files(directory: str, names: list[str]) -> list[str]:
+def special_files(directory: str, names: list[str]) -> list[str]:
+    """`shutil.copytree`'s `ignore`: of `names` in `directory`, what is no regular file,
+    directory or symbolic link (sockets, pipes, devices), or is gone meanwhile."""
     ignored = []
     for name in names:
         try:
