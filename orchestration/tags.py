@@ -20,6 +20,10 @@ HOLD_TAG = "orch/hold"
 HOLD_VALUE = "paused"
 #: Run tag Dagster gives a run a sensor requested with a run key (ours: `<task id>.<dispatch>`).
 RUN_KEY_TAG = "dagster/run_key"
+#: Run tag read by Dagster's run retries (dagster.yaml `run_retries`): a task run is never
+#: re-executed by Dagster; a task's own retry belongs to the orchestrator, which counts attempts
+#: and continues sessions.
+MAX_RETRIES_TAG = "dagster/max_retries"
 #: Run tag read by Dagster's run queue: higher starts first.
 PRIORITY_TAG = "dagster/priority"
 #: Run tag read by Dagster's run monitoring: a run still going after this many seconds is ended.

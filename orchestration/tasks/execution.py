@@ -373,7 +373,7 @@ def execute_task(
         if parent != git_tree.resolve("HEAD"):
             # A run before this one committed its result and died before recording it: that
             # commit (and what came after) is folded into this one, the task's one result.
-            git_tree.run("reset", "--soft", parent, what="fold an unrecorded result commit")
+            git_tree.reset_soft(parent)
             log.warning(f"task {task.id}: folded the result its lost run committed into this one")
         commit = git_tree.commit_all(_commit_message(task, agent), author=AGENT_IDENTITY)
         if commit is None and git_tree.resolve("HEAD") != base:

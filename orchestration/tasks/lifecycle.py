@@ -29,6 +29,7 @@ from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import heartbeat_stale_after
 from orchestration.tags import (
     INTERRUPTED_TAG,
+    MAX_RETRIES_TAG,
     MAX_RUNTIME_TAG,
     PRIORITY_TAG,
     PROJECT_TAG,
@@ -44,10 +45,6 @@ from orchestration.tasks.store import TaskStore
 
 #: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
 RUN_OVERHEAD_S = 600
-#: Run tag read by Dagster's run retries (dagster.yaml `run_retries`): a task run is never
-#: re-executed by Dagster; a task's own retry belongs to the orchestrator, which counts attempts
-#: and continues sessions.
-MAX_RETRIES_TAG = "dagster/max_retries"
 #: The run statuses of a run still in progress, which its worker may have died in unseen.
 IN_PROGRESS = frozenset(
     {

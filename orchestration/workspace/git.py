@@ -485,6 +485,10 @@ class GitRepo:
             removed += int(parts[1]) if parts[1].isdigit() else 0
         return DiffStats(files, added, removed)
 
+    def reset_soft(self, commit: str) -> None:
+        """Move this worktree's branch back to `commit`, keeping the changes staged."""
+        self.run("reset", "--soft", commit, "--", what=f"reset softly to {commit}")
+
     def prune_worktrees(self) -> None:
         self.run("worktree", "prune", what="forget worktrees whose directories are gone")
 

@@ -18,9 +18,8 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration.registry.models import ProjectSpec
-from orchestration.tags import RUN_KEY_TAG, TASK_TAG
+from orchestration.tags import MAX_RETRIES_TAG, RUN_KEY_TAG, TASK_TAG
 from orchestration.tasks.lifecycle import (
-    MAX_RETRIES_TAG,
     REQUEST_GRACE_S,
     reconcile_ended_runs,
     task_run_tags,

@@ -27,3 +27,14 @@ def test_a_broken_file_is_an_error_naming_it_and_does_not_stop_tasks(
     found = {(e.file.rsplit("/", 1)[-1], e.key) for e in registry.errors}
     assert found == {("backup.yaml", "schedule"), ("backup.yaml", "keep")}
     assert registry.config_errors == ()  # agents and pools load: tasks still run
+
+
+def test_a_bad_preemption_rule_is_an_error_naming_the_pools_file_and_key(
+    registry_dir: RegistryDir,
+) -> None:
+    pools = (registry_dir.root / "config" / "pools.yaml").read_text()
+    registry_dir.write("config/pools.yaml", pools + "preemption:\n  after: soon\n")
+    registry = registry_dir.load()
+    found = {(e.file.rsplit("/", 1)[-1], e.key) for e in registry.errors}
+    assert ("pools.yaml", "preemption.after") in found
+    assert registry.pools is None  # a broken pools file holds every start, as before
