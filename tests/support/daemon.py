@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from orchestration.instance import open_instance
 from orchestration.settings import HOME_VAR, SANDBOX_VAR
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from tests.support.paths import REPO_ROOT
 
 DAEMON_START_TIMEOUT_S = 120.0
@@ -48,12 +48,14 @@ def write_instance(
     overrides: Mapping[str, Mapping] = FAST_POLLING,
     *,
     replace: Mapping[str, Mapping] | None = None,
+    source: Path = REPO_ROOT / "dagster.yaml",
 ) -> Path:
-    """DAGSTER_HOME under `root`: the repository's dagster.yaml with `overrides` merged into its
-    sections and the sections in `replace` replaced whole (`{}`: Dagster's defaults)."""
+    """DAGSTER_HOME under `root`: the repository's dagster.yaml (or `source`, such as
+    deploy/dagster.yaml) with `overrides` merged into its sections and the sections in
+    `replace` replaced whole (`{}`: Dagster's defaults)."""
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    config = yaml.safe_load(source.read_text())
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
     for section, values in (replace or {}).items():
@@ -99,13 +101,14 @@ def daemon_environment(
     return environment
 
 
-def create_storage(dagster_home: Path, orch_home: Path) -> None:
+def create_storage(dagster_home: Path, orch_home: Path, tasks_url: str | None = None) -> None:
     """Create the instance's and the task store's databases before the daemon opens them, as
     `orch up` does: the daemon takes no lock, and two processes creating the same fresh SQLite
-    storage at once can both stamp its schema version (alembic then sees two heads)."""
+    storage at once can both stamp its schema version (alembic then sees two heads). The task
+    store is `tasks_url` (ORCH_TASKS_DB_URL) when given, else ORCH_HOME/tasks.db."""
     open_instance(dagster_home).dispose()
     orch_home.mkdir(parents=True, exist_ok=True)
-    TaskStore(f"sqlite:///{orch_home / 'tasks.db'}").dispose()
+    TaskStore(tasks_url or f"sqlite:///{orch_home / 'tasks.db'}").dispose()
 
 
 def start_daemon(
@@ -182,7 +185,7 @@ def running_daemon(
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """A daemon on the instance in env's DAGSTER_HOME, healthy: (the process, its log, which
     is `root`/daemon.log). Stopped with its whole process group however the block ends."""
-    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]))
+    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]), env.get(TASKS_DB_URL_VAR))
     log_path = root / "daemon.log"
     daemon = start_daemon(root, workspace, env, log_path)
     try:
@@ -276,7 +279,7 @@ def restartable_daemon(
 ) -> Iterator[RestartableDaemon]:
     """`running_daemon`, restartable: healthy when the block starts, every process group it
     started stopped however the block ends. Its log is `root`/daemon.log."""
-    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]))
+    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]), env.get(TASKS_DB_URL_VAR))
     daemon = RestartableDaemon(root, workspace, env, root / "daemon.log")
     try:
         daemon.start()
@@ -312,7 +315,8 @@ class DaemonClient:
     @property
     def store(self) -> TaskStore:
         if self._store is None:
-            self._store = TaskStore(f"sqlite:///{self.home / 'tasks.db'}")
+            url = self.env.get(TASKS_DB_URL_VAR) or f"sqlite:///{self.home / 'tasks.db'}"
+            self._store = TaskStore(url)
         return self._store
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ sampling the instance, waiting with a diagnosis when something never happens."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -14,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pytest
 import yaml
 
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, TASK_TAG
+from orchestration.tasks.execution import INTERRUPTED_TRAILER
 from orchestration.tasks.models import Task, TaskStatus
 from tests.support.daemon import DaemonClient
-from tests.support.git import make_git_repo
-from tests.support.paths import REPO_ROOT
+from tests.support.git import git, make_git_repo
+from tests.support.paths import FAKE_CLAUDE, REPO_ROOT
 
 #: The variable naming the stand-in's log (a project secret, so it reaches every agent).
 LOG_VAR = "FAKE_CLAUDE_LOG"
@@ -255,3 +258,58 @@ def write_registry(
         CONFIG_DIR_VAR: str(root / "config"),
         HOME_VAR: str(root / "home"),
     }
+
+
+def starts(system: Orchestrator) -> list[dict]:
+    """The stand-in's start lines, oldest first."""
+    if not system.agent_log.exists():
+        return []
+    lines = system.agent_log.read_text(encoding="utf-8").splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == "start"]
+
+
+def agent_groups(agent_log: Path) -> list[int]:
+    """The process groups of the stand-in agents that have started and not ended, still led
+    by a stand-in."""
+    started: dict[str, int] = {}
+    ended: set[str] = set()
+    if agent_log.exists():
+        for line in agent_log.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if entry["event"] == "start":
+                started[entry["agent"]] = int(entry["pgid"])
+            elif entry["event"] == "end":
+                ended.add(entry["agent"])
+    groups = []
+    for agent, pgid in started.items():
+        if agent in ended:
+            continue
+        try:
+            leader = psutil.Process(pgid)
+            if os.getpgid(pgid) == pgid and str(FAKE_CLAUDE) in " ".join(leader.cmdline()):
+                groups.append(pgid)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return groups
+
+
+def final_commits(clone: Path, project: str, task: Task) -> list[str]:
+    """The commits the task made on its branch (those not on the project's branch) that carry
+    its trailer and not the interrupted one: its results."""
+    log = git(
+        clone,
+        "log",
+        "--format=%H%n%B%x00",
+        f"refs/heads/orch/{project}/{task.id}",
+        "--not",
+        "refs/remotes/origin/main",
+    )
+    finals = []
+    for entry in filter(None, (chunk.strip() for chunk in log.split("\0"))):
+        sha, _, message = entry.partition("\n")
+        if f"Orch-Task: {task.id}" in message and INTERRUPTED_TRAILER not in message:
+            finals.append(sha)
+    return finals

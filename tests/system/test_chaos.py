@@ -51,7 +51,6 @@ import pytest
 
 from orchestration.settings import HEARTBEAT_STALE_VAR, HEARTBEAT_VAR
 from orchestration.tags import PROJECT_TAG, TASK_TAG
-from orchestration.tasks.execution import INTERRUPTED_TRAILER
 from orchestration.tasks.lifecycle import NO_HEARTBEAT
 from orchestration.tasks.models import Task, TaskStatus
 from tests.support.daemon import (
@@ -61,15 +60,16 @@ from tests.support.daemon import (
     write_instance,
     write_workspace,
 )
-from tests.support.git import git
 from tests.support.orchestrator import (
     ACTIVE,
     INSTANCE_CHANGES,
     LOG_VAR,
     Orchestrator,
+    agent_groups,
+    final_commits,
     write_registry,
 )
-from tests.support.paths import FAKE_CLAUDE, path_with_fakes
+from tests.support.paths import path_with_fakes
 
 pytestmark = pytest.mark.slow
 
@@ -163,34 +163,6 @@ def _parent(process: psutil.Process) -> psutil.Process:
         return process.parent() or process
     except psutil.Error:
         return process
-
-
-def agent_groups(agent_log: Path) -> list[int]:
-    """The process groups of the stand-in agents that have started and not ended, still led
-    by a stand-in."""
-    started: dict[str, int] = {}
-    ended: set[str] = set()
-    if agent_log.exists():
-        for line in agent_log.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if entry["event"] == "start":
-                started[entry["agent"]] = int(entry["pgid"])
-            elif entry["event"] == "end":
-                ended.add(entry["agent"])
-    groups = []
-    for agent, pgid in started.items():
-        if agent in ended:
-            continue
-        try:
-            leader = psutil.Process(pgid)
-            if os.getpgid(pgid) == pgid and str(FAKE_CLAUDE) in " ".join(leader.cmdline()):
-                groups.append(pgid)
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    return groups
 
 
 @dataclass(frozen=True)
@@ -369,25 +341,6 @@ def leaves_nothing_behind(tmp_path: Path) -> Iterator[None]:
                     os.killpg(group, signal.SIGKILL)
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
-
-
-def final_commits(clone: Path, project: str, task: Task) -> list[str]:
-    """The commits the task made on its branch (those not on the project's branch) that carry
-    its trailer and not the interrupted one: its results."""
-    log = git(
-        clone,
-        "log",
-        "--format=%H%n%B%x00",
-        f"refs/heads/orch/{project}/{task.id}",
-        "--not",
-        "refs/remotes/origin/main",
-    )
-    finals = []
-    for entry in filter(None, (chunk.strip() for chunk in log.split("\0"))):
-        sha, _, message = entry.partition("\n")
-        if f"Orch-Task: {task.id}" in message and INTERRUPTED_TRAILER not in message:
-            finals.append(sha)
-    return finals
 
 
 def test_no_task_is_lost_or_run_twice_while_processes_are_killed(

@@ -30,6 +30,7 @@ from tests.support.orchestrator import (
     LOG_VAR,
     Monitor,
     Orchestrator,
+    starts,
     write_registry,
 )
 from tests.support.paths import path_with_fakes
@@ -66,14 +67,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrator]:
             for path in (root / "agents" / "release").iterdir():
                 path.unlink()
             system.close()
-
-
-def starts(system: Orchestrator) -> list[dict]:
-    """The stand-in's start lines, oldest first."""
-    if not system.agent_log.exists():
-        return []
-    lines = system.agent_log.read_text(encoding="utf-8").splitlines()
-    return [e for e in map(json.loads, lines) if e["event"] == "start"]
 
 
 def git(repo: Path, *args: str) -> str:
