@@ -259,23 +259,25 @@ class ClonedRefs:
     remote: str | None
 
 
-def bundle_clone(clone: Path, bundle: Path) -> ClonedRefs | None:
+def bundle_clone(clone: Path, bundle: Path, *, verify: bool = True) -> ClonedRefs | None:
     """Write every ref and object of the private clone at `clone` to the git bundle `bundle` and
-    verify it (shared by archiving and `orch backup`). None when there is no repository there;
-    no bundle is written for a clone without refs."""
+    (with `verify`) verify it (shared by archiving and `orch backup`). None when there is no
+    repository there; no bundle is written for a clone without refs."""
     if not clone.is_dir():
         return None
     repo = GitRepo.private_clone(clone)
     if not repo.is_repository():
         return None
     refs_text = _refs(repo)
-    object_format = repo.run("rev-parse", "--show-object-format", what="read the object format")
-    remote = _clone_remote(clone)
+    config = repo.config_values()
+    object_format = config.get("extensions.objectformat", "sha1").lower()
+    remote = config.get("remote.origin.url") or None
     if not refs_text:
         return ClonedRefs(None, "", object_format, remote)
     repo.run("bundle", "create", str(bundle), "--all", what=f"write the bundle {bundle}")
-    # git 2.39 verifies a bundle only inside a repository: the clone it came from.
-    repo.run("bundle", "verify", str(bundle), what=f"verify the bundle {bundle}")
+    if verify:
+        # git 2.39 verifies a bundle only inside a repository: the clone it came from.
+        repo.run("bundle", "verify", str(bundle), what=f"verify the bundle {bundle}")
     return ClonedRefs(bundle, refs_text, object_format, remote)
 
 
@@ -308,15 +310,7 @@ def _refs(repo: GitRepo) -> str:
 
 
 def _clone_remote(clone: Path) -> str | None:
-    try:
-        url = run_git(
-            ("config", "--file", str(clone / "config"), "remote.origin.url"),
-            cwd=clone,
-            what="read the remote of the private clone",
-        )
-    except GitError:
-        return None
-    return str(url) or None
+    return GitRepo.private_clone(clone).config_values().get("remote.origin.url") or None
 
 
 # Unarchiving ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from orchestration.control.archive import CLONE_DIR, ArchiveError, bundle_clone,
 from orchestration.registry import Registry, load_registry
 from orchestration.settings import Settings
 from orchestration.state.copies import (
+    copy_closed_sqlite,
     copy_sqlite,
     copy_tree,
     extract_tar,
@@ -53,9 +54,8 @@ from orchestration.state.copies import (
     remove_tree,
     sha256_file,
     tree_entries,
-    write_tar,
 )
-from orchestration.state.digest import StateDigest, state_digest, workspace_names
+from orchestration.state.digest import ShardCounts, StateDigest, state_digest, workspace_names
 from orchestration.state.layout import (
     POSTGRES,
     SQLITE,
@@ -64,6 +64,7 @@ from orchestration.state.layout import (
     instance_layout,
     layout_of_ref,
 )
+from orchestration.state.parallel import each, each_by
 from orchestration.state.postgres import (
     PgDatabase,
     PostgresError,
@@ -82,7 +83,7 @@ from orchestration.workspace.isolation import IsolationError, project_dir
 #: The version of the manifest's format.
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
-#: The folders of a project's workspace kept as its session tar: the agent home, the
+#: The folders of a project's workspace kept as its sessions: the agent home, the
 #: per-profile agent sessions, and task outcomes not recorded yet.
 SESSION_DIRS = ("home", "agents", "outcomes")
 #: Where each part lives in a backup.
@@ -99,6 +100,12 @@ REQUIRED_SQLITE = (
     "dagster/events/index.db",
     "dagster/schedules/schedules.db",
 )
+#: The statuses of a run that has ended: its event shard is written no more.
+FINISHED = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
 #: How often a quiesced backup looks whether the runs in progress have ended.
 QUIESCE_POLL_S = 1.0
 #: How many times a quiesced backup copies again when the state changed while it copied.
@@ -361,16 +368,21 @@ def _copy_while_still(
     """Copy everything between two digests of the live state; copy again when they differ
     (something wrote meanwhile), so that the digest recorded describes the files."""
     changed: list[str] = []
+    shards = ShardCounts()
     for attempt in range(1, COPY_ATTEMPTS + 1):
         mark = time.monotonic()
         before = _step(
-            "read the state digest", lambda: state_digest(instance, store, settings.home)
+            "read the state digest",
+            lambda: state_digest(instance, store, settings.home, shards=shards),
         )
         durations["digest"] = _since(mark)
         mark = time.monotonic()
         parts = _write_parts(work, settings, instance, store, layout, progress)
         durations["copy"] = _since(mark)
-        after = _step("read the state digest", lambda: state_digest(instance, store, settings.home))
+        after = _step(
+            "read the state digest",
+            lambda: state_digest(instance, store, settings.home, shards=shards),
+        )
         if after.digest == before.digest:
             return parts, after
         changed = before.differing(after)
@@ -417,14 +429,17 @@ def _write_parts(
     progress: Progress,
 ) -> dict[str, Any]:
     work.mkdir(parents=True)
-    return {
-        "dagster": _copy_dagster(work, instance, layout, progress),
-        "tasks": _copy_tasks(work, store, layout, progress),
-        "clones": _copy_clones(work, settings.home, progress),
-        "sessions": _copy_sessions(work, settings.home, progress),
-        "archive": _copy_archive(work, settings.home, progress),
-        "registry": _copy_registry(work, settings, progress),
+    parts: dict[str, Callable[[], Any]] = {
+        "dagster": lambda: _copy_dagster(work, instance, layout, progress),
+        "tasks": lambda: _copy_tasks(work, store, layout, progress),
+        "clones": lambda: _copy_clones(work, settings.home, progress),
+        "sessions": lambda: _copy_sessions(work, settings.home, progress),
+        "archive": lambda: _copy_archive(work, settings.home, progress),
+        "registry": lambda: _copy_registry(work, settings, progress),
     }
+    # The parts at once: git processes, file copies and Python packing overlap.
+    copied = each_by(lambda name: parts[name](), list(parts))
+    return copied
 
 
 def _copy_dagster(
@@ -437,15 +452,22 @@ def _copy_dagster(
         (work / CONFIG_FILE).write_bytes(config.read_bytes())
         info["config"] = CONFIG_FILE
     if layout.mode == SQLITE:
+        finished = set(instance.get_run_ids(filters=dg.RunsFilter(statuses=FINISHED)))
         databases: dict[str, list[str]] = {}
         for role, directory in layout.sqlite_dirs.items():
             names = sorted(path.name for path in directory.glob("*.db") if path.is_file())
             progress(f"dagster: copying {len(names)} {role} database(s) from {directory}")
-            for name in names:
-                _step(
-                    f"copy {directory / name}",
-                    partial(copy_sqlite, directory / name, work / DAGSTER_DIR / role / name),
-                )
+
+            def copy(name: str, directory: Path = directory, role: str = role) -> None:
+                source, target = directory / name, work / DAGSTER_DIR / role / name
+                # The shard of a run that had ended before the copy began is written no more.
+                copied = False
+                if Path(name).stem in finished:  # a finished run's shard is written no more
+                    copied = _step(f"copy {source}", partial(copy_closed_sqlite, source, target))
+                if not copied:
+                    _step(f"copy {source}", partial(copy_sqlite, source, target))
+
+            each(copy, names)
             databases[role] = names
         info["databases"] = databases
     else:
@@ -489,40 +511,51 @@ def _copy_tasks(
 
 
 def _copy_clones(work: Path, home: Path, progress: Progress) -> dict[str, Any]:
-    clones: dict[str, Any] = {}
-    for name in workspace_names(home):
+    (work / "clones").mkdir(exist_ok=True)
+
+    def copy(name: str) -> dict[str, Any] | None:
         root = Path(home) / "workspaces" / name
         clone = root / CLONE_DIR
         if not clone.is_dir():
-            continue
+            return None
         progress(f"clones: bundling {name}")
-        (work / "clones").mkdir(exist_ok=True)
         bundle = work / "clones" / f"{name}.bundle"
+        # Not verified here (a third of the cost): `orch backup verify` makes every clone again
+        # from its bundle and compares its refs, and a restore does the same.
         with _workspace_lock(root):
-            kept = _step(f"bundle the private clone {clone}", partial(bundle_clone, clone, bundle))
+            kept = _step(
+                f"bundle the private clone {clone}",
+                partial(bundle_clone, clone, bundle, verify=False),
+            )
         if kept is None:
-            continue  # a clone whose creation failed: the next sync makes it again
+            return None  # a clone whose creation failed: the next sync makes it again
         refs = f"clones/{name}.refs"
         (work / refs).write_text(kept.refs + ("\n" if kept.refs else ""), encoding="utf-8")
-        clones[name] = {
+        return {
             "bundle": f"clones/{name}.bundle" if kept.bundle is not None else None,
             "refs": refs,
             "object_format": kept.object_format,
             "remote": kept.remote,
         }
-    return clones
+
+    copied = each_by(copy, workspace_names(home))
+    return {name: clone for name, clone in copied.items() if clone is not None}
 
 
 def _copy_sessions(work: Path, home: Path, progress: Progress) -> dict[str, Any]:
-    sessions: dict[str, Any] = {}
-    for name in workspace_names(home):
+    def copy(name: str) -> dict[str, Any] | None:
         root = Path(home) / "workspaces" / name
-        target = work / "sessions" / f"{name}.tar"
-        kept = _step(f"pack the sessions of {name}", partial(write_tar, target, root, SESSION_DIRS))
-        if kept:
-            progress(f"sessions: packed {', '.join(kept)} of {name}")
-            sessions[name] = {"file": f"sessions/{name}.tar", "dirs": kept}
-    return sessions
+        kept = [d for d in SESSION_DIRS if (root / d).is_dir() and not (root / d).is_symlink()]
+        if not kept:
+            return None
+        for folder in kept:
+            source, target = root / folder, work / "sessions" / name / folder
+            _step(f"copy the sessions of {name} in {source}", partial(copy_tree, source, target))
+        progress(f"sessions: copied {', '.join(kept)} of {name}")
+        return {"dir": f"sessions/{name}", "dirs": kept}
+
+    copied = each_by(copy, workspace_names(home))
+    return {name: session for name, session in copied.items() if session}
 
 
 def _copy_archive(work: Path, home: Path, progress: Progress) -> str | None:
@@ -606,18 +639,27 @@ def check_files(manifest: BackupManifest, progress: Progress = _quiet) -> None:
     listed; BackupError naming each one that is not."""
     progress(f"checking {len(manifest.files)} files of {manifest.path}")
     root = manifest.path
-    missing, changed = [], []
-    for relative, entry in sorted(manifest.files.items()):
+
+    def status_of(relative: str) -> str | None:
+        """Whether the file is "missing", "changed" or (None) as the manifest says."""
+        entry = manifest.files[relative]
         file = _inside(root, relative)
         if not os.path.lexists(file):
-            missing.append(relative)
-        elif "link" in entry:
-            if not file.is_symlink() or os.readlink(file) != entry["link"]:
-                changed.append(relative)
-        elif file.is_symlink() or not file.is_file():
-            changed.append(relative)
-        elif file.stat().st_size != entry.get("size") or sha256_file(file) != entry.get("sha256"):
-            changed.append(relative)
+            return "missing"
+        if "link" in entry:
+            same = file.is_symlink() and os.readlink(file) == entry["link"]
+        else:
+            same = (
+                not file.is_symlink()
+                and file.is_file()
+                and file.stat().st_size == entry.get("size")
+                and sha256_file(file) == entry.get("sha256")
+            )
+        return None if same else "changed"
+
+    found = each_by(status_of, sorted(manifest.files))
+    missing = [name for name, status in found.items() if status == "missing"]
+    changed = [name for name, status in found.items() if status == "changed"]
     unlisted = [name for name in _required_files(manifest) if name not in manifest.files]
     problems = []
     if missing:
@@ -655,7 +697,7 @@ def _required_files(manifest: BackupManifest) -> list[str]:
         needed.append(parts["tasks"]["file"])
     for clone in parts.get("clones", {}).values():
         needed += [name for name in (clone.get("bundle"), clone.get("refs")) if name]
-    needed += [session["file"] for session in parts.get("sessions", {}).values()]
+    needed += [s["file"] for s in parts.get("sessions", {}).values() if "file" in s]
     return list(dict.fromkeys(needed))
 
 
@@ -927,9 +969,12 @@ def _put_back(
                 raise BackupError(f"the target instance has no {role} storage")
             progress(f"dagster: restoring {len(names)} {role} database(s) into {directory}")
             directory.mkdir(parents=True, exist_ok=True)
-            for name in names:
+
+            def put(name: str, role: str = role, directory: Path = directory) -> None:
                 source = _inside(backup, f"{DAGSTER_DIR}/{role}/{name}")
                 _step(f"restore {name}", partial(shutil.copyfile, source, _inside(directory, name)))
+
+            each(put, names)
     else:
         database = target.dagster_database
         assert database is not None
@@ -954,14 +999,31 @@ def _put_back(
             progress(f"tasks: pg_restore into {tasks_database.describe()}")
             _step("restore the task database", lambda: restore(tasks_database, source))
 
-    for name, clone in sorted(parts.get("clones", {}).items()):
+    def put_clone(item: tuple[str, Mapping[str, Any]]) -> None:
+        name, clone = item
         progress(f"clones: restoring {name}")
         _restore_clone(backup, target.home, name, clone)
-    for name, session in sorted(parts.get("sessions", {}).items()):
-        progress(f"sessions: restoring {', '.join(session.get('dirs', []))} of {name}")
+
+    def put_sessions(item: tuple[str, Mapping[str, Any]]) -> None:
+        name, session = item
+        folders = [str(folder) for folder in session.get("dirs", [])]
+        progress(f"sessions: restoring {', '.join(folders)} of {name}")
         root = _project_root(target.home, name)
-        tar = _inside(backup, session["file"])
-        _step(f"unpack {tar}", partial(extract_tar, tar, root))
+        if "file" in session:  # a tar file: a backup made before sessions were kept as folders
+            tar = _inside(backup, session["file"])
+            _step(f"unpack {tar}", partial(extract_tar, tar, root))
+            return
+        for folder in folders:
+            if folder not in SESSION_DIRS:
+                raise BackupError(f"the manifest names a session folder {folder!r} of {name}")
+            source = _inside(backup, f"{session['dir']}/{folder}")
+            _step(
+                f"restore {root / folder}",
+                partial(copy_tree, source, root / folder, links_within=root),
+            )
+
+    each(put_clone, sorted(parts.get("clones", {}).items()))
+    each(put_sessions, sorted(parts.get("sessions", {}).items()))
     if full and parts.get("archive"):
         source = _inside(backup, parts["archive"])
         progress(f"archive: restoring {target.home / 'archive'}")

@@ -16,10 +16,11 @@ import shutil
 import sqlite3
 import stat
 import tarfile
-from collections.abc import Iterable
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
+
+from orchestration.state.parallel import each_by
 
 #: How long the copy of a SQLite database waits for a writer's lock.
 SQLITE_TIMEOUT_S = 60.0
@@ -42,6 +43,18 @@ def copy_sqlite(source: Path, target: Path) -> None:
         reader.backup(writer)
         writer.execute("PRAGMA journal_mode=DELETE")
         writer.commit()
+
+
+def copy_closed_sqlite(source: Path, target: Path) -> bool:
+    """Copy the SQLite database `source` to `target` as a plain file when nothing has it open
+    for writing (it has no companion file: a WAL database's last connection checkpoints and
+    removes them); False, copying nothing, otherwise. For databases that are no longer
+    written (the event shard of a finished run): a tenth of the cost of the backup API."""
+    if any(source.with_name(source.name + suffix).exists() for suffix in SQLITE_COMPANIONS):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return True
 
 
 def remove_sqlite(path: Path) -> None:
@@ -68,42 +81,56 @@ def file_entry(path: Path) -> dict[str, Any]:
 def tree_entries(root: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
     """`file_entry` of every regular file and link below `root`, by path relative to it
     (under `prefix`); directories are implied, anything else is left out."""
-    entries: dict[str, dict[str, Any]] = {}
+    paths: list[Path] = []
     if not root.is_dir():
-        return entries
+        return {}
     for directory, subdirectories, files in os.walk(root):
         base = Path(directory)
         for name in sorted([*files, *[d for d in subdirectories if (base / d).is_symlink()]]):
             path = base / name
             mode = os.lstat(path).st_mode
             if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                relative = path.relative_to(root).as_posix()
-                entries[f"{prefix}{relative}"] = file_entry(path)
-    return entries
+                paths.append(path)
+    return {
+        f"{prefix}{path.relative_to(root).as_posix()}": entry
+        for path, entry in each_by(file_entry, paths).items()
+    }
 
 
-def copy_tree(source: Path, target: Path) -> None:
+def copy_tree(source: Path, target: Path, *, links_within: Path | None = None) -> None:
     """Copy a directory; links are copied as links, never followed, and sockets, pipes and
-    devices are left out."""
-    shutil.copytree(source, target, symlinks=True, ignore=special_files, dirs_exist_ok=True)
+    devices are left out. With `links_within`, so is a link that is absolute or points
+    outside that directory once copied (what an agent left in its home never points out of
+    its project's workspace after a restore)."""
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        ignored = special_files(directory, names)
+        if links_within is None:
+            return ignored
+        place = target / Path(directory).relative_to(source)
+        return ignored + [
+            name
+            for name in names
+            if name not in ignored
+            and os.path.islink(os.path.join(directory, name))
+            and not _link_stays_in(place, os.readlink(os.path.join(directory, name)), links_within)
+        ]
+
+    shutil.copytree(source, target, symlinks=True, ignore=ignore, dirs_exist_ok=True)
 
 
-def write_tar(target: Path, root: Path, names: Iterable[str]) -> list[str]:
-    """A tar file of the directories `names` of `root` (links kept as links, special files
-    left out); the names that were there and went in (none: no file is written)."""
-    kept = [name for name in names if (root / name).is_dir() and not (root / name).is_symlink()]
-    if not kept:
-        return []
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(target, "w") as archive:
-        for name in kept:
-            archive.add(root / name, arcname=name, recursive=True, filter=_plain_members)
-    return kept
+def _link_stays_in(place: Path, link: str, root: Path) -> bool:
+    """Whether a link in the directory `place` to `link` stays inside `root` (lexically)."""
+    if os.path.isabs(link):
+        return False
+    resolved = os.path.normpath(os.path.join(place, link))
+    return os.path.commonpath([resolved, os.path.normpath(root)]) == os.path.normpath(root)
 
 
 def extract_tar(source: Path, target: Path) -> None:
-    """Unpack a tar file made by `write_tar` into `target`; a member that would land outside
-    it is refused (tarfile's `tar` filter), links are made as they were."""
+    """Unpack a tar file of agent sessions (the form of backups made before sessions were
+    kept as folders) into `target`; a member that would land outside it is refused
+    (tarfile's `tar` filter), links are made as they were."""
     target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(source, "r") as archive:
         archive.extractall(target, filter="tar")
@@ -144,9 +171,3 @@ def special_files(directory: str, names: list[str]) -> list[str]:
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
             ignored.append(name)
     return ignored
-
-
-def _plain_members(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    if member.isfile() or member.isdir() or member.issym() or member.islnk():
-        return member
-    return None

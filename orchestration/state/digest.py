@@ -25,6 +25,7 @@ import dagster as dg
 from orchestration.control.archive import CLONE_DIR, REFS_FORMAT
 from orchestration.control.store import ProjectStates
 from orchestration.registry.models import SLUG_PATTERN
+from orchestration.state.parallel import each_by
 from orchestration.tags import PROJECT_TAG, tasks_partitions_name
 from orchestration.tasks.store import TaskStore
 from orchestration.workspace.git import GitRepo
@@ -85,9 +86,16 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def state_digest(instance: dg.DagsterInstance, store: TaskStore, home: Path) -> StateDigest:
+def state_digest(
+    instance: dg.DagsterInstance,
+    store: TaskStore,
+    home: Path,
+    *,
+    shards: ShardCounts | None = None,
+) -> StateDigest:
     """The digest of the state in `instance`, the task database of `store` and the private
-    clones under `home` (ORCH_HOME)."""
+    clones under `home` (ORCH_HOME). Digests that pass the same `shards` read the event shard
+    of a finished run once."""
     runs = instance.get_runs()
     run_section = sorted(
         [
@@ -98,9 +106,12 @@ def state_digest(instance: dg.DagsterInstance, store: TaskStore, home: Path) -> 
         ]
         for run in runs
     )
-    events = _event_counts(instance, [run.run_id for run in runs])
+    finished = {run.run_id for run in runs if run.is_finished}
+    events = _event_counts(
+        instance, [run.run_id for run in runs], shards or ShardCounts(), finished
+    )
     keys = list(instance.get_asset_keys())
-    materializations = {key.to_user_string(): _materializations(instance, key) for key in keys}
+    materializations = _all_materializations(instance, keys)
     tasks = store.tasks()
     states = ProjectStates(store).all()
     projects = (
@@ -156,11 +167,47 @@ def state_digest(instance: dg.DagsterInstance, store: TaskStore, home: Path) -> 
     return StateDigest(sha256_text(canonical_json(sections)), sections, counts)
 
 
-def _event_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, dict[str, int]]:
+class ShardCounts:
+    """Event counts read from the SQLite shards of finished runs, kept with the size and time
+    of the shard and its write-ahead log: a finished run's events are written no more, so two
+    digests taken by one backup count each such shard once."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Path, tuple[tuple[int, ...], list[tuple[str | None, int]]]] = {}
+
+    def read(self, shard: tuple[str, Path], *, finished: bool) -> list[tuple[str | None, int]]:
+        path = shard[1]
+        wal = _file_mark(path.with_name(path.name + "-wal"))
+        mark = _file_mark(path) + wal
+        kept = self._kept.get(path)
+        if finished and kept is not None and kept[0] == mark:
+            return kept[1]
+        # A finished run's shard with nothing in a write-ahead log is read as immutable: no
+        # locks, no -wal and -shm files made and removed, a third of the cost.
+        rows = _shard_event_counts(shard, immutable=finished and wal[0] <= 0)
+        if finished:
+            self._kept[path] = (mark, rows)
+        return rows
+
+
+def _file_mark(path: Path) -> tuple[int, ...]:
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return (-1, -1)
+    return (found.st_size, found.st_mtime_ns)
+
+
+def _event_counts(
+    instance: dg.DagsterInstance,
+    run_ids: list[str],
+    shards: ShardCounts | None = None,
+    finished: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, dict[str, int]]:
     """How many events of each type every run has (`log` for messages that are no Dagster
     event). Counted in SQL where the event log is one of Dagster's SQL storages: one grouped
-    query per run shard (SQLite) or one for all runs (PostgreSQL), never deserializing an
-    event; through the instance otherwise."""
+    query per run shard (SQLite; those of the `finished` runs through `shards`) or one for all
+    runs (PostgreSQL), never deserializing an event; through the instance otherwise."""
     import sqlalchemy as sa
     from dagster._core.storage.event_log import SqlEventLogStorageTable
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
@@ -173,19 +220,13 @@ def _event_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
     kind = table.c.dagster_event_type
     counts: dict[str, Counter[str]] = {run_id: Counter() for run_id in run_ids}
     if isinstance(storage, SqliteEventLogStorage):  # one database file per run
-        # Read each shard with sqlite3: Dagster's own connection to a shard checks its schema
-        # first, twenty times the cost of the count. Not read-only: a read-only connection to a
-        # WAL database leaves its -wal and -shm files behind; this one removes them on closing.
-        for run_id in run_ids:
-            shard = Path(storage.path_for_shard(run_id))
-            if not shard.is_file():
-                continue
-            with contextlib.closing(sqlite3.connect(shard, timeout=30)) as conn:
-                rows = conn.execute(
-                    "SELECT dagster_event_type, COUNT(*) FROM event_logs WHERE run_id = ? "
-                    "GROUP BY dagster_event_type",
-                    (run_id,),
-                ).fetchall()
+        kept = shards or ShardCounts()
+        paths = {run_id: Path(storage.path_for_shard(run_id)) for run_id in run_ids}
+        read = each_by(
+            lambda run_id: kept.read((run_id, paths[run_id]), finished=run_id in finished),
+            run_ids,
+        )
+        for run_id, rows in read.items():
             for event_type, count in rows:
                 counts[run_id][event_type or "log"] += int(count)
     else:
@@ -197,6 +238,25 @@ def _event_counts(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
     return {run_id: dict(sorted(found.items())) for run_id, found in counts.items()}
 
 
+def _shard_event_counts(
+    shard: tuple[str, Path], *, immutable: bool = False
+) -> list[tuple[str | None, int]]:
+    """The events of one run by type, read from its SQLite shard with sqlite3: Dagster's own
+    connection to a shard checks its schema first, twenty times the cost of the count. Not
+    read-only: a read-only connection to a WAL database leaves its -wal and -shm files behind;
+    this one removes them on closing. `immutable`: for a shard nothing writes to any more."""
+    run_id, path = shard
+    if not path.is_file():
+        return []
+    target = f"{path.absolute().as_uri()}?immutable=1" if immutable else str(path)
+    with contextlib.closing(sqlite3.connect(target, timeout=30, uri=immutable)) as conn:
+        return conn.execute(
+            "SELECT dagster_event_type, COUNT(*) FROM event_logs WHERE run_id = ? "
+            "GROUP BY dagster_event_type",
+            (run_id,),
+        ).fetchall()
+
+
 def _logged_event_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for entry in instance.all_logs(run_id):
@@ -205,8 +265,47 @@ def _logged_event_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str,
     return dict(sorted(counts.items()))
 
 
+def _all_materializations(
+    instance: dg.DagsterInstance, keys: list[dg.AssetKey]
+) -> dict[str, list[list[str | None]]]:
+    """Each materialization of every key in `keys` as [run id, partition], sorted, by key.
+
+    Read with one query of the event log's index where it is one of Dagster's SQL storages (one
+    call per key costs about 15 ms on PostgreSQL); the keys that were ever wiped, whose older
+    events Dagster leaves out by time, and any other storage, through the instance."""
+    import sqlalchemy as sa
+    from dagster._core.storage.event_log import AssetKeyTable, SqlEventLogStorageTable
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    storage = instance.event_log_storage
+    by_key: dict[str, dg.AssetKey] = {key.to_string(): key for key in keys}
+    found: dict[str, list[list[str | None]]] = {key.to_user_string(): [] for key in keys}
+    through_api = list(keys)
+    if isinstance(storage, SqlEventLogStorage):
+        table, assets = SqlEventLogStorageTable, AssetKeyTable
+        wiped_query = sa.select(assets.c.asset_key).where(
+            sa.or_(assets.c.asset_details.is_not(None), assets.c.wipe_timestamp.is_not(None))
+        )
+        events_query = sa.select(table.c.asset_key, table.c.run_id, table.c.partition).where(
+            table.c.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value
+        )
+        with storage.index_connection() as connection:
+            wiped = {str(row[0]) for row in connection.execute(wiped_query)}
+            through_api = [by_key[name] for name in wiped if name in by_key]
+            for asset_key, run_id, partition in connection.execute(events_query):
+                key = by_key.get(asset_key)
+                if key is not None and asset_key not in wiped:
+                    found[key.to_user_string()].append([run_id, partition])
+    for key in through_api:
+        found[key.to_user_string()] = _materializations(instance, key)
+    return {
+        name: sorted(items, key=lambda item: (item[0] or "", item[1] or ""))
+        for name, items in found.items()
+    }
+
+
 def _materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[list[str | None]]:
-    """Each materialization of `key` as [run id, partition], sorted."""
+    """Each materialization of `key` as [run id, partition], through the instance."""
     found: list[list[str | None]] = []
     cursor: str | None = None
     while True:
@@ -215,32 +314,30 @@ def _materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> list[li
         if not result.has_more:
             break
         cursor = result.cursor
-    return sorted(found, key=lambda item: (item[0] or "", item[1] or ""))
+    return found
 
 
 def _dynamic_partitions(instance: dg.DagsterInstance, projects: set[str]) -> dict[str, list[str]]:
-    """Every dynamic partitions definition with at least one key, and its keys, sorted. The
-    names come from the event log's index where it is a SQL database (every definition, ours
-    or not), and are at least each known project's task partitions."""
-    names = {tasks_partitions_name(project) for project in projects}
-    names |= _partitions_names_in_index(instance)
-    found = {name: sorted(instance.get_dynamic_partitions(name)) for name in sorted(names)}
-    return {name: keys for name, keys in found.items() if keys}
-
-
-def _partitions_names_in_index(instance: dg.DagsterInstance) -> set[str]:
-    """The names of the dynamic partitions definitions in the event log's index; empty when the
-    storage is not one of Dagster's SQL storages."""
+    """Every dynamic partitions definition with at least one key, and its keys, sorted: read
+    with one query of the event log's index where it is one of Dagster's SQL storages (every
+    definition, ours or not), else through the instance for each known project's task
+    partitions."""
     import sqlalchemy as sa
     from dagster._core.storage.event_log import DynamicPartitionsTable
     from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
     storage = instance.event_log_storage
-    if not isinstance(storage, SqlEventLogStorage):
-        return set()
-    query = sa.select(DynamicPartitionsTable.c.partitions_def_name).distinct()
-    with storage.index_connection() as connection:
-        return {str(row[0]) for row in connection.execute(query)}
+    found: dict[str, list[str]] = {}
+    if isinstance(storage, SqlEventLogStorage):
+        table = DynamicPartitionsTable
+        query = sa.select(table.c.partitions_def_name, table.c.partition)
+        with storage.index_connection() as connection:
+            for name, key in connection.execute(query):
+                found.setdefault(str(name), []).append(str(key))
+    else:
+        for name in sorted(tasks_partitions_name(project) for project in projects):
+            found[name] = list(instance.get_dynamic_partitions(name))
+    return {name: sorted(keys) for name, keys in sorted(found.items()) if keys}
 
 
 def _overrides(store: TaskStore) -> dict[str, int]:
@@ -264,12 +361,17 @@ def workspace_names(home: Path) -> list[str]:
 
 def _clone_refs(home: Path) -> dict[str, list[str]]:
     """Every private clone's refs (`<sha> <ref>`, sorted), by project."""
-    clones: dict[str, list[str]] = {}
-    for name in workspace_names(home):
-        path = Path(home) / "workspaces" / name / CLONE_DIR
-        repo = GitRepo.private_clone(path)
-        if not path.is_dir() or not repo.is_repository():
-            continue
-        text = repo.run("for-each-ref", f"--format={REFS_FORMAT}", what="list the refs")
-        clones[name] = sorted(line for line in text.splitlines() if line)
-    return clones
+    listed = each_by(
+        lambda name: _refs_of(Path(home) / "workspaces" / name / CLONE_DIR), workspace_names(home)
+    )
+    return {name: refs for name, refs in listed.items() if refs is not None}
+
+
+def _refs_of(path: Path) -> list[str] | None:
+    """The refs of the repository at `path`, sorted; None when there is none."""
+    # What git itself looks for in a bare repository, without a git process for it.
+    if not ((path / "HEAD").is_file() and (path / "objects").is_dir()):
+        return None
+    repo = GitRepo.private_clone(path)
+    text = repo.run("for-each-ref", f"--format={REFS_FORMAT}", what="list the refs")
+    return sorted(line for line in text.splitlines() if line)

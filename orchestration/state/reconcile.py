@@ -26,6 +26,7 @@ from orchestration.control.archive import CLONE_DIR
 from orchestration.registry.loader import Registry
 from orchestration.state.copies import remove_tree
 from orchestration.state.digest import workspace_names
+from orchestration.state.parallel import each_by
 from orchestration.tags import TASK_TAG
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
@@ -90,28 +91,16 @@ def reconcile_after_restore(
         ):
             requeued.append(task.id)
 
-    reset, unknown, problems = [], [], []
-    removed = 0
-    for name in workspace_names(home):
-        root = Path(home) / "workspaces" / name
-        worktrees = root / WORKTREES_DIR
-        if worktrees.is_dir():
-            removed += sum(1 for _ in worktrees.iterdir())
-            remove_tree(worktrees)
-        clone = root / CLONE_DIR
-        repo = GitRepo.private_clone(clone)
-        if not clone.is_dir() or not repo.is_repository():
-            continue
-        spec = registry.spec(name)
-        try:
-            if spec is not None:
-                repo.reset_clone_config(spec.repo)
-                reset.append(name)
-            else:
-                unknown.append(name)
-            repo.prune_worktrees()
-        except GitError as exc:
-            problems.append(f"{name}: {exc}")
+    names = workspace_names(home)
+    clones = each_by(lambda name: _reconcile_clone(home / "workspaces" / name, registry), names)
+    reset = [name for name, (outcome, _) in clones.items() if outcome == "reset"]
+    unknown = [name for name, (outcome, _) in clones.items() if outcome == "unknown"]
+    problems = [
+        f"{name}: {outcome}"
+        for name, (outcome, _) in clones.items()
+        if outcome not in ("reset", "unknown", "")
+    ]
+    removed = sum(count for _, count in clones.values())
 
     held = MAINTENANCE_KEY in AllocationOverrides(store).all()
     if held:
@@ -125,3 +114,26 @@ def reconcile_after_restore(
         hold_released=held,
         problems=tuple(problems),
     )
+
+
+def _reconcile_clone(root: Path, registry: Registry) -> tuple[str, int]:
+    """Drop the worktrees of the project workspace at `root` and reset its private clone's
+    configuration from the registry: "reset", "unknown" (no such project: the recorded
+    remote is kept), "" (no clone) or what failed; and how many worktrees were removed."""
+    removed = 0
+    worktrees = root / WORKTREES_DIR
+    if worktrees.is_dir():
+        removed = sum(1 for _ in worktrees.iterdir())
+        remove_tree(worktrees)
+    clone = root / CLONE_DIR
+    repo = GitRepo.private_clone(clone)
+    if not clone.is_dir() or not repo.is_repository():
+        return "", removed
+    spec = registry.spec(root.name)
+    try:
+        if spec is not None:
+            repo.reset_clone_config(spec.repo)
+        repo.prune_worktrees()
+    except GitError as exc:
+        return str(exc), removed
+    return ("reset" if spec is not None else "unknown"), removed

@@ -356,6 +356,19 @@ class GitRepo:
         repo.reset_clone_config(source)
         return repo
 
+    def config_values(self) -> dict[str, str]:
+        """The settings of this repository's own `config` file (no global or system ones), by
+        lower-case key; none when it is missing or unreadable (an agent's doing)."""
+        try:
+            listed = run_git(
+                ("config", "--file", str(self.path / "config"), "--list"),
+                cwd=self.path,
+                what=f"read the configuration of {self.path}",
+            ).splitlines()
+        except GitError:
+            return {}
+        return dict(line.partition("=")[::2] for line in listed)
+
     def reset_clone_config(self, source: str) -> None:
         """Rewrite this private clone's configuration from what the orchestrator knows: the
         format git chose when it made the clone, the remote `source`, and automatic gc and
@@ -366,16 +379,7 @@ class GitRepo:
             raise GitError(
                 f"git could not configure {self.path}: the remote {source!r} is not a URL"
             )
-        config = self.path / "config"
-        try:
-            current = run_git(
-                ("config", "--file", str(config), "--list"),
-                cwd=self.path,
-                what=f"read the configuration of {self.path}",
-            ).splitlines()
-        except GitError:  # unreadable (an agent's doing): git's defaults, then
-            current = []
-        values = dict(line.partition("=")[::2] for line in current)
+        values = self.config_values()
         object_format = values.get("extensions.objectformat", "sha1").lower()
         if object_format not in ("sha1", "sha256"):
             object_format = "sha1"
@@ -396,7 +400,7 @@ class GitRepo:
             "[maintenance]",
             "\tauto = false",
         ]
-        _replace_file(config, "\n".join(lines) + "\n")
+        _replace_file(self.path / "config", "\n".join(lines) + "\n")
         for alternates in ("alternates", "http-alternates"):
             (self.path / "objects" / "info" / alternates).unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ from orchestration.state.backup import (
     verify_backup,
 )
 from orchestration.state.copies import sha256_file
-from orchestration.state.digest import StateDigest, state_digest
+from orchestration.state.digest import ShardCounts, StateDigest, state_digest
 from orchestration.state.reconcile import RESTORE_MESSAGE
 from orchestration.tags import PROJECT_TAG, TASK_TAG, tasks_partitions_name
 from orchestration.tasks.models import TaskStatus
@@ -262,7 +263,8 @@ def test_backup_verify_wipe_restore_gives_the_same_state(world: World, tmp_path:
         "tasks/tasks.db",
         "clones/alpha.bundle",
         "clones/beta.refs",
-        "sessions/alpha.tar",
+        "sessions/alpha/home/.gitconfig",
+        f"sessions/alpha/agents/{PROFILE}/latest",
         "archive/gamma/repo.bundle",
         "registry/projects/alpha.yaml",
         "registry/projects/.archived/gamma.yaml",
@@ -580,3 +582,119 @@ def test_events_are_counted_in_sql_as_the_instance_reads_them(world: World) -> N
     counted = _event_counts(world.instance, run_ids)
     assert counted == {run_id: _logged_event_counts(world.instance, run_id) for run_id in run_ids}
     assert all(sum(counted[run_id].values()) > 5 for run_id in run_ids)
+
+
+def test_materializations_and_partitions_are_read_in_sql_as_the_instance_reads_them(
+    world: World,
+) -> None:
+    from orchestration.state.digest import (
+        _all_materializations,
+        _dynamic_partitions,
+        _materializations,
+    )
+
+    instance = world.instance
+    keys = sorted(instance.get_asset_keys(), key=lambda key: key.to_string())
+    wiped = next(key for key in keys if key.path[-1] == "source")
+    instance.wipe_assets([wiped])
+    instance.add_dynamic_partitions("elsewhere", ["b", "a"])
+
+    read = _all_materializations(instance, keys)
+
+    assert read == {
+        key.to_user_string(): sorted(
+            _materializations(instance, key), key=lambda item: (item[0] or "", item[1] or "")
+        )
+        for key in keys
+    }
+    assert read[wiped.to_user_string()] == []
+    assert sum(len(items) for items in read.values()) >= len(PROJECTS)
+    assert any(partition for items in read.values() for _, partition in items)
+    partitions = _dynamic_partitions(instance, set(PROJECTS))
+    assert partitions["elsewhere"] == ["a", "b"]
+    assert partitions == {
+        name: sorted(instance.get_dynamic_partitions(name))
+        for name in [*(tasks_partitions_name(p) for p in PROJECTS), "elsewhere"]
+        if instance.get_dynamic_partitions(name)
+    }
+
+
+def test_two_digests_read_the_shard_of_a_finished_run_once_unless_it_changed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestration.state import digest as digest_module
+
+    reads: list[str] = []
+    original = digest_module._shard_event_counts
+
+    def counted(
+        shard: tuple[str, Path], *, immutable: bool = False
+    ) -> list[tuple[str | None, int]]:
+        reads.append(shard[0])
+        return original(shard, immutable=immutable)
+
+    monkeypatch.setattr(digest_module, "_shard_event_counts", counted)
+    runs = world.instance.get_runs()
+    assert runs and all(run.is_finished for run in runs)
+    shards = ShardCounts()
+    first = state_digest(world.instance, world.store, world.home, shards=shards)
+    assert sorted(reads) == sorted(run.run_id for run in runs)
+
+    reads.clear()
+    assert state_digest(world.instance, world.store, world.home, shards=shards) == first
+    assert reads == []
+
+    changed = runs[0]
+    world.instance.report_engine_event("one more event", changed)
+    again = state_digest(world.instance, world.store, world.home, shards=shards)
+    assert reads == [changed.run_id]
+    assert again.counts["events"] == first.counts["events"] + 1
+
+
+def test_a_link_out_of_the_workspace_in_an_agent_home_is_not_restored(
+    world: World, tmp_path: Path
+) -> None:
+    home = world.home / "workspaces" / "alpha" / "home"
+    (home / "passwd").symlink_to("/etc/passwd")
+    (home / "up").symlink_to("../../../outside")
+    (home / "own").symlink_to(".gitconfig")
+    manifest = world.backup(tmp_path)
+    assert manifest.files["sessions/alpha/home/passwd"] == {"link": "/etc/passwd"}
+    world.wipe()
+
+    restore_backup(manifest.path, world.settings, dagster_home=world.dagster_home)
+
+    assert not os.path.lexists(home / "passwd") and not os.path.lexists(home / "up")
+    assert os.readlink(home / "own") == ".gitconfig"
+    assert (home / ".gitconfig").read_text(encoding="utf-8") == "[user]\n\tname = agent\n"
+    latest = world.home / "workspaces" / "alpha" / "agents" / PROFILE / "latest"
+    assert latest.read_text(encoding="utf-8") == '{"turn": 1}\n'
+
+
+def test_a_backup_with_sessions_in_tar_files_is_restored(world: World, tmp_path: Path) -> None:
+    manifest = world.backup(tmp_path)
+    data = json.loads((manifest.path / MANIFEST).read_text(encoding="utf-8"))
+    for name, session in data["parts"]["sessions"].items():
+        folder = manifest.path / session.pop("dir")
+        tar = manifest.path / "sessions" / f"{name}.tar"
+        with tarfile.open(tar, "w") as archive:
+            for kept in session["dirs"]:
+                archive.add(folder / kept, arcname=kept)
+        shutil.rmtree(folder)
+        data["files"] = {
+            k: v for k, v in data["files"].items() if not k.startswith(f"sessions/{name}/")
+        }
+        data["files"][f"sessions/{name}.tar"] = {
+            "sha256": sha256_file(tar),
+            "size": tar.stat().st_size,
+        }
+        session["file"] = f"sessions/{name}.tar"
+    (manifest.path / MANIFEST).write_text(json.dumps(data), encoding="utf-8")
+    world.wipe()
+
+    restore_backup(manifest.path, world.settings, dagster_home=world.dagster_home)
+
+    for project in PROJECTS:
+        sessions = world.home / "workspaces" / project / "agents" / PROFILE
+        assert (sessions / "latest").read_text(encoding="utf-8") == '{"turn": 1}\n'
+        assert (world.home / "workspaces" / project / "home" / ".gitconfig").is_file()
