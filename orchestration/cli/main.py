@@ -23,6 +23,8 @@ COMMANDS = {
     "affected": "orchestration.cli.deps:affected",
     "allocation": "orchestration.cli.allocation:allocation",
     "backup": "orchestration.cli.backup:backup",
+    "status": "orchestration.cli.status:status",
+    "metrics": "orchestration.cli.metrics:metrics",
 }
 
 
