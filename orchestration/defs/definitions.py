@@ -6,6 +6,7 @@ and add the shared job, sensors and resources."""
 
 import dagster as dg
 
+from orchestration.defs.alerts import alerts_configured, build_alerts_defs
 from orchestration.defs.backup import build_backup_defs
 from orchestration.defs.control import project_control_job
 from orchestration.defs.factory import build_project_defs
@@ -60,6 +61,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         *project_defs,
         build_registry_defs(registry.errors, len(registry.projects), graph),
         *([build_backup_defs(registry.backup)] if registry.backup else []),
+        *([build_alerts_defs()] if alerts_configured(registry) else []),
         shared,
     )
 

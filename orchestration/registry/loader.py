@@ -37,10 +37,12 @@ from orchestration.registry.layers import (
 from orchestration.registry.models import (
     SLUG_PATTERN,
     AgentsFile,
+    AlertsFile,
     BackupFile,
     PoolsFile,
     ProjectSpec,
     is_remote_url,
+    placeholders,
     repo_problem,
 )
 from orchestration.registry.rules import ProfileError, resolve_profile
@@ -54,6 +56,7 @@ ARCHIVED_DIR = ".archived"
 AGENTS_FILE = "agents.yaml"
 POOLS_FILE = "pools.yaml"
 BACKUP_FILE = "backup.yaml"
+ALERTS_FILE = "alerts.yaml"
 HOME_PLACEHOLDER = "${ORCH_HOME}"
 
 Loc = tuple[str | int, ...]
@@ -86,6 +89,8 @@ class Registry:
     archived: tuple[str, ...] = ()
     #: The scheduled backup (`config/backup.yaml`); None when there is none (or it has errors).
     backup: BackupFile | None = None
+    #: The alert webhooks (`config/alerts.yaml`); None when there is none (or it has errors).
+    alerts: AlertsFile | None = None
 
     @property
     def config_errors(self) -> tuple[RegistryError, ...]:
@@ -148,6 +153,12 @@ def load_registry(
         if backup_path.is_file()
         else None
     )
+    alerts_path = settings.config_dir / ALERTS_FILE
+    alerts = (
+        _load_resource(alerts_path, AlertsFile, errors, wrap=None)
+        if alerts_path.is_file()
+        else None
+    )
 
     archived = archived_names(settings.projects_dir)
     loader = _ProjectLoader(settings, env, agents, archived)
@@ -158,9 +169,14 @@ def load_registry(
         agents=agents,
         pools=pools,
         errors=tuple(errors),
-        warnings=(*settings.notices, *loader.warnings),
+        warnings=(
+            *settings.notices,
+            *loader.warnings,
+            *_unset_alert_variables(alerts, alerts_path, env),
+        ),
         archived=archived,
         backup=backup,
+        alerts=alerts,
     )
 
 
@@ -262,6 +278,22 @@ def _check_resources(
                     f"{', '.join(sorted(pools.pools))}",
                 )
             )
+
+
+def _unset_alert_variables(
+    alerts: AlertsFile | None, path: Path, environ: Mapping[str, str]
+) -> list[str]:
+    """A warning per webhook URL that reads a variable this environment does not set: that
+    webhook gets nothing where it is unset (the daemon's environment may differ from this one)."""
+    if alerts is None:
+        return []
+    return [
+        f"{display_path(path)}: webhooks[{index}].url: ${{{name}}} is not set here, so "
+        f"webhook {webhook.name!r} gets no alerts from a process started like this one"
+        for index, webhook in enumerate(alerts.webhooks)
+        for name in placeholders(webhook.url)
+        if not environ.get(name)
+    ]
 
 
 class _ProjectLoader:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Literal
+import urllib.parse
+from collections.abc import Mapping
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -284,6 +286,7 @@ NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_argument)]
 Argv = Annotated[tuple[NonEmptyText, ...], AfterValidator(_argv_placeholders)]
 Repo = Annotated[NonEmptyText, AfterValidator(_repo)]
 OptionValue = Annotated[str, Field(min_length=1), AfterValidator(_option_value)]
+Dollars = Annotated[float, Field(gt=0, le=1_000_000)]
 
 
 class FrozenModel(BaseModel):
@@ -301,6 +304,15 @@ class AgentSettings(FrozenModel):
     model: OptionValue | None = None
     resume: bool = False
     command: tuple[NonEmptyText, ...] | None = None
+
+
+class Budget(FrozenModel):
+    """`budget:` of a project, or in pools.yaml of all projects together: what their agents
+    may spend in US dollars, a day (UTC) and a calendar month. Each is optional. At 80 % a
+    warning; at 100 % the project (or every project) is paused until the period ends."""
+
+    daily_usd: Dollars | None = None
+    monthly_usd: Dollars | None = None
 
 
 class ProjectSpec(FrozenModel):
@@ -324,6 +336,8 @@ class ProjectSpec(FrozenModel):
     deliver: Literal["none", "local", "origin"] = "none"
     """Where a task's branch goes on its own once the task succeeded and its verification
     passed: nowhere, the user's own repository (`local`), or the project's remote (`origin`)."""
+    budget: Budget | None = None
+    """What the project's agents may spend a day and a month; none: no limit."""
 
     @property
     def is_remote(self) -> bool:
@@ -473,3 +487,100 @@ class PoolsFile(FrozenModel):
 
     pools: dict[Slug, Pool]
     preemption: Preemption | None = None
+    budget: Budget | None = None
+    """What all projects' agents together may spend a day and a month."""
+
+
+#: What an alert can be about (config/alerts.yaml `events`). `budget` and `provider` are posted
+#: by the budget and provider-limit features through `orchestration.alerts.Alerts.notify`.
+AlertEvent = Literal["task_failed", "verification_failed", "budget", "provider", "run_stuck"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+#: `${NAME}` in a webhook URL: the value of the environment variable NAME, read when posting.
+ENV_PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+WEBHOOK_SCHEMES = ("http", "https")
+
+
+def placeholders(text: str) -> tuple[str, ...]:
+    """The environment variables `text` reads as `${NAME}`, in order."""
+    return tuple(ENV_PLACEHOLDER.findall(text))
+
+
+def expand_placeholders(text: str, environ: Mapping[str, str]) -> str:
+    """`text` with every `${NAME}` replaced by NAME's value in `environ`; KeyError naming the
+    first variable that is not set (or empty)."""
+
+    def value(match: re.Match[str]) -> str:
+        found = environ.get(match.group(1))
+        if not found:
+            raise KeyError(match.group(1))
+        return found
+
+    return ENV_PLACEHOLDER.sub(value, text)
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` cannot be posted to, or None: an http(s) URL with a host, no whitespace or
+    control characters. The message never repeats the URL, which may hold a secret."""
+    if _CONTROL.search(url) or any(char.isspace() for char in url):
+        return "the webhook URL contains whitespace or a control character"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in WEBHOOK_SCHEMES or not parts.hostname:
+        return "the webhook URL must be http:// or https:// with a host"
+    return None
+
+
+def _webhook_url(value: str) -> str:
+    """A webhook URL as written in alerts.yaml: checked as far as it can be before the
+    environment fills its `${VAR}` parts (a URL that is all `${VAR}` is checked when posting)."""
+    for name in placeholders(value):
+        if not ENV_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"${{{name}}} does not name an environment variable (letters, digits, '_')"
+            )
+    if "${" in ENV_PLACEHOLDER.sub("", value):
+        raise ValueError("a '${' in the webhook URL is not closed by '}'")
+    if value.startswith("${"):
+        return value
+    problem = webhook_url_problem(ENV_PLACEHOLDER.sub("x", value))
+    if problem:
+        raise ValueError(f"{problem}, or ${{VAR}} to read it from the environment")
+    return value
+
+
+def _webhook_list(webhooks: tuple[AlertWebhook, ...]) -> tuple[AlertWebhook, ...]:
+    """At least one webhook, each name once (checked once every entry is valid)."""
+    if not webhooks:
+        raise ValueError("add at least one webhook (name and url); without any, delete the file")
+    names = [webhook.name for webhook in webhooks]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"webhook names must differ: {', '.join(repeated)} is used twice")
+    return webhooks
+
+
+class AlertWebhook(FrozenModel):
+    """One place alerts are posted to."""
+
+    name: Slug
+    """Names the webhook in logs (its URL is never logged whole)."""
+    url: Annotated[str, Field(min_length=1), AfterValidator(_webhook_url)]
+    """http(s) URL; `${VAR}` parts are read from the environment when posting (secrets)."""
+    format: Literal["json", "slack"] = "json"
+    """`json`: the alert as a JSON object; `slack`: Slack's incoming-webhook message."""
+    events: tuple[AlertEvent, ...] = Field(default=ALERT_EVENTS, min_length=1)
+    """Which alerts go to this webhook (default: all)."""
+    timeout_s: float = Field(default=5, gt=0, le=60)
+    """How long one POST may take."""
+
+
+class AlertsFile(FrozenModel):
+    """`config/alerts.yaml` (optional): where alerts are posted; no alerts when it is absent."""
+
+    webhooks: Annotated[tuple[AlertWebhook, ...], AfterValidator(_webhook_list)]
+    """Where alerts go: at least one."""
+    retries: int = Field(default=3, ge=0, le=10)
+    """How many times a failed POST is tried again."""
+    backoff_s: float = Field(default=2, ge=0, le=600)
+    """The wait before the first retry; it doubles with each retry."""
+    stuck_after_s: Seconds = 3600
+    """A run in progress for longer than this is stuck (one alert per run)."""
