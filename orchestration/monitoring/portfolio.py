@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from orchestration.control.budget import BudgetCheck, BudgetLevel, check_budget
 from orchestration.control.states import ProjectState
 from orchestration.control.store import ProjectStates, StateRecord
 from orchestration.monitoring.usage import (
@@ -24,6 +25,7 @@ from orchestration.monitoring.usage import (
     status_counts,
     usage_by_project,
 )
+from orchestration.registry.models import Budget
 from orchestration.tags import GLOBAL_POOL, PROJECT_TAG, project_pool
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
@@ -103,7 +105,12 @@ class ProjectRow:
     lifetime: LifetimeTotals = field(default_factory=LifetimeTotals)
     queue_waits_s: tuple[float, ...] = ()  # tasks started in the last 24 h
     last_verification: LastVerification | None = None
-    budget_used_pct: float | None = None  # budgets are not configurable yet
+    budget: BudgetCheck = field(default_factory=lambda: BudgetCheck(BudgetLevel.OK))
+
+    @property
+    def budget_used_pct(self) -> float | None:
+        """How much of its budget the project has spent (the most used period); None: none."""
+        return self.budget.used_pct
 
     @property
     def running(self) -> int:
@@ -184,16 +191,18 @@ def assemble_portfolio(
     verifications: Mapping[str, Verification] | None = None,
     slots: Mapping[str, PoolSlots] | None = None,
     providers: Iterable[ProviderStatus] = (),
+    budgets: Mapping[str, Budget | None] | None = None,
 ) -> Portfolio:
     """The portfolio from plain inputs.
 
     `priorities` holds the registry's projects (with the priority in force), `states` the
     recorded lifecycle states (a project without one is active, or archived when it is in
     `archived`). A row is made for each of those and for every project a task belongs to,
-    sorted by name.
+    sorted by name. `budgets` holds each project's budget (none: no budget).
     """
     tasks = list(tasks)
     verifications = verifications or {}
+    budgets = budgets or {}
     names = sorted({*priorities, *archived, *states, *(task.project for task in tasks)})
     usage = usage_by_project(tasks, now, names)
     counts = status_counts(tasks)
@@ -204,6 +213,13 @@ def assemble_portfolio(
         default = ProjectState.ARCHIVED if name in archived else ProjectState.ACTIVE
         record = states.get(name, StateRecord(name, default))
         verification = verifications.get(name)
+        spent = usage[name]
+        budget = check_budget(
+            budgets.get(name),
+            spent_today=spent.cost_today_usd,
+            spent_month=spent.cost_month_usd,
+            now=now,
+        )
         rows.append(
             ProjectRow(
                 name=name,
@@ -222,6 +238,7 @@ def assemble_portfolio(
                     if verification
                     else None
                 ),
+                budget=budget,
             )
         )
     return Portfolio(
@@ -319,6 +336,7 @@ def read_portfolio(
         archived=registry.archived,
         verifications=verifications,
         slots=pool_slots(configured, instance_limits, in_use),
+        budgets={project.name: project.spec.budget for project in registry.projects},
     )
 
 

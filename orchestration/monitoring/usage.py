@@ -27,6 +27,7 @@ class ProjectUsage:
     """One project's spending and outcomes as of one moment.
 
     `today`, `7d` and `30d` are the current UTC day, and it with the 6 (29) days before it;
+    `month` is the current calendar month (UTC), which monthly budgets count;
     `cost_per_success_usd` is all of today's spend divided by today's succeeded tasks (None
     when none succeeded), so failures make each success dearer; `wasted_usd_today` is what
     failed and cancelled tasks cost today; `burn_rate_usd_per_h` is the cost of the tasks
@@ -37,6 +38,7 @@ class ProjectUsage:
     cost_today_usd: float = 0.0
     cost_7d_usd: float = 0.0
     cost_30d_usd: float = 0.0
+    cost_month_usd: float = 0.0
     tokens_in_today: int = 0
     tokens_out_today: int = 0
     tasks_succeeded_today: int = 0
@@ -74,12 +76,18 @@ def day_start(now: datetime, days_back: int = 0) -> datetime:
     return midnight - timedelta(days=days_back)
 
 
+def month_start(now: datetime) -> datetime:
+    """Midnight UTC of the first day of the month `now` falls in."""
+    return day_start(now).replace(day=1)
+
+
 def project_usage(project: str, tasks: Iterable[Task], now: datetime) -> ProjectUsage:
     """`project`'s usage as of `now`, from `tasks` (other projects' tasks are ignored)."""
     today, week, month = day_start(now), day_start(now, 6), day_start(now, 29)
+    calendar_month = month_start(now)
     burn_since = as_utc(now) - BURN_WINDOW
     recent_since = as_utc(now) - RECENT_WINDOW
-    cost_today = cost_7d = cost_30d = wasted = burn = 0.0
+    cost_today = cost_7d = cost_30d = cost_month = wasted = burn = 0.0
     tokens_in = tokens_out = succeeded_today = failed_today = succeeded_24h = failed_24h = 0
     for task in tasks:
         if task.project != project or task.finished_at is None:
@@ -88,6 +96,8 @@ def project_usage(project: str, tasks: Iterable[Task], now: datetime) -> Project
         cost = task.cost_usd or 0.0
         if finished >= month:
             cost_30d += cost
+        if finished >= calendar_month:
+            cost_month += cost
         if finished >= week:
             cost_7d += cost
         if finished >= burn_since:
@@ -109,6 +119,7 @@ def project_usage(project: str, tasks: Iterable[Task], now: datetime) -> Project
         cost_today_usd=cost_today,
         cost_7d_usd=cost_7d,
         cost_30d_usd=cost_30d,
+        cost_month_usd=cost_month,
         tokens_in_today=tokens_in,
         tokens_out_today=tokens_out,
         tasks_succeeded_today=succeeded_today,

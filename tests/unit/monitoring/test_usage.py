@@ -36,6 +36,15 @@ def test_each_window_starts_at_a_utc_midnight() -> None:
     assert usage.cost_today_usd == 1.0
     assert usage.cost_7d_usd == 1.0 + 2.0 + 4.0
     assert usage.cost_30d_usd == 1.0 + 2.0 + 4.0 + 8.0 + 16.0
+    assert usage.cost_month_usd == 1.0 + 2.0 + 4.0 + 8.0  # March only: from the 1st
+
+
+def test_the_month_is_the_calendar_month() -> None:
+    tasks = [
+        task(finished=at(1), cost=1.0),  # the month's first instant
+        task(finished=at(28, 23, 59, 59, month=2), cost=2.0),  # February's last second
+    ]
+    assert project_usage("alpha", tasks, NOW).cost_month_usd == 1.0
 
 
 def test_days_are_utc_days_whatever_the_clock_s_zone() -> None:
@@ -82,6 +91,7 @@ def test_outcomes_tokens_cost_per_success_and_waste_of_today() -> None:
         cost_today_usd=5.0,
         cost_7d_usd=13.0,
         cost_30d_usd=13.0,
+        cost_month_usd=13.0,
         tokens_in_today=350,
         tokens_out_today=35,
         tasks_succeeded_today=2,
