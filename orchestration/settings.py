@@ -34,6 +34,10 @@ HEARTBEAT_STALE_VAR = "ORCH_HEARTBEAT_STALE_S"
 HEARTBEAT_STALE_S = 120.0
 STALE_BEATS = 3
 
+#: Seconds added to the clock budgets and usage periods are read with (the `monitoring`
+#: sensor's): for drills and tests that must cross a midnight without waiting for one.
+CLOCK_OFFSET_VAR = "ORCH_CLOCK_OFFSET_S"
+
 DEFAULT_PROJECTS_DIR = "projects"
 DEFAULT_CONFIG_DIR = "config"
 LEGACY_CONFIG_DIR = "resources"
@@ -145,6 +149,15 @@ def heartbeat_stale_after(environ: Mapping[str, str]) -> float:
     intervals."""
     stale = _positive_seconds(environ.get(HEARTBEAT_STALE_VAR), HEARTBEAT_STALE_S)
     return max(stale, STALE_BEATS * heartbeat_interval(environ))
+
+
+def clock_offset(environ: Mapping[str, str]) -> float:
+    """`ORCH_CLOCK_OFFSET_S` as seconds (0 when unset or not a finite number)."""
+    try:
+        offset = float(environ.get(CLOCK_OFFSET_VAR) or 0)
+    except ValueError:
+        return 0.0
+    return offset if math.isfinite(offset) else 0.0
 
 
 def _positive_seconds(value: str | None, default: float) -> float:

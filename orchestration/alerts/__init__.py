@@ -1,5 +1,5 @@
-"""Alerts: what went wrong (a failed task, a failed verification, a stuck run, and later a budget
-crossing or a provider pause), posted to the webhooks of `config/alerts.yaml` in the background.
+"""Alerts: what went wrong (a failed task, a failed verification, a stuck run, a budget crossing,
+and later a provider pause), posted to the webhooks of `config/alerts.yaml` in the background.
 
 `selection.py` decides what to alert from plain data (pure), `formats.py` shapes the messages
 (generic JSON, Slack), `delivery.py` posts them with retries; the `alerts` sensor

@@ -6,7 +6,9 @@ imported by the commands that use them, not when the CLI starts."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import click
@@ -16,7 +18,9 @@ from orchestration.cli.state import current_registry, current_settings
 from orchestration.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestration.dependencies.graph import DependencyGraph
+    from orchestration.dependencies.detection import ScanOutcome
+    from orchestration.dependencies.graph import DependencyGraph, LineageChange
+    from orchestration.registry.loader import LoadedProject
 
 
 @click.group()
@@ -35,26 +39,54 @@ def current_graph(settings: Settings) -> DependencyGraph:
     )
 
 
-@deps.command("detect")
-@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
-def detect_command(as_json: bool) -> None:
-    """Scan every project's manifests now (unchanged repositories come from the cache)."""
+def detect_with_progress(
+    projects: Iterable[LoadedProject],
+    settings: Settings,
+    *,
+    on_change: Callable[[LineageChange], None] | None = None,
+) -> tuple[DependencyGraph, dict[str, ScanOutcome | str]]:
+    """Detect over `projects` with a progress bar and the warnings on stderr: what
+    `orch deps detect` and `orch up` (before it serves) run. A repository that cannot be read
+    is a warning, never an error."""
     from orchestration.dependencies.detection import detect, detection_warnings
 
-    settings = current_settings()
-    registry = current_registry(settings)
+    projects = list(projects)
+    changes: list[LineageChange] = []
     with click.progressbar(
-        length=len(registry.projects),
+        length=len(projects),
         label="scanning manifests",
         file=sys.stderr,
         item_show_func=lambda name: name,
     ) as bar:
         graph, outcomes = detect(
-            registry.projects, settings, progress=lambda name: bar.update(1, name)
+            projects, settings, progress=lambda name: bar.update(1, name), on_change=changes.append
         )
-    failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
+    if on_change is not None:  # once the bar is done, before the warnings
+        for change in changes:
+            on_change(change)
     for message in detection_warnings(outcomes):
         click.echo(f"warning: {message}", err=True)
+    return graph, outcomes
+
+
+@deps.command("detect")
+@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
+def detect_command(as_json: bool) -> None:
+    """Scan every project's manifests now (unchanged repositories come from the cache).
+
+    When the lineage changed (a project depends on another, or no longer does), the running
+    UI is asked to reload its code location (ORCH_WEBSERVER_URL, which `orch up` sets).
+    """
+    settings = current_settings()
+    registry = current_registry(settings)
+    graph, outcomes = detect_with_progress(
+        registry.projects,
+        settings,
+        on_change=lambda change: click.echo(
+            f"lineage changed ({change.describe()}): {reload_ui()}", err=True
+        ),
+    )
+    failed = {p: o for p, o in outcomes.items() if isinstance(o, str)}
     if as_json:
         echo_json(graph.to_json())
         return
@@ -64,6 +96,13 @@ def detect_command(as_json: bool) -> None:
         f"cycle(s); {parsed} repository(ies) parsed, {len(outcomes) - parsed - len(failed)} "
         "unchanged"
     )
+
+
+def reload_ui() -> str:
+    """Ask the running UI to reload its code location, waiting for its answer; what happened."""
+    from orchestration.defs.reload import request_reload  # urllib only, no Dagster
+
+    return request_reload(os.environ, wait=True)
 
 
 @deps.command("graph")

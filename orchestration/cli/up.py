@@ -1,18 +1,26 @@
-"""`orch up` and `orch samples`: serve the UI and daemon, and make the sample repositories."""
+"""`orch up` and `orch samples`: serve the UI and daemon, and make the sample repositories.
+
+Before it serves, `orch up` detects the dependencies between projects, so the first screen
+already draws the cross-project lineage (the definitions only read the last detected graph)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from orchestration.cli.deps import detect_with_progress
 from orchestration.cli.output import fail
-from orchestration.cli.state import current_settings
+from orchestration.cli.state import current_registry, current_settings
 from orchestration.defs.reload import WEBSERVER_URL_VAR
 from orchestration.instance import InstanceError, open_instance
 from orchestration.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestration.dependencies.graph import DependencyGraph
 
 INSTANCE_CONFIG = "dagster.yaml"
 
@@ -28,7 +36,8 @@ INSTANCE_CONFIG = "dagster.yaml"
     help="Dagster workspace file.",
 )
 def up(host: str, port: int, workspace: Path) -> None:
-    """Make the sample repositories, then run the Dagster webserver and daemon.
+    """Make the sample repositories, detect the dependencies between projects, then run the
+    Dagster webserver and daemon.
 
     State is kept in ORCH_HOME/dagster (SQLite), whose dagster.yaml links to the one beside the
     workspace file, so it survives restarts.
@@ -37,6 +46,7 @@ def up(host: str, port: int, workspace: Path) -> None:
 
     settings = current_settings()
     ensure_sample_repos(settings.samples_dir)
+    detect_before_serving(settings)
     dagster_home = prepare_dagster_home(settings, workspace.resolve().parent / INSTANCE_CONFIG)
     # Create the instance's databases now, under our lock, so the webserver and the daemon,
     # which start together and do not take it, find them made.
@@ -83,6 +93,25 @@ def samples_init() -> None:
 
     for name, path in ensure_sample_repos(current_settings().samples_dir).items():
         click.echo(f"{name}: {path}")
+
+
+def detect_before_serving(settings: Settings) -> DependencyGraph | None:
+    """Detect the dependency graph over the registry as `orch deps detect` does, so the
+    definitions the webserver loads first draw the lineage. Progress and problems go to stderr;
+    nothing here stops the start: a repository that cannot be read is a warning, and a
+    detection that fails as a whole leaves the last graph (or none) in place."""
+    try:
+        graph, _ = detect_with_progress(current_registry(settings).projects, settings)
+    except Exception as exc:  # the UI must start even when detection cannot run
+        click.echo(
+            f"warning: dependency detection failed ({type(exc).__name__}: {exc}); the asset "
+            "graph shows the last detected lineage until `orch deps detect` or a `manifest` "
+            "run succeeds",
+            err=True,
+        )
+        return None
+    click.echo(f"dependencies: {len(graph.nodes)} project(s), {len(graph.edges)} edge(s)", err=True)
+    return graph
 
 
 def prepare_dagster_home(settings: Settings, instance_config: Path) -> Path:

@@ -10,6 +10,7 @@ from orchestration.defs.alerts import alerts_configured, build_alerts_defs
 from orchestration.defs.backup import build_backup_defs
 from orchestration.defs.control import project_control_job
 from orchestration.defs.factory import build_project_defs
+from orchestration.defs.monitoring import build_monitoring_defs
 from orchestration.defs.orchestration_assets import build_registry_defs, refresh_job
 from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
 from orchestration.defs.sensors import build_dispatch_sensor, build_import_sensor
@@ -62,6 +63,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         build_registry_defs(registry.errors, len(registry.projects), graph),
         *([build_backup_defs(registry.backup)] if registry.backup else []),
         *([build_alerts_defs()] if alerts_configured(registry) else []),
+        *([build_monitoring_defs(names)] if names else []),
         shared,
     )
 

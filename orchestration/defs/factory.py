@@ -5,13 +5,18 @@ Per project `<p>`, the group `<p>` holds:
     op per project keeps the repository snapshot small when there are thousands of projects;
   - `<p>/tasks`: the agent work, dynamically partitioned by task id.
 A project that depends on another gets lineage from its `verification` to the other's `source`:
-when a provider's code changes, its consumers' tests are what must be re-run.
+when a provider's code changes, its consumers' tests are what must be re-run. A project with a
+`schedule` gets a freshness policy on `verification` (see `verification_freshness`), so tests
+that have not run when the schedule says they should show as late, then stale.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
 # and sensor functions (context and resource types) when the definitions are built.
 
+import functools
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -40,6 +45,12 @@ from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskError
 
 REFRESH_JOB = "refresh"
+#: How late a scheduled run may be (queued behind others, slow to start) before it counts.
+FRESHNESS_GRACE = timedelta(hours=1)
+#: Where the search for a schedule's longest gap starts: a fixed moment (a Monday, in a leap
+#: year), so the answer, and the definitions, do not depend on when they load.
+_CRON_SAMPLE_START = datetime(2024, 1, 1, tzinfo=UTC)
+_CRON_SAMPLE_DAYS = 366
 
 
 class ProjectKeys:
@@ -51,6 +62,7 @@ class ProjectKeys:
         self.manifest = dg.AssetKey([project, "manifest"])
         self.verification = dg.AssetKey([project, "verification"])
         self.tasks = dg.AssetKey([project, "tasks"])
+        self.usage = dg.AssetKey([project, "usage"])
 
     @property
     def repository(self) -> list[dg.AssetKey]:
@@ -69,8 +81,43 @@ def build_project_defs(
     """
     keys = ProjectKeys(spec.name)
     return dg.Definitions(
-        assets=[_repository_assets(spec, keys, providers), *_tasks_asset(spec, keys, profile)],
+        assets=[
+            _repository_assets(spec, keys, providers),
+            *_tasks_asset(spec, keys, profile),
+            _usage_asset(spec, keys),
+        ],
         schedules=[_schedule(spec, keys)] if spec.schedule else [],
+    )
+
+
+def _usage_asset(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetSpec:
+    """What the project's agents spent and achieved, recorded by the `monitoring` sensor when a
+    task ends and at midnight (no op: a runless record of the task records)."""
+    budget = spec.budget
+    limits = [
+        f"${limit:g} a {period}"
+        for period, limit in (
+            ("day", budget and budget.daily_usd),
+            ("month", budget and budget.monthly_usd),
+        )
+        if limit
+    ]
+    return dg.AssetSpec(
+        keys.usage,
+        description=(
+            "Spend, tokens and outcomes of this project's agent tasks, recorded by the "
+            "`monitoring` sensor when a task ends and at midnight (UTC); the Plots tab shows "
+            "them over time. "
+            + (
+                f"Budget: {' and '.join(limits)}; the `within_budget` check warns at 80 % and "
+                "fails at 100 %, which pauses the project until the period ends."
+                if limits
+                else "No budget (project key `budget`)."
+            )
+        ),
+        kinds={"cost"},
+        deps=[keys.tasks],
+        **_common(spec, "usage"),
     )
 
 
@@ -138,6 +185,7 @@ def _repository_assets(
             ),
             kinds={"git"},
             automation_condition=VERIFY_ON_CHANGE if spec.verify else None,
+            freshness_policy=verification_freshness(spec.schedule),
             **_common(spec, "verification"),
         ),
     ]
@@ -183,6 +231,56 @@ def _repository_assets(
             yield from _verification_results(context, keys, workspaces, current, bool(checks))
 
     return repository
+
+
+def verification_freshness(schedule: str | None) -> dg.FreshnessPolicy | None:
+    """The freshness policy of a project's `verification`: none without a schedule; with one,
+    warn when the last run is older than the schedule's period plus `FRESHNESS_GRACE`, fail
+    when it is older than two periods plus the grace (one scheduled run missed, then two).
+
+    The period is the longest time between two ticks of the schedule (`longest_cron_gap`), so a
+    weekday schedule does not look late every Monday. Dagster's freshness daemon evaluates it.
+    """
+    if schedule is None:
+        return None
+    period = longest_cron_gap(schedule)
+    return dg.FreshnessPolicy.time_window(
+        fail_window=2 * period + FRESHNESS_GRACE, warn_window=period + FRESHNESS_GRACE
+    )
+
+
+@functools.cache  # one answer per cron string: a thousand projects share a few schedules
+def longest_cron_gap(cron: str) -> timedelta:
+    """The longest time between two consecutive ticks of `cron`, in UTC (as the schedules run),
+    over a year of ticks from a fixed start (and past it, until a second day with ticks).
+
+    Cron's minutes and hours do not depend on the day, so every day with ticks has the same
+    times of day: the longest gap is the longest one within a day, or the one from the last
+    tick of a day with ticks to the first of the next such day. Only the days are looked up,
+    one croniter query per day, not every tick (an every-minute cron has half a million a
+    year).
+    """
+    from croniter import croniter  # the cron library Dagster schedules with
+
+    (minutes, hours, *_), *_ = croniter.expand(cron)
+    times = sorted(
+        hour * 60 + minute
+        for hour in (range(24) if hours == ["*"] else hours)
+        for minute in (range(60) if minutes == ["*"] else minutes)
+    )
+    longest = max((b - a for a, b in itertools.pairwise(times)), default=0)
+    days: list[date] = []
+    moment = _CRON_SAMPLE_START - timedelta(minutes=1)
+    end = (_CRON_SAMPLE_START + timedelta(days=_CRON_SAMPLE_DAYS)).date()
+    while len(days) < 2 or days[-1] < end:
+        tick: datetime = croniter(cron, moment).get_next(datetime)  # strictly after `moment`
+        days.append(tick.date())
+        moment = datetime.combine(tick.date(), datetime.max.time(), UTC)  # skip the rest of it
+    day_span = times[-1] - times[0]
+    longest = max(
+        longest, *((b - a).days * 24 * 60 - day_span for a, b in itertools.pairwise(days))
+    )
+    return timedelta(minutes=longest)
 
 
 def _verification_results(

@@ -1,24 +1,36 @@
-"""The `orchestration` group: the registry and the dependency graph as assets, and the shared
-`refresh` job that observes every project."""
+"""The `orchestration` group: the registry and the dependency graph as assets, the shared
+`refresh` job that observes every project, and the `lineage_reload` sensor that keeps the asset
+graph's cross-project lineage in line with the last detected dependency graph."""
 
 # No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
 # and sensor functions (context and resource types) when the definitions are built.
 
+import os
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
 from orchestration.control.runs import lifecycle_table
 from orchestration.defs.factory import REFRESH_JOB
 from orchestration.defs.metadata import dependencies_metadata, registry_errors_table
+from orchestration.defs.reload import request_reload
 from orchestration.defs.resources import ProjectWorkspaces
-from orchestration.dependencies.graph import DependencyGraph
+from orchestration.defs.sensors import RELOAD_RETRY_S
+from orchestration.dependencies.detection import DetectionCache
+from orchestration.dependencies.graph import DependencyGraph, lineage_change
 from orchestration.registry.errors import RegistryError
 from orchestration.tags import ROLE_TAG
 
 REGISTRY_GROUP = "orchestration"
 REGISTRY_KEY = dg.AssetKey(["orchestration", "registry"])
 DEPENDENCIES_KEY = dg.AssetKey(["orchestration", "dependencies"])
+LINEAGE_SENSOR = "lineage_reload"
+#: How often the lineage sensor looks at the graph file (one stat when it has not changed).
+#: With Dagster's ~5 s sensor loop and a reload of a few seconds, the asset graph follows a
+#: new edge within a minute.
+LINEAGE_INTERVAL_S = 20
 
 
 def refresh_job():
@@ -75,13 +87,62 @@ def _dependencies_asset(graph: DependencyGraph | None) -> dg.AssetsDefinition:
     return dependencies
 
 
+@dataclass
+class _LineageWatch:
+    """What one code server's lineage sensor has seen: the graph file's stamp, whether that
+    graph draws other lineage than the loaded definitions, and when it last asked for a
+    reload. Kept per code server on purpose: a reloaded server starts afresh."""
+
+    looked: bool = False
+    stamp: tuple[int, int] | None = None
+    differs: str | None = None  # how, for the log; None when it does not
+    asked: float = float("-inf")
+
+
+def lineage_sensor(loaded: DependencyGraph | None) -> dg.SensorDefinition:
+    """The sensor that asks the webserver to reload the code location when the last detected
+    graph (written by a `manifest` or `orchestration/dependencies` run, or by
+    `orch deps detect`) draws other lineage than `loaded`, the graph these definitions were
+    built from."""
+    watch = _LineageWatch()
+
+    @dg.sensor(
+        name=LINEAGE_SENSOR,
+        minimum_interval_seconds=LINEAGE_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reload the code location when dependency detection found lineage the "
+        "asset graph does not show yet (a project depends on another, or no longer does).",
+    )
+    def lineage_reload(
+        context: dg.SensorEvaluationContext, workspaces: ProjectWorkspaces
+    ) -> dg.SkipReason:
+        cache = DetectionCache(workspaces.settings().home)
+        stamp = cache.graph_stamp()
+        if not watch.looked or stamp != watch.stamp:
+            watch.looked, watch.stamp = True, stamp
+            change = lineage_change(loaded, cache.load_graph())
+            watch.differs = change.describe() if change else None
+        if watch.differs is None:
+            return dg.SkipReason("the asset graph draws the last detected lineage")
+        now = time.monotonic()
+        if now - watch.asked < RELOAD_RETRY_S:
+            return dg.SkipReason(f"waiting for the reload asked for: {watch.differs}")
+        watch.asked = now
+        message = request_reload(os.environ)
+        context.log.info(f"lineage changed ({watch.differs}): {message}")
+        return dg.SkipReason(f"lineage changed ({watch.differs}): {message}")
+
+    return lineage_reload
+
+
 def build_registry_defs(
     errors: Sequence[RegistryError],
     project_count: int,
     graph: DependencyGraph | None = None,
 ) -> dg.Definitions:
     """The `orchestration/registry` asset, checked against the files as they are when it runs,
-    and the `orchestration/dependencies` asset."""
+    the `orchestration/dependencies` asset, and the sensor that reloads the code location when
+    the detected lineage is no longer `graph`'s."""
     listing = "\n".join(f"- `{error}`" for error in errors) or "No errors."
 
     @dg.asset(
@@ -130,4 +191,6 @@ def build_registry_defs(
             description="\n".join(str(e) for e in current.errors) or None,
         )
 
-    return dg.Definitions(assets=[registry, _dependencies_asset(graph)])
+    return dg.Definitions(
+        assets=[registry, _dependencies_asset(graph)], sensors=[lineage_sensor(graph)]
+    )

@@ -1,12 +1,15 @@
 """Asking the webserver to load the code location again, so that a project added to the registry
-while Dagster runs gets its assets without anyone pressing Reload.
+while Dagster runs gets its assets, and a changed dependency graph its lineage, without anyone
+pressing Reload.
 
-Why through the webserver: the sensor that notices the new project runs inside the code server
-that must be replaced, and only the process that started that server can replace it. With
-`orch up` (`dagster dev`) that is the code-server proxy the webserver talks to; its GraphQL
+Why through the webserver: the sensor that notices the change runs inside the code server that
+must be replaced, and only the process that started that server can replace it. With `orch up`
+(`dagster dev`) that is the code-server proxy the webserver talks to; its GraphQL
 `reloadWorkspace` mutation restarts the server, the webserver follows at once and the daemon
 within its workspace refresh (a minute). Without a webserver (a bare `dagster-daemon`), the
 daemon must be restarted, which the log says.
+
+No Dagster import: `orch deps detect` asks for a reload through the same function.
 """
 
 from __future__ import annotations
@@ -17,25 +20,42 @@ import urllib.request
 from collections.abc import Mapping
 
 WEBSERVER_URL_VAR = "ORCH_WEBSERVER_URL"
-RELOAD_MUTATION = "mutation { reloadWorkspace { __typename } }"
+RELOAD_MUTATION = (
+    "mutation { reloadWorkspace { __typename "
+    "... on PythonError { message } ... on UnauthorizedError { message } } }"
+)
 RELOAD_TIMEOUT_S = 120
+RELOAD_BY_HAND = "press Reload in the UI (Deployment > Code locations) or restart the daemon"
 
 
-def request_reload(environ: Mapping[str, str]) -> str:
-    """Ask for a reload in the background (the caller's own server is the one replaced); what
-    was done, for the log."""
+def request_reload(environ: Mapping[str, str], *, wait: bool = False) -> str:
+    """Ask the webserver at ORCH_WEBSERVER_URL to reload the code location; what was done, for
+    the log.
+
+    A sensor asks in the background (`wait=False`): its own code server is the one replaced. A
+    command that ends right after asking waits for the answer (`wait=True`), so it can say
+    whether the reload happened.
+    """
     url = environ.get(WEBSERVER_URL_VAR)
     if not url:
         return (
             f"{WEBSERVER_URL_VAR} is not set, so the code location cannot be reloaded from here: "
-            "press Reload in the UI (Deployment > Code locations) or restart the daemon"
+            + RELOAD_BY_HAND
         )
     endpoint = url.rstrip("/") + "/graphql"
-    threading.Thread(target=_post, args=(endpoint,), name="orch-reload", daemon=True).start()
-    return f"asked {endpoint} to reload the code location"
+    if not wait:
+        threading.Thread(target=_post, args=(endpoint,), name="orch-reload", daemon=True).start()
+        return f"asked {endpoint} to reload the code location"
+    problem = _post(endpoint)
+    if problem is not None:
+        return f"could not reload the code location through {endpoint} ({problem}): " + (
+            RELOAD_BY_HAND
+        )
+    return f"{endpoint} reloaded the code location"
 
 
-def _post(endpoint: str) -> None:
+def _post(endpoint: str) -> str | None:
+    """Post the mutation; None when the webserver reloaded, else what went wrong."""
     request = urllib.request.Request(
         endpoint,
         data=json.dumps({"query": RELOAD_MUTATION}).encode(),
@@ -43,6 +63,12 @@ def _post(endpoint: str) -> None:
     )
     try:
         with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT_S) as response:
-            response.read()
-    except OSError:
-        pass  # the next tick asks again if the project is still missing
+            body = json.loads(response.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        return str(exc)  # a sensor's next tick asks again while the change is still missing
+    result = (body.get("data") or {}).get("reloadWorkspace") if isinstance(body, dict) else None
+    if isinstance(result, dict) and result.get("__typename") == "Workspace":
+        return None
+    if isinstance(result, dict) and result.get("message"):
+        return f"{result.get('__typename')}: {result['message']}"
+    return f"unexpected answer {json.dumps(body)[:300]}"

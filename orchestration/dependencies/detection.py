@@ -5,7 +5,9 @@ its own file, `ORCH_HOME/cache/dependencies/scans-v<N>/<project>/<commit>.json`,
 repository costs one ref read and one stat, and one project's scan, however large, never costs
 another project's detection. The graph built from all scans is written to `graph.json` beside
 them (where definitions read it at load) with a digest of what it was built from, so a
-detection in which nothing changed reads no scan at all.
+detection in which nothing changed reads no scan at all. `graph.json` is written in one place,
+`detect`, which tells its caller when the new graph draws other lineage than the one it
+replaced (`on_change`), so the caller can have the asset graph reloaded.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from orchestration.dependencies.graph import DependencyGraph, ProjectInput, build_graph
+from orchestration.dependencies.graph import (
+    DependencyGraph,
+    LineageChange,
+    ProjectInput,
+    build_graph,
+    lineage_change,
+)
 from orchestration.dependencies.model import ManifestScan, Package, ProjectScan, Requirement
 from orchestration.registry.loader import LoadedProject
 from orchestration.registry.models import ProjectSpec
@@ -136,6 +144,15 @@ class DetectionCache:
     def save_graph(self, graph: DependencyGraph, inputs: str) -> None:
         _write_json(self.graph_path, {**graph.to_json(), "inputs": inputs})
 
+    def graph_stamp(self) -> tuple[int, int] | None:
+        """When `graph.json` was last written and its size (None when there is none): equal
+        stamps, same file, so a watcher need not read it again."""
+        try:
+            stat = self.graph_path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
     def _remove_old_formats(self) -> None:
         """Scan caches of earlier versions (`scans.json` held every project's scan in one file)."""
         for old in self.root.iterdir():
@@ -184,11 +201,13 @@ def detect(
     *,
     only: Iterable[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    on_change: Callable[[LineageChange], None] | None = None,
 ) -> tuple[DependencyGraph, dict[str, ScanOutcome | str]]:
     """Scan the projects (all, or `only` those, the rest from cache) and rebuild the graph.
 
     Returns the graph and, per scanned project, its outcome or the error that stopped it: one
-    unreadable repository never stops the others.
+    unreadable repository never stops the others. `on_change` hears how the lineage differs
+    from the last saved graph's, when it does (once the new graph is saved).
     """
     cache = DetectionCache(settings.home)
     wanted = None if only is None else set(only)
@@ -237,6 +256,7 @@ def detect(
                 scan_commits[project.spec.name] = cache.last_commit(project.spec.name)
         inputs = _inputs_digest(projects, scan_commits)
         graph = cache.load_graph(inputs)
+        change = LineageChange()
         if graph is None:
             graph = build_graph(
                 [
@@ -246,7 +266,13 @@ def detect(
                     for project in projects
                 ]
             )
+            # The old graph is read only when someone listens (`manifest` runs do not: the
+            # `lineage_reload` sensor compares with what its definitions were built from).
+            if on_change is not None:
+                change = lineage_change(cache.load_graph(), graph)
             cache.save_graph(graph, inputs)
+    if change and on_change is not None:
+        on_change(change)
     return graph, outcomes
 
 

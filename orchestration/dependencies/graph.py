@@ -251,6 +251,40 @@ def build_graph(projects: Sequence[ProjectInput]) -> DependencyGraph:
     return DependencyGraph.of(names, edges)
 
 
+@dataclass(frozen=True)
+class LineageChange:
+    """How the lineage of two graphs differs: the consumer -> provider pairs only the newer one
+    has, and those only the older one has. False when there is no difference."""
+
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+    def describe(self, limit: int = 5) -> str:
+        """One line for a person: `api -> core added; web -> core removed`, at most `limit`
+        edges named (a first detection over many projects adds many)."""
+        parts = [f"{c} -> {p} added" for c, p in self.added]
+        parts += [f"{c} -> {p} removed" for c, p in self.removed]
+        more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
+        return "; ".join(parts[:limit]) + more if parts else "no change"
+
+
+def lineage_change(before: DependencyGraph | None, after: DependencyGraph | None) -> LineageChange:
+    """What differs between the lineage `before` and `after` draw, for deciding whether the
+    asset graph must be reloaded. Only which project depends on which counts: evidence and
+    version mismatches change no lineage, and projects come and go with the registry (which
+    has its own reload). No graph draws no lineage."""
+    old = _pairs(before)
+    new = _pairs(after)
+    return LineageChange(added=tuple(sorted(new - old)), removed=tuple(sorted(old - new)))
+
+
+def _pairs(graph: DependencyGraph | None) -> set[tuple[str, str]]:
+    return {(e.consumer, e.provider) for e in graph.edges} if graph is not None else set()
+
+
 def _matches(
     project: ProjectInput,
     requirement: Requirement,

@@ -112,10 +112,12 @@ def plan_monitoring(
     levels = {row.name: str(row.budget.level) for row in portfolio.projects}
     levels[ALL_PROJECTS] = str(total.level)
     checks = {row.name: row.budget for row in portfolio.projects} | {ALL_PROJECTS: total}
+    # A budget seen for the first time is evaluated once; after that, each change of level.
     changes = tuple(
         BudgetChange(name, checks[name], cursor.budgets.get(name, str(BudgetLevel.OK)))
         for name in sorted(levels)
-        if levels[name] != cursor.budgets.get(name, str(BudgetLevel.OK))
+        if (name in cursor.budgets and levels[name] != cursor.budgets[name])
+        or (name not in cursor.budgets and checks[name].limit_usd is not None)
     )
 
     pause, resume = [], []

@@ -491,8 +491,9 @@ class PoolsFile(FrozenModel):
     """What all projects' agents together may spend a day and a month."""
 
 
-#: What an alert can be about (config/alerts.yaml `events`). `budget` and `provider` are posted
-#: by the budget and provider-limit features through `orchestration.alerts.Alerts.notify`.
+#: What an alert can be about (config/alerts.yaml `events`). `budget` is posted by the
+#: `monitoring` sensor, `provider` (later) by the provider-limit feature, both through
+#: `orchestration.alerts.Alerts.notify`.
 AlertEvent = Literal["task_failed", "verification_failed", "budget", "provider", "run_stuck"]
 ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
 #: `${NAME}` in a webhook URL: the value of the environment variable NAME, read when posting.

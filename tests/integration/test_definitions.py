@@ -117,9 +117,13 @@ def graph_snapshot(defs: dg.Definitions, tmp_root: Path) -> dict[str, Any]:
             "kinds": sorted(spec.kinds),
             "metadata": {k: _plain(v) for k, v in spec.metadata.items()},
             "partitions": _partitions(spec.partitions_def),
-            "op": assets_def.node_def.name,
+            # An external asset (recorded by a sensor, as `usage`) has no op.
+            "op": assets_def.node_def.name if assets_def.is_executable else None,
             "can_subset": assets_def.can_subset,
-            "pool": next(iter(assets_def.node_def.pools), None),
+            "pool": next(iter(assets_def.node_def.pools), None)
+            if assets_def.is_executable
+            else None,
+            "freshness": str(spec.freshness_policy) if spec.freshness_policy else None,
         }
 
     checks = {

@@ -25,6 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from orchestration.cli import main
+from orchestration.cli.up import detect_before_serving
+from orchestration.defs.reload import WEBSERVER_URL_VAR
 from orchestration.registry import load_registry
 from orchestration.samples import SAMPLE_PROJECTS, ensure_sample_repos
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, Settings
@@ -32,6 +34,7 @@ from orchestration.tags import PRIORITY_TAG, TASK_TAG
 from orchestration.tasks.lifecycle import task_run_tags
 from orchestration.tasks.store import TaskStore
 from tests.support.daemon import stop, write_instance
+from tests.support.git import commit, git
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -149,6 +152,9 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
         PROJECTS_DIR_VAR: str(REPO_ROOT / "projects"),
         CONFIG_DIR_VAR: str(REPO_ROOT / "config"),
     }
+    # As `orch up` does on a fresh ORCH_HOME: detect before serving, so the first load draws
+    # the cross-project lineage.
+    detect_before_serving(Settings.from_env(env))
     server = Webserver(url=f"http://127.0.0.1:{port}", log=root / "webserver.log", env=env)
     argv = [
         sys.executable,
@@ -430,3 +436,221 @@ def test_a_paused_project_shows_on_the_registry_asset(webserver: Webserver, brow
         "project_control",
         "control_project",
     )
+
+
+# --- lineage on a fresh start, and after a change ----------------------------------------------
+
+RESULTS = REPO_ROOT / "bench" / "results"  # gitignored: screenshots to look at
+
+LINEAGE_QUERY = """
+query Lineage($key: AssetKeyInput!) {
+  assetNodes(assetKeys: [$key]) {
+    dependencyKeys { path }
+    internalFreshnessPolicy {
+      __typename
+      ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds }
+    }
+  }
+}
+"""
+
+
+def upstream(server: Webserver, project: str) -> set[str]:
+    """What the webserver's asset graph has upstream of `project`'s verification."""
+    variables = {"key": {"path": [project, "verification"]}}
+    request = urllib.request.Request(
+        f"{server.url}/graphql",
+        data=json.dumps({"query": LINEAGE_QUERY, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+        (node,) = json.load(response)["data"]["assetNodes"]
+    return {"/".join(key["path"]) for key in node["dependencyKeys"]}
+
+
+def upstream_on_page(driver: Any, server: Webserver, project: str, *expected: str) -> list[str]:
+    """The "Upstream assets" the asset page of `project`'s verification lists, once it shows
+    `expected` (the UI keeps what it loaded before, and follows a reloaded code location when
+    it next polls the workspace)."""
+    text = page_text(
+        driver,
+        f"{server.url}/assets/{project}/verification",
+        "Upstream assets",
+        "Downstream",
+        *expected,
+    )
+    lines = [line.strip() for line in text.splitlines()]
+    return lines[lines.index("Upstream assets") + 1 : lines.index("Downstream assets")]
+
+
+def save_result(driver: Any, name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_a_fresh_start_shows_the_cross_project_lineage(webserver: Webserver, browser: Any) -> None:
+    """On a fresh ORCH_HOME, with no manual step after `orch up`'s detection: acme_api's tests
+    follow acme_core's code in the asset graph, its page lists acme_core upstream, and the
+    lineage view draws both groups. acme_api's schedule (weekdays at 6) gives its verification
+    a freshness policy of one longest gap (Friday to Monday, 72 h) + 1 h to warn, two + 1 h
+    to fail, which the page shows."""
+    assert "acme_core/source" in upstream(webserver, "acme_api")
+    assert "acme_core/source" not in upstream(webserver, "acme_web")
+
+    listed = upstream_on_page(browser, webserver, "acme_api")
+    assert listed == ["acme_api / source", "acme_core / source"]
+    text = wait_for_text(browser, "Freshness policy", "Warns if more than 3 days")
+    assert "Fails if more than 6 days since last materialization" in text
+    save_result(browser, "lineage-fresh-start-asset-page.png")
+
+    page_text(
+        browser,
+        f"{webserver.url}/assets/acme_api/verification?view=lineage",
+        "acme_api",
+        "acme_core",
+        "verification",
+    )
+    save_result(browser, "lineage-fresh-start-graph.png")
+
+
+def test_the_asset_graph_follows_a_new_dependency_without_a_manual_reload(
+    webserver: Webserver, browser: Any
+) -> None:
+    """acme_web starts to require acme-core: `orch deps detect`, pointed at this webserver as
+    `orch up` points it, asks it to reload, and the asset graph and page show the new edge;
+    when the requirement goes, the edge goes. (Last in this module: it reloads the code
+    location, and leaves it as it found it.)"""
+    repo = Path(webserver.env[HOME_VAR]) / "samples" / "acme_web"
+    env = {**webserver.env, WEBSERVER_URL_VAR: webserver.url}
+
+    def detect() -> str:
+        result = CliRunner().invoke(main, ["deps", "detect"], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    assert "acme_core/source" not in upstream(webserver, "acme_web")
+    commit(repo, {"requirements.txt": "acme-core>=0.3\n"}, message="use acme-core")
+    try:
+        said = detect()
+        assert "lineage changed (acme_web -> acme_core added)" in said
+        assert f"{webserver.url}/graphql reloaded the code location" in said
+        assert "acme_core/source" in upstream(webserver, "acme_web")
+        listed = upstream_on_page(browser, webserver, "acme_web", "acme_core / source")
+        assert listed == ["acme_core / source", "acme_web / source"]
+        save_result(browser, "lineage-after-reload-acme-web.png")
+    finally:
+        git(repo, "rm", "-q", "requirements.txt")
+        git(repo, "commit", "-q", "--no-gpg-sign", "-m", "drop acme-core")
+        said = detect()
+    assert "lineage changed (acme_web -> acme_core removed)" in said
+    assert "acme_core/source" not in upstream(webserver, "acme_web")
+
+
+# --- the same through a real `orch up` (webserver + daemon) and a `manifest` run ---------------
+
+#: `orch up` makes the samples, detects, creates the instance and starts `dagster dev`.
+ORCH_UP_TIMEOUT_S = 180.0
+#: The run (queued, started, one repository scanned), the sensor's next tick (20 s), the
+#: reload: about a minute; the deadline leaves room on a loaded machine.
+FOLLOW_TIMEOUT_S = 180.0
+
+LAUNCH_MANIFEST = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+RUN_STATUS = "query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def test_orch_up_lineage_follows_a_manifest_run(tmp_path: Path) -> None:
+    """A real `orch up` on a fresh ORCH_HOME: its first load draws acme_api <- acme_core. Then
+    acme_web starts to require acme-core and its `manifest` asset is materialized from the
+    UI's GraphQL: the run writes the new graph, the `lineage_reload` sensor (run by the daemon)
+    asks the webserver to reload, and the asset graph shows acme_web <- acme_core with nobody
+    pressing Reload."""
+    orch_home = tmp_path / "orch_home"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_"))}
+    env |= {
+        HOME_VAR: str(orch_home),
+        PROJECTS_DIR_VAR: str(REPO_ROOT / "projects"),
+        CONFIG_DIR_VAR: str(REPO_ROOT / "config"),
+    }
+    server = Webserver(url=f"http://127.0.0.1:{port}", log=tmp_path / "orch-up.log", env=env)
+    argv = [str(Path(sys.executable).parent / "orch"), "up", "--port", str(port)]
+    argv += ["--workspace", str(REPO_ROOT / "workspace.yaml")]
+    with server.log.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(server, process, time.monotonic() + ORCH_UP_TIMEOUT_S)
+        assert "dependencies: 3 project(s), 1 edge(s)" in server.output()
+        assert "acme_core/source" in upstream(server, "acme_api")  # the first load
+        assert "acme_core/source" not in upstream(server, "acme_web")
+
+        commit(
+            orch_home / "samples" / "acme_web",
+            {"requirements.txt": "acme-core>=0.3\n"},
+            message="use acme-core",
+        )
+        params = {
+            "selector": {
+                "repositoryLocationName": "orchestration",
+                "repositoryName": "__repository__",
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["acme_web", "manifest"]}],
+            },
+        }
+        launched = server_post(server, LAUNCH_MANIFEST, {"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+
+        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+        while "acme_core/source" not in upstream_or_none(server, "acme_web"):
+            if process.poll() is not None:
+                pytest.fail(f"orch up exited with {process.returncode}:\n{server.output()}")
+            if time.monotonic() > deadline:
+                status = server_post(server, RUN_STATUS, {"id": run_id})["runOrError"]
+                pytest.fail(
+                    f"the asset graph did not follow (manifest run {status}):\n{server.output()}"
+                )
+            time.sleep(2)
+        status = server_post(server, RUN_STATUS, {"id": run_id})["runOrError"]
+        assert status == {"status": "SUCCESS"}
+    finally:
+        stop(process)  # dagster dev's whole group: webserver, daemon, code servers, run workers
+
+
+def server_post(server: Webserver, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{server.url}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+        body = json.load(response)
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def upstream_or_none(server: Webserver, project: str) -> set[str]:
+    """`upstream`, or nothing while the webserver is reloading the code location."""
+    try:
+        return upstream(server, project)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, KeyError, ValueError):
+        return set()

@@ -114,6 +114,12 @@ def test_a_spent_daily_budget_pauses_the_project_and_the_next_day_resumes_it() -
     assert [(c.project, str(c.check.level)) for c in next_day.budget_changes] == [("alpha", "ok")]
 
 
+def test_a_budget_is_evaluated_on_the_first_tick_even_when_nothing_is_spent() -> None:
+    plan = plan_monitoring(portfolio([], budgets={"alpha": DAILY_10}), MonitorCursor(), now=NOW)
+
+    assert [(c.project, str(c.check.level)) for c in plan.budget_changes] == [("alpha", "ok")]
+
+
 def test_a_project_paused_by_hand_is_not_resumed_by_the_budget() -> None:
     paused = {"alpha": StateRecord("alpha", ProjectState.PAUSED, reason="release freeze")}
 
