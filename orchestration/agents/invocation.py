@@ -42,6 +42,8 @@ class AgentRequest:
     new_session_id: str | None = None
     """The id a new session is to take (the profile's `session_args`), when it has them."""
     command: Sequence[str] = ()
+    budget_usd: float | None = None
+    """What the run may spend at most (the profile's `budget_args`), when it has a cap."""
 
 
 def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
@@ -62,6 +64,7 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         "workdir": str(request.workdir),
         "python": sys.executable,
         "command": "",
+        "budget": f"{request.budget_usd:.2f}" if request.budget_usd is not None else "",
     }
     options: list[str] = []
     if request.model and profile.model_args:
@@ -70,6 +73,8 @@ def build_argv(profile: AgentProfile, request: AgentRequest) -> list[str]:
         options += profile.resume_args
     elif request.new_session_id and profile.session_args:
         options += profile.session_args
+    if request.budget_usd is not None and profile.budget_args:
+        options += profile.budget_args
     template = list(profile.argv)
     end = template.index(END_OF_OPTIONS) if END_OF_OPTIONS in template else len(template)
     template[end:end] = options

@@ -4,13 +4,15 @@ and a given moment, so the day and month rollover is tested with any clock."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from orchestration.monitoring.usage import day_start, month_start
+from orchestration.monitoring.usage import ProjectUsage, day_start, month_start
 from orchestration.registry.models import Budget
+from orchestration.settings import clock_offset
 
 #: The share of a budget from which a warning is given.
 WARN_AT = 0.8
@@ -74,6 +76,58 @@ def check_budget(
         else BudgetLevel.OK
     )
     return BudgetCheck(level, round(100 * share, 2), period, spent, limit, resets)
+
+
+#: The least cap given to an agent: a cap of nothing is refused by some CLIs, and a project over
+#: its budget is paused by the next monitoring tick anyway.
+MIN_TASK_CAP_USD = 0.01
+
+
+def remaining_budget(
+    budget: Budget | None, *, spent_today: float, spent_month: float
+) -> float | None:
+    """What is left of `budget` in its tightest period (at least MIN_TASK_CAP_USD); None
+    without a budget."""
+    if budget is None:
+        return None
+    left = [
+        limit - spent
+        for limit, spent in ((budget.daily_usd, spent_today), (budget.monthly_usd, spent_month))
+        if limit is not None
+    ]
+    return max(MIN_TASK_CAP_USD, min(left)) if left else None
+
+
+def task_cap(
+    project: Budget | None,
+    all_projects: Budget | None,
+    usage: Mapping[str, ProjectUsage],
+    name: str,
+) -> float | None:
+    """The most one task of project `name` may spend: what is left of its own budget and of
+    all projects' budget, whichever is less (from `usage`, every project's usage now); None
+    when neither budget is set."""
+    own = usage.get(name)
+    caps = [
+        remaining_budget(
+            project,
+            spent_today=own.cost_today_usd if own else 0.0,
+            spent_month=own.cost_month_usd if own else 0.0,
+        ),
+        remaining_budget(
+            all_projects,
+            spent_today=sum(u.cost_today_usd for u in usage.values()),
+            spent_month=sum(u.cost_month_usd for u in usage.values()),
+        ),
+    ]
+    found = [cap for cap in caps if cap is not None]
+    return min(found) if found else None
+
+
+def budget_now(environ: Mapping[str, str]) -> datetime:
+    """Now as budgets read it: the system clock shifted by ORCH_CLOCK_OFFSET_S (drills and
+    tests that must cross a midnight)."""
+    return datetime.now(UTC) + timedelta(seconds=clock_offset(environ))
 
 
 def day_end(now: datetime) -> datetime:

@@ -15,14 +15,14 @@ as the daemon records any sensor's: nothing runs per project, and no timer eithe
 import os
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import dagster as dg
 
 from orchestration.alerts.delivery import Alerts, WebhookSender
 from orchestration.alerts.model import Alert
 from orchestration.control.actions import ControlError, control_project
-from orchestration.control.budget import BudgetCheck, BudgetLevel
+from orchestration.control.budget import BudgetCheck, BudgetLevel, budget_now
 from orchestration.control.states import Action, ProjectState
 from orchestration.defs.resources import AgentTasks
 from orchestration.monitoring.portfolio import Portfolio, ProjectRow, read_portfolio
@@ -36,7 +36,6 @@ from orchestration.monitoring.recording import (
     portfolio_mark,
 )
 from orchestration.registry.loader import Registry
-from orchestration.settings import clock_offset
 from orchestration.tasks.store import TaskStore
 
 MONITORING_SENSOR = "monitoring"
@@ -107,8 +106,8 @@ def _evaluated_by_the_sensor() -> Iterator[dg.AssetCheckResult]:
 
 
 def _budget_clock() -> datetime:
-    """Now, shifted by ORCH_CLOCK_OFFSET_S (read at each tick)."""
-    return datetime.now(UTC) + timedelta(seconds=clock_offset(os.environ))
+    """Now as budgets read it (ORCH_CLOCK_OFFSET_S read at each tick)."""
+    return budget_now(os.environ)
 
 
 def build_monitoring_sensor(

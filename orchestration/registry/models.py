@@ -102,7 +102,7 @@ RESERVED_NAMES = frozenset({"orchestration", "default"})
 
 #: Placeholders an agent profile's argv may contain.
 ARGV_PLACEHOLDERS = frozenset(
-    {"prompt", "prompt_file", "model", "session_id", "workdir", "python", "command"}
+    {"prompt", "prompt_file", "model", "session_id", "workdir", "python", "command", "budget"}
 )
 
 
@@ -371,6 +371,9 @@ class AgentProfile(FrozenModel):
     session_args: Argv = ()
     """Options that start a new session under an id the orchestrator chooses (`{session_id}`),
     so the session of an agent interrupted before it answered can still be resumed."""
+    budget_args: Argv = ()
+    """Options that cap what one run may spend (`{budget}`: US dollars), given to the tasks of
+    a project with a budget: what is left of it (Claude Code: `--max-budget-usd`)."""
     prompt_stdin: bool = False
     """Whether the CLI reads the prompt from its standard input."""
     config_dir_env: EnvName | None = None
@@ -381,7 +384,7 @@ class AgentProfile(FrozenModel):
 
     @model_validator(mode="after")
     def _command_is_a_whole_argument(self) -> AgentProfile:
-        for key in ("argv", "model_args", "resume_args", "session_args"):
+        for key in ("argv", "model_args", "resume_args", "session_args", "budget_args"):
             for part in getattr(self, key):
                 if COMMAND_PLACEHOLDER in part and (key != "argv" or part != COMMAND_PLACEHOLDER):
                     raise ValueError(
@@ -393,7 +396,7 @@ class AgentProfile(FrozenModel):
 
     @model_validator(mode="after")
     def _prompt_is_never_an_option(self) -> AgentProfile:
-        for key in ("model_args", "resume_args", "session_args"):
+        for key in ("model_args", "resume_args", "session_args", "budget_args"):
             for part in getattr(self, key):
                 if _uses(part, "prompt") or _uses(part, "prompt_file"):
                     raise ValueError(

@@ -191,6 +191,9 @@ def _carry_out(
                 [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
             ),
             heartbeat=heartbeat,
+            budget_usd=_task_cap(registry, spec, store, parent_env)
+            if profile.budget_args
+            else None,
         )
     except Exception as exc:
         cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
@@ -199,6 +202,20 @@ def _carry_out(
     if outcome.task.status is TaskStatus.SUCCEEDED and spec.deliver != "none":
         outcome = replace(outcome, task=_deliver(store, home, spec, outcome.task, log))
     return outcome
+
+
+def _task_cap(
+    registry: Registry, spec: ProjectSpec, store: TaskStore, environ: Mapping[str, str]
+) -> float | None:
+    """What this task may spend: what is left of its project's and all projects' budgets."""
+    from orchestration.control.budget import budget_now, task_cap
+    from orchestration.monitoring.usage import usage_by_project
+
+    all_projects = registry.pools.budget if registry.pools else None
+    if spec.budget is None and all_projects is None:
+        return None
+    usage = usage_by_project(store.tasks(), budget_now(environ), [spec.name])
+    return task_cap(spec.budget, all_projects, usage, spec.name)
 
 
 def _deliver(store: TaskStore, home: Path, spec: ProjectSpec, task: Task, log: Logger) -> Task:
@@ -263,6 +280,7 @@ def execute_task(
     log: Logger,
     hidden: Sequence[Path] = (),
     heartbeat: TaskHeartbeat | None = None,
+    budget_usd: float | None = None,
 ) -> TaskOutcome:
     """Run a claimed (running) task to its end and record the outcome in the store.
 
@@ -324,6 +342,7 @@ def execute_task(
             session_id=session,
             new_session_id=new_session,
             command=spec.agent.command or (),
+            budget_usd=budget_usd,
         )
         log.info(
             f"task {task.id}: running agent profile {profile_name!r} in {tree.path}"

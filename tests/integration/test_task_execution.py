@@ -293,6 +293,19 @@ def test_verify_sees_only_base_env_and_secrets(harness: Harness) -> None:
     assert outcome.verification is not None and outcome.verification.passed
 
 
+def test_a_project_with_a_budget_caps_each_run_at_what_is_left(harness: Harness) -> None:
+    harness.project("alpha", AGENT + "budget: {daily_usd: 1.0}\n")
+    harness.project("beta", AGENT)
+
+    assert harness.run("alpha", "first COST0.7").task.status is TaskStatus.SUCCEEDED
+    assert harness.run("alpha", "second").task.status is TaskStatus.SUCCEEDED
+    assert harness.run("beta", "free").task.status is TaskStatus.SUCCEEDED
+
+    assert harness.report("first COST0.7")["options"]["max_budget_usd"] == "1.00"
+    assert harness.report("second")["options"]["max_budget_usd"] == "0.30"  # 1.00 - 0.70
+    assert "--max-budget-usd" not in harness.report("free")["argv"]
+
+
 def test_resume_uses_the_projects_own_last_session(harness: Harness) -> None:
     harness.project("alpha", AGENT + "  resume: true\n")
     harness.project("beta", AGENT + "  resume: true\n")

@@ -357,6 +357,22 @@ def test_model_and_resume_args_go_before_the_end_of_options(shipped: AgentsFile)
     ]
 
 
+def test_a_budget_cap_goes_before_the_end_of_options_and_only_when_there_is_one(
+    shipped: AgentsFile,
+) -> None:
+    capped = AgentRequest("do it", Path("/w"), session_id="abc", budget_usd=0.4)
+    argv = build_argv(shipped.profiles["claude_code"], capped)
+    assert argv == [
+        *("claude", "-p", "--output-format", "json"),
+        *("--resume", "abc", "--max-budget-usd", "0.40"),
+        *("--", "do it"),
+    ]
+    assert "--max-budget-usd" not in build_argv(shipped.profiles["codex"], capped)
+    assert "--max-budget-usd" not in build_argv(
+        shipped.profiles["claude_code"], AgentRequest("do it", Path("/w"))
+    )
+
+
 def test_model_args_go_last_without_an_end_of_options(shipped: AgentsFile) -> None:
     argv = build_argv(shipped.profiles["gemini"], AgentRequest("do it", Path("/w"), model="pro"))
     assert argv == ["gemini", "--output-format", "json", "--model", "pro"]

@@ -8,7 +8,16 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from orchestration.control.budget import BudgetLevel, check_budget, day_end, month_end
+from orchestration.control.budget import (
+    MIN_TASK_CAP_USD,
+    BudgetLevel,
+    check_budget,
+    day_end,
+    month_end,
+    remaining_budget,
+    task_cap,
+)
+from orchestration.monitoring.usage import ProjectUsage
 from orchestration.registry.models import Budget
 
 NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
@@ -66,3 +75,24 @@ def test_a_budget_must_be_positive() -> None:
         Budget(daily_usd=0)
     with pytest.raises(ValidationError, match="monthly_usd"):
         Budget.model_validate({"monthly_usd": -5})
+
+
+def test_a_task_may_spend_what_is_left_of_the_tightest_budget() -> None:
+    both = Budget(daily_usd=10, monthly_usd=100)
+
+    assert remaining_budget(None, spent_today=5, spent_month=5) is None
+    assert remaining_budget(both, spent_today=4, spent_month=20) == 6
+    assert remaining_budget(both, spent_today=4, spent_month=97) == 3
+    assert remaining_budget(both, spent_today=12, spent_month=20) == MIN_TASK_CAP_USD
+
+
+def test_the_cap_of_a_task_is_its_project_s_or_all_projects_whichever_is_less() -> None:
+    usage = {
+        "alpha": ProjectUsage("alpha", cost_today_usd=2.0, cost_month_usd=2.0),
+        "beta": ProjectUsage("beta", cost_today_usd=7.0, cost_month_usd=7.0),
+    }
+
+    assert task_cap(Budget(daily_usd=5), None, usage, "alpha") == 3.0
+    assert task_cap(Budget(daily_usd=5), Budget(daily_usd=10), usage, "alpha") == 1.0
+    assert task_cap(None, Budget(daily_usd=20), usage, "gamma") == 11.0
+    assert task_cap(None, None, usage, "alpha") is None

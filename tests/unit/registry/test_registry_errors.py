@@ -330,7 +330,8 @@ def test_unknown_placeholder_in_agent_argv(registry_dir: RegistryDir) -> None:
     assert_at(error, agents, "profiles.broken.argv", 6)
     assert "unknown placeholder(s) promt" in error.message
     assert (
-        "valid: command, model, prompt, prompt_file, python, session_id, workdir" in error.message
+        "valid: budget, command, model, prompt, prompt_file, python, session_id, workdir"
+        in error.message
     )
 
 
