@@ -106,8 +106,8 @@ def _usage_asset(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetSpec:
         keys.usage,
         description=(
             "Spend, tokens and outcomes of this project's agent tasks, recorded by the "
-            "`monitoring` sensor when a task ends and at midnight (UTC); the Plots tab shows "
-            "them over time. "
+            "`monitoring` sensor when a task ends and at midnight (UTC); Overview, Metadata, "
+            "Plots shows them over time. "
             + (
                 f"Budget: {' and '.join(limits)}; the `within_budget` check warns at 80 % and "
                 "fails at 100 %, which pauses the project until the period ends."

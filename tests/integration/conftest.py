@@ -12,7 +12,10 @@ import dagster as dg
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 
+from orchestration.tasks.store import TaskStore
 from tests.support.paths import REPO_ROOT
+from tests.support.registry import RegistryDir
+from tests.support.webhooks import Sink
 
 #: Where a queued run made by a test says it came from (the run queue needs one; nothing here
 #: launches it).
@@ -43,3 +46,19 @@ def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     opened = dg.DagsterInstance.from_config(str(dagster_home))
     yield opened
     opened.dispose()
+
+
+@pytest.fixture
+def store(registry: RegistryDir) -> Iterator[TaskStore]:
+    """The task database of the module's `registry` fixture (a registry in a temporary folder)."""
+    opened = TaskStore.from_settings(registry.settings, environ={})
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A webhook on 127.0.0.1 that records every POST."""
+    started = Sink().start()
+    yield started
+    started.stop()

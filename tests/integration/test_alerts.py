@@ -78,13 +78,6 @@ def said(result: dg.SensorResult) -> str:
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    started = Sink().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def alerting(
     registry_dir: RegistryDir, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Alerting]:

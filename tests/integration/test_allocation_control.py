@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -51,13 +51,6 @@ def registry(registry_dir: RegistryDir) -> RegistryDir:
     registry_dir.project("alpha", "priority: high\nagent:\n  max_parallel: 2\n")
     registry_dir.project("beta", "priority: low\n")
     return registry_dir
-
-
-@pytest.fixture
-def store(registry: RegistryDir) -> Iterator[TaskStore]:
-    opened = TaskStore.from_settings(registry.settings, environ={})
-    yield opened
-    opened.dispose()
 
 
 def pool_limits(instance: dg.DagsterInstance) -> dict[str, int]:

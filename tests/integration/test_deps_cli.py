@@ -359,13 +359,6 @@ def test_a_repository_removed_after_loading_is_never_counted_as_changed(
 # --- orch task add --propagate -------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(registry: RegistryDir) -> Iterator[TaskStore]:
-    opened = TaskStore.from_settings(registry.settings, environ={})
-    yield opened
-    opened.dispose()
-
-
 def propagate(orch: Invoke, project: str, prompt: str) -> list[tuple[str, str]]:
     result = orch("task", "add", project, prompt, "--propagate")
     lines = [line.split() for line in ok(result).splitlines()]

@@ -40,13 +40,6 @@ def registry(registry_dir: RegistryDir) -> RegistryDir:
     return registry_dir
 
 
-@pytest.fixture
-def store(registry: RegistryDir) -> Iterator[TaskStore]:
-    opened = TaskStore.from_settings(registry.settings, environ={})
-    yield opened
-    opened.dispose()
-
-
 def cli(registry: RegistryDir, dagster_home: Path | None) -> Invoke:
     settings = registry.settings
     env = {

@@ -7,7 +7,6 @@ and continued) is in tests/system/test_project_lifecycle.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -34,13 +33,6 @@ def registry(registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Regi
     registry_dir.project("beta")
     registry_dir.use_in(monkeypatch)
     return registry_dir
-
-
-@pytest.fixture
-def store(registry: RegistryDir) -> Iterator[TaskStore]:
-    opened = TaskStore.from_settings(registry.settings, environ={})
-    yield opened
-    opened.dispose()
 
 
 def act(

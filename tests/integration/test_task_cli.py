@@ -53,13 +53,6 @@ def orch(registry: RegistryDir, monkeypatch: pytest.MonkeyPatch) -> Iterator[Inv
     assert not settings.dagster_home.exists()  # no instance was created
 
 
-@pytest.fixture
-def store(registry: RegistryDir) -> Iterator[TaskStore]:
-    opened = TaskStore.from_settings(registry.settings, environ={})
-    yield opened
-    opened.dispose()
-
-
 def add(orch: Invoke, *args: str, input: str | None = None) -> str:
     result = orch("task", "add", *args, input=input)
     assert result.exit_code == 0, result.output

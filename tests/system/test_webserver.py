@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,16 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from orchestration.cli.up import detect_before_serving
+from orchestration.defs.monitoring import PORTFOLIO_KEY, build_monitoring_sensor, usage_key
 from orchestration.defs.reload import WEBSERVER_URL_VAR
+from orchestration.defs.resources import AgentTasks
 from orchestration.registry import load_registry
 from orchestration.samples import SAMPLE_PROJECTS, ensure_sample_repos
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, Settings
 from orchestration.tags import PRIORITY_TAG, TASK_TAG
 from orchestration.tasks.lifecycle import task_run_tags
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.models import TaskStatus
+from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from tests.support.daemon import stop, write_instance
 from tests.support.git import commit, git
 from tests.support.paths import REPO_ROOT
@@ -41,7 +45,7 @@ pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 90.0
 REQUEST_TIMEOUT_S = 10.0
-ROLES = ("source", "manifest", "verification", "tasks")
+ROLES = ("source", "manifest", "verification", "tasks", "usage")
 
 WORKSPACE_QUERY = """
 query {
@@ -321,6 +325,38 @@ def fail_in_browser(driver: Any, message: str) -> None:
     pytest.fail(f"{driver.current_url}: {message}\n(screenshot: {shot})")
 
 
+def wait_for_script(driver: Any, what: str, script: str, *args: Any) -> Any:
+    """Wait until `script`, JavaScript run in the page with `args`, returns something; that."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, BROWSER_TIMEOUT_S, poll_frequency=0.5).until(
+            lambda d: d.execute_script(script, *args)
+        )
+    except TimeoutException:
+        fail_in_browser(driver, f"never showed {what}")
+
+
+RESULTS = REPO_ROOT / "bench" / "results"  # gitignored: screenshots to look at
+
+
+def save_result(driver: Any, name: str, *, width: int | None = None) -> Path:
+    """A screenshot of the page under bench/results/; with `width`, taken in a window that
+    wide (a wide table is cut at the default width), which is then given its size back."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    size = driver.get_window_size()
+    if width is not None:
+        driver.set_window_size(width, size["height"])
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        if width is not None:
+            driver.set_window_size(size["width"], size["height"])
+    return path
+
+
 def orch_in(server: Webserver, *args: str) -> str:
     result = CliRunner().invoke(main, list(args), env=server.env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -438,9 +474,165 @@ def test_a_paused_project_shows_on_the_registry_asset(webserver: Webserver, brow
     )
 
 
-# --- lineage on a fresh start, and after a change ----------------------------------------------
+# --- the portfolio and each project's usage, as the monitoring sensor records them ------------
 
-RESULTS = REPO_ROOT / "bench" / "results"  # gitignored: screenshots to look at
+
+@dataclass
+class Monitoring:
+    """The `monitoring` sensor ticked in this process on the webserver's instance and task
+    store, with the clock the test gives, its events recorded as the daemon records a sensor's
+    (no daemon runs here)."""
+
+    instance: dg.DagsterInstance
+    store: TaskStore
+    cursor: str | None = None
+
+    def finish(self, project: str, cost: float) -> datetime:
+        """A task of `project` added, started and succeeded, having spent `cost`; when it
+        ended."""
+        task = self.store.add(project, "work")
+        assert task is not None
+        run_id = f"run-{task.id}"
+        self.store.claim(task.id, run_id)
+        done = self.store.finish(
+            task.id,
+            TaskStatus.SUCCEEDED,
+            run_id=run_id,
+            cost_usd=cost,
+            tokens_in=1000,
+            tokens_out=200,
+        )
+        assert done.finished_at is not None
+        return done.finished_at
+
+    def tick(self, now: datetime) -> list[dg.AssetKey]:
+        """One evaluation of the sensor at `now`; the keys of the events it recorded."""
+        sensor = build_monitoring_sensor(SAMPLE_PROJECTS, lambda: now)
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"agent_tasks": AgentTasks()}
+        )
+        result = sensor(context)
+        assert isinstance(result, dg.SensorResult), result
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+        self.cursor = result.cursor
+        return [event.asset_key for event in result.asset_events]
+
+
+@pytest.fixture
+def monitoring(webserver: Webserver, monkeypatch: pytest.MonkeyPatch) -> Iterator[Monitoring]:
+    # The sensor's resource reads the registry and the task store the environment names: the
+    # webserver's.
+    for var in (HOME_VAR, PROJECTS_DIR_VAR, CONFIG_DIR_VAR):
+        monkeypatch.setenv(var, webserver.env[var])
+    monkeypatch.delenv(TASKS_DB_URL_VAR, raising=False)
+    instance = dg.DagsterInstance.from_config(webserver.env["DAGSTER_HOME"])
+    store = TaskStore.from_settings(Settings.from_env(webserver.env), environ={})
+    try:
+        yield Monitoring(instance, store)
+    finally:
+        store.dispose()
+        instance.dispose()
+
+
+#: The table a `MetadataValue.table` entry (named by the argument) is drawn as in an asset's
+#: Metadata section: the entry's row (key, timestamp, table), column names and rows of cell
+#: texts.
+METADATA_TABLE = """
+const entry = [...document.querySelectorAll('tr')].find(
+  tr => tr.cells.length > 0 && tr.cells[0].textContent.trim() === arguments[0]);
+const table = entry && entry.querySelector('table');
+if (!table || !table.tHead || table.tBodies.length === 0) return null;
+const cells = tr => [...tr.cells].map(cell => cell.textContent.trim());
+return {element: entry, columns: cells(table.tHead.rows[0]),
+        rows: [...table.tBodies[0].rows].map(cells)};
+"""
+
+#: The plot of the numeric metadata key named by the argument, once drawn: its element, the
+#: points Dagster handed to Chart.js (the `data` prop of the chart's React component, the
+#: canvas's nearest owner that has one) and how many pixels of the canvas are in the series'
+#: colour (something was drawn).
+METADATA_PLOT = """
+for (const title of document.querySelectorAll('span')) {
+  if (title.textContent.trim() !== arguments[0]) continue;
+  const canvas = title.parentElement.parentElement.querySelector('canvas');
+  if (!canvas) continue;
+  const fiberKey = Object.keys(canvas).find(key => key.startsWith('__reactFiber$'));
+  let fiber = fiberKey && canvas[fiberKey];
+  while (fiber && !(fiber.memoizedProps && fiber.memoizedProps.data
+                    && fiber.memoizedProps.data.datasets)) fiber = fiber.return;
+  if (!fiber) return null;
+  const series = fiber.memoizedProps.data.datasets[0];
+  const [r, g, b] = series.borderColor.match(/[0-9.]+/g).map(Number);
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let inked = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i] === r && pixels[i + 1] === g && pixels[i + 2] === b && pixels[i + 3] > 200) {
+      inked++;
+    }
+  }
+  if (series.data.length === 0 || inked === 0) return null;
+  return {element: canvas, label: series.label, points: series.data.map(p => p.y), inked};
+}
+return null;
+"""
+
+
+def test_the_portfolio_table_shows_every_sample_project(
+    webserver: Webserver, browser: Any, monitoring: Monitoring
+) -> None:
+    """A task of each sample project ends having spent something; the `monitoring` sensor,
+    ticking at the moment the last one ended, records `orchestration/portfolio`, and the
+    asset's page shows its latest `projects` table: one row per sample project, with what
+    each spent today."""
+    costs = {"acme_core": 1.25, "acme_web": 0.75, "acme_api": 2.35}
+    for project, cost in costs.items():
+        ended = monitoring.finish(project, cost)
+    assert PORTFOLIO_KEY in monitoring.tick(ended)
+
+    page_text(
+        browser,
+        f"{webserver.url}/assets/orchestration/portfolio",
+        "Metadata",
+        "projects",
+        *SAMPLE_PROJECTS,
+    )
+    table = wait_for_script(browser, "the portfolio's projects table", METADATA_TABLE, "projects")
+    rows = {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["rows"]}
+    assert sorted(rows) == sorted(SAMPLE_PROJECTS)
+    assert table["columns"][:2] == ["project", "state"] and "cost_today_usd" in table["columns"]
+    # acme_api's one task that ended today ended last, when the sensor ticked.
+    assert rows["acme_api"]["cost_today_usd"] == "2.35"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table["element"])
+    save_result(browser, "portfolio-table.png", width=2600)
+
+
+def test_a_projects_usage_is_plotted_over_time(
+    webserver: Webserver, browser: Any, monitoring: Monitoring
+) -> None:
+    """Three tasks of acme_core end one after another, having spent different amounts, and
+    the `monitoring` sensor ticks at each end: three more `acme_core/usage` materializations.
+    The asset's Metadata section, switched to Plots, draws `cost_today_usd` with a point for
+    each materialization, at the values recorded."""
+    for cost in (0.4, 1.1, 0.6):
+        assert usage_key("acme_core") in monitoring.tick(monitoring.finish("acme_core", cost))
+    records = monitoring.instance.fetch_materializations(usage_key("acme_core"), limit=100)
+    recorded = [
+        record.asset_materialization.metadata["cost_today_usd"].value  # type: ignore[union-attr]
+        for record in reversed(records.records)
+    ]
+    assert len(recorded) >= 3 and len(set(recorded[-3:])) == 3
+
+    page_text(browser, f"{webserver.url}/assets/acme_core/usage", "Metadata", "cost_today_usd")
+    click_button(browser, "Plots")
+    plot = wait_for_script(browser, "a plot of cost_today_usd", METADATA_PLOT, "cost_today_usd")
+    assert plot["label"] == "cost_today_usd"
+    assert plot["points"] == recorded
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot["element"])
+    save_result(browser, "usage-plots-acme-core.png")
+
+
+# --- lineage on a fresh start, and after a change ----------------------------------------------
 
 LINEAGE_QUERY = """
 query Lineage($key: AssetKeyInput!) {
@@ -482,13 +674,6 @@ def upstream_on_page(driver: Any, server: Webserver, project: str, *expected: st
     )
     lines = [line.strip() for line in text.splitlines()]
     return lines[lines.index("Upstream assets") + 1 : lines.index("Downstream assets")]
-
-
-def save_result(driver: Any, name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    driver.save_screenshot(str(path))
-    return path
 
 
 def test_a_fresh_start_shows_the_cross_project_lineage(webserver: Webserver, browser: Any) -> None:
