@@ -176,6 +176,12 @@ def _carry_out(
     except TaskError as exc:
         store.requeue(task_id, str(exc), run_id=run_id)
         raise
+    held = _held_back(store, spec.name)
+    if held is not None:
+        # Paused (by hand or by its budget) after this run was launched: no agent starts while
+        # the project is held; the task waits in the queue, this dispatch not counted.
+        store.requeue(task_id, held, uncount=True, run_id=run_id)
+        raise TaskError(f"task {task_id}: {held}; it is queued again")
     try:
         outcome = execute_task(
             task=task,
@@ -202,6 +208,17 @@ def _carry_out(
     if outcome.task.status is TaskStatus.SUCCEEDED and spec.deliver != "none":
         outcome = replace(outcome, task=_deliver(store, home, spec, outcome.task, log))
     return outcome
+
+
+def _held_back(store: TaskStore, project: str) -> str | None:
+    """Why no agent of `project` may start now (it is paused, stopped or archived); None when
+    it may."""
+    from orchestration.control.store import ProjectStates
+
+    record = ProjectStates(store).get(project)
+    if not record.state.holds_tasks:
+        return None
+    return f"project {project} is {record.state}" + (f" ({record.reason})" if record.reason else "")
 
 
 def _task_cap(

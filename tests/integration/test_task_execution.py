@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.control.states import ProjectState
+from orchestration.control.store import ProjectStates
 from orchestration.defs.metadata import task_metadata
 from orchestration.defs.resources import AgentTasks
 from orchestration.registry.models import ProjectSpec
@@ -291,6 +293,29 @@ def test_verify_sees_only_base_env_and_secrets(harness: Harness) -> None:
     outcome = harness.run("alpha", "verified\nWRITE v.txt v")
     assert outcome.task.status is TaskStatus.SUCCEEDED, outcome.task.reason
     assert outcome.verification is not None and outcome.verification.passed
+
+
+def test_a_run_that_starts_after_its_project_was_paused_starts_no_agent(
+    harness: Harness,
+) -> None:
+    harness.project("alpha", AGENT)
+    task_id = harness.add("alpha", "held back")
+    store = harness.store()
+    try:
+        ProjectStates(store).set(
+            "alpha", ProjectState.PAUSED, expected=ProjectState.ACTIVE, reason="budget"
+        )
+        attempts = store.require(task_id).attempts
+    finally:
+        store.dispose()
+
+    with pytest.raises(TaskError, match="project alpha is paused \\(budget\\)"):
+        harness.execute("alpha", task_id)
+
+    assert harness.calls() == []
+    task = harness.task(task_id)
+    assert task.status is TaskStatus.QUEUED and not task.dispatched and task.run_id is None
+    assert task.attempts == attempts and "paused" in (task.reason or "")
 
 
 def test_a_project_with_a_budget_caps_each_run_at_what_is_left(harness: Harness) -> None:
