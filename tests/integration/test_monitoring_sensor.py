@@ -26,6 +26,7 @@ from orchestration.defs.monitoring import (
 from orchestration.defs.resources import AgentTasks
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
+from tests.support.daemon import evaluate_sensor
 from tests.support.registry import RegistryDir
 from tests.support.webhooks import Sink
 
@@ -48,13 +49,7 @@ class Monitoring:
         """One evaluation at `now` of a newly built sensor, its events recorded as the daemon
         records a sensor's."""
         sensor = build_monitoring_sensor(["alpha", "beta"], lambda: self.now, self.sender)
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"agent_tasks": AgentTasks()}
-        )
-        result = sensor(context)
-        assert isinstance(result, dg.SensorResult), result
-        for event in result.asset_events:
-            self.instance.report_runless_asset_event(event)
+        result = evaluate_sensor(sensor, self.instance, self.cursor, {"agent_tasks": AgentTasks()})
         self.cursor = result.cursor
         return result
 

@@ -330,3 +330,19 @@ class DaemonClient:
         result = CliRunner().invoke(main, list(args), env=self.env, catch_exceptions=False)
         assert result.exit_code == 0, f"orch {' '.join(args)} failed:\n{result.output}"
         return result.stdout
+
+
+def evaluate_sensor(
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    cursor: str | None,
+    resources: Mapping[str, object],
+) -> dg.SensorResult:
+    """One evaluation of `sensor` in this process, its asset events recorded in `instance` as
+    the sensor daemon records a tick's (`instance.report_runless_asset_event`)."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = sensor(context)
+    assert isinstance(result, dg.SensorResult), result
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    return result

@@ -37,7 +37,7 @@ from orchestration.tags import PRIORITY_TAG, TASK_TAG
 from orchestration.tasks.lifecycle import task_run_tags
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
-from tests.support.daemon import stop, write_instance
+from tests.support.daemon import evaluate_sensor, stop, write_instance
 from tests.support.git import commit, git
 from tests.support.paths import REPO_ROOT
 
@@ -508,13 +508,7 @@ class Monitoring:
     def tick(self, now: datetime) -> list[dg.AssetKey]:
         """One evaluation of the sensor at `now`; the keys of the events it recorded."""
         sensor = build_monitoring_sensor(SAMPLE_PROJECTS, lambda: now)
-        context = dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, resources={"agent_tasks": AgentTasks()}
-        )
-        result = sensor(context)
-        assert isinstance(result, dg.SensorResult), result
-        for event in result.asset_events:
-            self.instance.report_runless_asset_event(event)
+        result = evaluate_sensor(sensor, self.instance, self.cursor, {"agent_tasks": AgentTasks()})
         self.cursor = result.cursor
         return [event.asset_key for event in result.asset_events]
 
