@@ -42,6 +42,16 @@ def project_pool(project: str) -> str:
     return f"project_{project}"
 
 
+#: A provider pool's name begins so: `provider_<account>`.
+PROVIDER_POOL_PREFIX = "provider_"
+
+
+def provider_pool(account: str) -> str:
+    """The pool of one provider account (a profile's `provider_pool`), which a usage limit
+    closes until the provider's reset."""
+    return f"{PROVIDER_POOL_PREFIX}{account}"
+
+
 def tasks_partitions_name(project: str) -> str:
     """The dynamic partitions definition holding a project's task ids."""
     return f"{project}_tasks"

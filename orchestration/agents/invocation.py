@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from orchestration.agents.adapters import parse_agent_output
@@ -97,16 +98,23 @@ def prompt_input(profile: AgentProfile, request: AgentRequest) -> str | None:
     return None
 
 
+def agent_environment(profile: AgentProfile, env: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment: `env` (what the allowlist let through, and the orchestrator's
+    own variables) with the profile's `set_env` values on top, whatever the parent's say."""
+    return {**env, **profile.set_env}
+
+
 def missing_executable(
     profile: AgentProfile, command: Sequence[str], env: Mapping[str, str]
 ) -> str | None:
-    """The program the profile would start when it is a bare name that is not on `env`'s PATH;
-    None when it is there (or is a path, which only the task's worktree can tell)."""
+    """The program the profile would start when it is a bare name that is not on `env`'s PATH
+    (with the profile's `set_env` on top); None when it is there (or is a path, which only the
+    task's worktree can tell)."""
     program = build_argv(profile, AgentRequest(prompt="", workdir=Path("."), command=command))[0]
     if os.sep in program and not os.path.isabs(program):
         return None
     try:
-        find_executable(program, cwd=Path("/"), env=env)
+        find_executable(program, cwd=Path("/"), env=agent_environment(profile, env))
     except ExecutableNotFoundError:
         return program
     return None
@@ -120,15 +128,21 @@ def run_agent(
     timeout_s: float,
     on_start: Callable[[int], None] | None = None,
     sandbox: Sequence[str] = (),
+    now: Callable[[], datetime] | None = None,
 ) -> AgentResult:
-    """Run one agent to completion (or timeout) and normalise what it reported; `sandbox` is
-    the launcher it runs under (`Sandbox.prefix`), if any."""
+    """Run one agent to completion (or timeout) and normalise what it reported, with the
+    provider limit it ran into.
+
+    `env` is the agent's environment as the caller built it (`child_environment`); the
+    profile's `set_env` values are set on top of it here, just before the agent starts.
+    `sandbox` is the launcher it runs under (`Sandbox.prefix`), if any; `now` the clock that
+    places a reset time the agent gave as a clock time (the current time by default)."""
     argv = build_argv(profile, request)
     try:
         process = run_process(
             argv,
             cwd=request.workdir,
-            env=env,
+            env=agent_environment(profile, env),
             timeout_s=timeout_s,
             output_cap_bytes=OUTPUT_CAP_BYTES,
             stdin_text=prompt_input(profile, request),
@@ -141,7 +155,7 @@ def run_agent(
         return AgentResult(AgentStatus.FAILED, "", 0.0, error=f"could not start the agent: {exc}")
     output = agent_output(process)
     try:
-        result = parse_agent_output(profile.output, process)
+        result = parse_agent_output(profile.output, process, now() if now else None)
     except AgentOutputError as exc:
         return AgentResult(
             AgentStatus.FAILED,

@@ -113,7 +113,8 @@ def claude_limit(records: Sequence[Mapping[str, Any]], *, now: datetime) -> Usag
         )
     if error and result.get("api_error_status") == 429 and rate_limited:
         return UsageLimit(LimitKind.USAGE_LIMIT, _text_reset(text, now), "api_error", message=text)
-    found = claude_limit_in_text(text, now=now) if error or text else None
+    # A result's text is read only when it is an error: a summary may begin "You've reached".
+    found = claude_limit_in_text(text, now=now) if error else None
     if found is not None:
         return found
     if error and (result.get("api_error_status") == 429 or _RETRY_429.search(text)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestration.agents.limits import UsageLimit
+
 
 class AgentStatus(StrEnum):
     SUCCEEDED = "succeeded"
@@ -29,6 +31,9 @@ class AgentResult:
     output: str = ""
     """What the agent printed: its stdout, then its stderr under a `--- stderr ---` line when
     there is any (each capped as the process runner caps it). Not redacted here."""
+    limit: UsageLimit | None = None
+    """The provider limit the run ran into, if any: a usage or rate limit that ended a failed
+    run, or (on any run) a warning that the account is close to its limit."""
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,6 @@
 """Alerts: what went wrong (a failed task, a failed verification, a stuck run, a budget crossing,
-and later a provider pause), posted to the webhooks of `config/alerts.yaml` in the background.
+a provider account paused by its usage limit), posted to the webhooks of `config/alerts.yaml`
+in the background.
 
 `selection.py` decides what to alert from plain data (pure), `formats.py` shapes the messages
 (generic JSON, Slack), `delivery.py` posts them with retries; the `alerts` sensor

@@ -26,9 +26,17 @@ from orchestration.allocation.policy import (
     QueuedTask,
     allocate,
 )
+from orchestration.allocation.providers import ProviderState, ProviderStates, provider_pools
 from orchestration.control.store import ProjectStates
 from orchestration.registry.loader import Registry
-from orchestration.tags import GLOBAL_POOL, PRIORITY_TAG, PROJECT_TAG, TASK_TAG, project_pool
+from orchestration.tags import (
+    GLOBAL_POOL,
+    PRIORITY_TAG,
+    PROJECT_TAG,
+    TASK_TAG,
+    project_pool,
+    provider_pool,
+)
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 
@@ -117,13 +125,25 @@ def release_starts(instance: dg.DagsterInstance, store: TaskStore, registry: Reg
 
 
 def effective_settings(
-    registry: Registry, overrides: Mapping[str, int], held: Collection[str] = ()
+    registry: Registry,
+    overrides: Mapping[str, int],
+    held: Collection[str] = (),
+    providers: Mapping[str, ProviderState] | None = None,
 ) -> AllocationSettings:
     """YAML values with the live overrides on top; the projects in `held` (paused or stopped)
-    get no slot at all (their pool's limit is 0, which holds their queued runs)."""
+    get no slot at all (their pool's limit is 0, which holds their queued runs), nor do the
+    provider accounts `providers` says are paused (one while a canary tries)."""
     pools = {
         name: pool.slots for name, pool in (registry.pools.pools if registry.pools else {}).items()
     }
+    # A provider account's pool: its own entry in pools.yaml, else as many slots as the global
+    # pool has now (so only a usage limit ever holds it back).
+    slots = overrides.get("slots", pools.get(GLOBAL_POOL, 0))
+    for account in provider_pools(registry.agents.profiles if registry.agents else {}):
+        pool = provider_pool(account)
+        configured = pools.get(pool, slots)
+        state = (providers or {}).get(account)
+        pools[pool] = state.limit(configured) if state is not None else configured
     ageing = DEFAULT_AGEING_S
     if registry.pools and GLOBAL_POOL in registry.pools.pools:
         ageing = float(registry.pools.pools[GLOBAL_POOL].ageing_seconds)
@@ -138,9 +158,7 @@ def effective_settings(
     }
     return AllocationSettings(
         # While a maintenance hold is on (a quiesced backup), no agent slot is free at all.
-        slots=0
-        if overrides.get(MAINTENANCE_KEY)
-        else overrides.get("slots", pools.get(GLOBAL_POOL, 0)),
+        slots=0 if overrides.get(MAINTENANCE_KEY) else slots,
         pools=pools,
         projects=projects,
         ageing_s=ageing,
@@ -148,9 +166,13 @@ def effective_settings(
 
 
 def settings_now(registry: Registry, store: TaskStore) -> AllocationSettings:
-    """The limits in force now: the registry's, the live overrides, the projects' states."""
+    """The limits in force now: the registry's, the live overrides, the projects' states, the
+    provider accounts' pauses."""
     return effective_settings(
-        registry, AllocationOverrides(store).all(), held=ProjectStates(store).held()
+        registry,
+        AllocationOverrides(store).all(),
+        held=ProjectStates(store).held(),
+        providers=ProviderStates(store).all(),
     )
 
 

@@ -26,7 +26,14 @@ from orchestration.control.store import ProjectStates
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import ProjectSpec
 from orchestration.registry.rules import ProfileError, resolve_profile
-from orchestration.tags import GLOBAL_POOL, INTERRUPTED_TAG, PROJECT_TAG, TASK_TAG, project_pool
+from orchestration.tags import (
+    GLOBAL_POOL,
+    INTERRUPTED_TAG,
+    PROJECT_TAG,
+    TASK_TAG,
+    project_pool,
+    provider_pool,
+)
 from orchestration.tasks.dispatch import plan_dispatch
 from orchestration.tasks.lifecycle import interrupt
 from orchestration.tasks.models import Task, TaskStatus
@@ -170,13 +177,16 @@ def _rank(task: Task, spec: ProjectSpec | None, allocation: AllocationSettings) 
 
 
 def _pools(task: Task, spec: ProjectSpec | None, registry: Registry) -> frozenset[str]:
-    """The pools a run of `task` holds: `agents`, its project's, its profile's."""
+    """The pools a run of `task` holds: `agents`, its project's, its profile's and its
+    provider account's."""
     pools = {GLOBAL_POOL, project_pool(task.project)}
     name = task.profile or (spec.agent.profile if spec else None)
     if name and registry.agents is not None:
         profile = registry.agents.profiles.get(name)
         if profile is not None:
             pools.add(profile.pool)
+            if profile.provider_pool:
+                pools.add(provider_pool(profile.provider_pool))
     return frozenset(pools)
 
 

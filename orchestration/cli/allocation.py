@@ -71,13 +71,17 @@ def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSe
     help="How many of the queued tasks that start next to list.",
 )
 def show(as_json: bool, next_count: int) -> None:
-    """Slots, who holds them, queue depth, target and actual share per project, and the queued
-    tasks in the order they will start."""
-    from orchestration.allocation.control import current_allocation
+    """Slots, who holds them, queue depth, target and actual share per project, the queued
+    tasks in the order they will start, and each provider account's pool (paused by a usage
+    limit, until when)."""
+    from orchestration.allocation.control import current_allocation, settings_now
     from orchestration.control.store import ProjectStates
+    from orchestration.monitoring.portfolio import read_providers
 
     settings, instance, store = _context()
-    current = _settings(settings, store)
+    registry = current_registry(settings)
+    current = settings_now(registry, store)
+    accounts = read_providers(registry, store)
     states = ProjectStates(store).states()
     # Tasks the dispatch sensor has not turned into runs yet are in the queue too.
     waiting = [t for t in store.tasks(statuses=[TaskStatus.QUEUED]) if not t.dispatched]
@@ -115,6 +119,7 @@ def show(as_json: bool, next_count: int) -> None:
                 "holders": holders,
                 "projects": projects,
                 "next": next_up,
+                "providers": [account.to_dict() for account in accounts],
             }
         )
         return
@@ -139,6 +144,12 @@ def show(as_json: bool, next_count: int) -> None:
     if next_up:
         listed = ", ".join(f"{n['task']} ({n['project']})" for n in next_up)
         click.echo(f"next in the queue (as pool limits allow): {listed}")
+    width = max((len(account.pool) for account in accounts), default=0)
+    for account in accounts:
+        click.echo(
+            f"{account.pool.ljust(width)}  {account.limit}/{account.configured}  "
+            f"{account.describe()}"
+        )
 
 
 @allocation.command("set")

@@ -22,6 +22,7 @@ COMMANDS = {
     "deps": "orchestration.cli.deps:deps",
     "affected": "orchestration.cli.deps:affected",
     "allocation": "orchestration.cli.allocation:allocation",
+    "providers": "orchestration.cli.providers:providers",
     "backup": "orchestration.cli.backup:backup",
     "status": "orchestration.cli.status:status",
     "metrics": "orchestration.cli.metrics:metrics",

@@ -1,5 +1,6 @@
 """`orch status`: every project at a glance (state, work in flight, outcomes, spend, last
-verification) and the agent pools, from the task database and the Dagster instance."""
+verification), the agent pools and the provider accounts, from the task database and the
+Dagster instance."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(as_json: bool) -> None:
     """Every project: state, running, queued, outcomes in the last 24 h, cost today and over 7
-    days, tokens today, last verification; and the agent pools' slots."""
+    days, tokens today, last verification; the agent pools' slots; and each provider account
+    (open, or paused by a usage limit until when)."""
     from orchestration.monitoring.portfolio import read_portfolio
 
     settings = current_settings()
@@ -85,9 +87,11 @@ def _print(portfolio: Portfolio) -> None:
     today = sum(row.usage.cost_today_usd for row in portfolio.projects)
     wasted = sum(row.usage.wasted_usd_today for row in portfolio.projects)
     click.echo(f"spent today (UTC): ${today:.2f}, of which ${wasted:.2f} on failed or cancelled")
-    paused = [provider.name for provider in portfolio.providers if provider.paused]
-    if paused:
-        click.echo(f"providers paused: {', '.join(paused)}")
+    providers = "; ".join(
+        f"{provider.name} {provider.limit}/{provider.configured} {provider.describe()}"
+        for provider in portfolio.providers
+    )
+    click.echo(f"providers: {providers or 'none named by the agent profiles'}")
 
 
 def _verification(last: LastVerification | None) -> str:

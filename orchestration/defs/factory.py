@@ -39,8 +39,10 @@ from orchestration.tags import (
     PROJECT_TAG,
     ROLE_TAG,
     project_pool,
+    provider_pool,
     tasks_partitions_name,
 )
+from orchestration.tasks.execution import ProviderLimited
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskError
 
@@ -349,6 +351,11 @@ def _tasks_asset(
             outcome = agent_tasks.execute(
                 spec.name, context.partition_key, context.run_id, context.log
             )
+        except ProviderLimited as exc:
+            # Closed now rather than at the next dispatch tick, so that no queued run on the
+            # account starts meanwhile; the tick keeps the limit from then on.
+            context.instance.event_log_storage.set_concurrency_slots(provider_pool(exc.account), 0)
+            raise dg.Failure(description=str(exc)) from None
         except TaskError as exc:
             raise dg.Failure(description=str(exc)) from None
         metadata = task_metadata(outcome)
@@ -381,19 +388,31 @@ def _tasks_asset(
         )
 
     definitions: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = [tasks, verify_passed]
-    if profile is not None and profile.pool != GLOBAL_POOL:
+    return definitions + [_holds_slot(keys, pool) for pool in _extra_pools(profile)]
 
-        @dg.asset_check(
-            asset=keys.tasks,
-            name=f"holds_{profile.pool}_slot",
-            pool=profile.pool,
-            description=f"Holds a slot of the `{profile.pool}` pool for the task's run.",
-        )
-        def holds_slot() -> dg.AssetCheckResult:
-            return dg.AssetCheckResult(passed=True)
 
-        definitions.append(holds_slot)
-    return definitions
+def _extra_pools(profile: AgentProfile | None) -> list[str]:
+    """The pools a task run of the profile holds besides the global and the project's: the
+    profile's own (say `heavy`) and its provider account's."""
+    if profile is None:
+        return []
+    pools = [profile.pool] if profile.pool != GLOBAL_POOL else []
+    return pools + ([provider_pool(profile.provider_pool)] if profile.provider_pool else [])
+
+
+def _holds_slot(keys: ProjectKeys, pool: str) -> dg.AssetChecksDefinition:
+    """A check step that only holds a slot of `pool` for the task's run."""
+
+    @dg.asset_check(
+        asset=keys.tasks,
+        name=f"holds_{pool}_slot",
+        pool=pool,
+        description=f"Holds a slot of the `{pool}` pool for the task's run.",
+    )
+    def holds_slot() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    return holds_slot
 
 
 def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:

@@ -3,7 +3,10 @@ outcomes as numbers the UI plots) when a task of it ended or the day rolled over
 `within_budget` check of each `usage` (and of `orchestration/portfolio` for all projects'
 budget) when a budget's level changed, and `orchestration/portfolio`, one table of every
 project, when anything changed or every five minutes while work runs. A spent budget pauses its
-project (reason `budget`) and the next period resumes it.
+project (reason `budget`) and the next period resumes it. `orchestration/providers`, one table of
+the provider accounts agents spend, and its `available` check are recorded when an account's
+state changed (a usage limit paused it, a canary tried it, it opened or was resumed), and each
+pause and resume is alerted.
 
 All of it is recorded as runless events returned with the tick (`SensorResult.asset_events`),
 as the daemon records any sensor's: nothing runs per project, and no timer either. A thin shell:
@@ -25,12 +28,19 @@ from orchestration.control.actions import ControlError, control_project
 from orchestration.control.budget import BudgetCheck, BudgetLevel, budget_now
 from orchestration.control.states import Action, ProjectState
 from orchestration.defs.resources import AgentTasks
-from orchestration.monitoring.portfolio import Portfolio, ProjectRow, read_portfolio
+from orchestration.monitoring.portfolio import (
+    Portfolio,
+    ProjectRow,
+    ProviderStatus,
+    read_portfolio,
+    utc_iso,
+)
 from orchestration.monitoring.recording import (
     ALL_PROJECTS,
     BUDGET_REASON,
     BudgetChange,
     MonitorCursor,
+    ProviderChange,
     all_projects_check,
     plan_monitoring,
     portfolio_mark,
@@ -42,6 +52,8 @@ MONITORING_SENSOR = "monitoring"
 MONITORING_INTERVAL_S = 30
 PORTFOLIO_KEY = dg.AssetKey(["orchestration", "portfolio"])
 BUDGET_CHECK = "within_budget"
+PROVIDERS_KEY = dg.AssetKey(["orchestration", "providers"])
+AVAILABLE_CHECK = "available"
 #: Who a transition made by a budget is recorded as.
 BUDGET_ACTOR = "budget"
 #: How many projects the portfolio's summary names as top spenders.
@@ -57,8 +69,9 @@ def build_monitoring_defs(
     clock: Callable[[], datetime] | None = None,
     sender: WebhookSender | None = None,
 ) -> dg.Definitions:
-    """The portfolio asset, the `within_budget` checks of every project's `usage` and of the
-    portfolio (one definition for all: no op per project), and the `monitoring` sensor.
+    """The portfolio and providers assets, the `within_budget` checks of every project's `usage`
+    and of the portfolio (one definition for all: no op per project), the providers' `available`
+    check, and the `monitoring` sensor.
     `clock` gives the time (UTC; by default the system's, shifted by ORCH_CLOCK_OFFSET_S);
     tests pass their own to cross a midnight."""
     keys = [usage_key(name) for name in sorted(projects)] + [PORTFOLIO_KEY]
@@ -79,7 +92,22 @@ def build_monitoring_defs(
     )
     def budget_checks() -> Iterator[dg.AssetCheckResult]:
         # A generator: Dagster wants one with several checks (it reads what is yielded).
-        yield from _evaluated_by_the_sensor()
+        yield from _evaluated_by_the_sensor(BUDGET_CHECK)
+
+    @dg.multi_asset_check(
+        name="provider_checks",
+        specs=[
+            dg.AssetCheckSpec(
+                AVAILABLE_CHECK,
+                asset=PROVIDERS_KEY,
+                description="Every provider account agents spend is open: fails while a usage "
+                "limit holds one paused (its pool `provider_<name>` at 0), naming it, until when "
+                "and why. Evaluated by the `monitoring` sensor when an account's state changes.",
+            )
+        ],
+    )
+    def provider_checks() -> Iterator[dg.AssetCheckResult]:
+        yield from _evaluated_by_the_sensor(AVAILABLE_CHECK)
 
     portfolio = dg.AssetSpec(
         PORTFOLIO_KEY,
@@ -91,16 +119,26 @@ def build_monitoring_defs(
         "Recorded by the `monitoring` sensor when anything changed, and every 5 minutes while "
         "work runs. The same data: `orch status`.",
     )
+    providers = dg.AssetSpec(
+        PROVIDERS_KEY,
+        group_name="orchestration",
+        description="The provider accounts agents spend (a profile's `provider_pool`): each "
+        "one's status (open; paused by a usage limit until the provider's reset plus a grace; "
+        "canary: one task tries it again), until when and why, the task that hit the limit, and "
+        "its pool's limit now. Recorded by the `monitoring` sensor when an account's state "
+        "changes. The same data: `orch providers list`; `orch providers resume NAME` ends a "
+        "pause by hand.",
+    )
     return dg.Definitions(
-        assets=[portfolio],
-        asset_checks=[budget_checks],
+        assets=[portfolio, providers],
+        asset_checks=[budget_checks, provider_checks],
         sensors=[build_monitoring_sensor(projects, clock, sender)],
     )
 
 
-def _evaluated_by_the_sensor() -> Iterator[dg.AssetCheckResult]:
+def _evaluated_by_the_sensor(check: str) -> Iterator[dg.AssetCheckResult]:
     raise dg.Failure(
-        "within_budget is evaluated by the monitoring sensor from the task records; there is "
+        f"{check} is evaluated by the monitoring sensor from the task database; there is "
         "nothing to run"
     )
 
@@ -126,7 +164,8 @@ def build_monitoring_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Record each project's usage when a task ended or the day rolled over, "
         "evaluate budgets (pause a project whose budget is spent, resume it when the period "
-        "ends), and record the portfolio of all projects.",
+        "ends), record the portfolio of all projects, and record the provider accounts and "
+        "alert their pauses and resumes.",
     )
     def monitoring(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks) -> dg.SensorResult:
         registry = agent_tasks.live_registry().current()
@@ -164,7 +203,13 @@ def build_monitoring_sensor(
                         portfolio, all_projects_check(portfolio, all_budget, now)
                     )
                 )
+            if plan.providers:
+                events += [
+                    providers_materialization(portfolio.providers),
+                    available_evaluation(portfolio.providers),
+                ]
             _alert_budget_changes(plan.budget_changes, registry, webhooks, now)
+            _alert_provider_changes(plan.provider_changes, registry, webhooks, now)
             return dg.SensorResult(asset_events=events, cursor=plan.cursor.to_json())
         finally:
             store.dispose()
@@ -351,9 +396,103 @@ def portfolio_summary(portfolio: Portfolio, all_budget: BudgetCheck) -> str:
     ]
     if paused:
         lines += ["", "**Paused or stopped**", "", *paused]
-    providers = [provider.name for provider in portfolio.providers if provider.paused]
+    providers = [
+        f"{provider.name} until "
+        + (utc_iso(provider.until) if provider.until else "resumed (`orch providers resume`)")
+        for provider in portfolio.providers
+        if provider.paused
+    ]
     lines += ["", f"**Providers paused**: {', '.join(providers) or 'none'}"]
     return "\n".join(lines)
+
+
+def providers_materialization(
+    providers: Sequence[ProviderStatus],
+) -> dg.AssetMaterialization:
+    """Every provider account as a table, and per account `<name>_paused` (1 or 0) and
+    `<name>_limit` (its pool's limit now) as numbers the UI plots."""
+    columns = [
+        dg.TableColumn("account", "string"),
+        dg.TableColumn("status", "string"),
+        dg.TableColumn("pool", "string"),
+        dg.TableColumn("limit", "int", description="The pool's limit now."),
+        dg.TableColumn("configured", "int", description="The pool's limit when open."),
+        dg.TableColumn("until", "string", description="UTC; empty: until resumed by hand."),
+        dg.TableColumn("reason", "string"),
+        dg.TableColumn("window", "string"),
+        dg.TableColumn("source_task", "string"),
+        dg.TableColumn("since", "string"),
+    ]
+    rows: list[dict[str, str | int]] = [
+        {
+            "account": provider.name,
+            "status": provider.status,
+            "pool": provider.pool,
+            "limit": provider.limit,
+            "configured": provider.configured,
+            "until": utc_iso(provider.until) if provider.until else "",
+            "reason": provider.reason or "",
+            "window": provider.window or "",
+            "source_task": provider.source_task or "",
+            "since": utc_iso(provider.since) if provider.since else "",
+        }
+        for provider in providers
+    ]
+    metadata: dict[str, dg.MetadataValue | int] = {
+        "accounts": dg.MetadataValue.table(
+            [dg.TableRecord(row) for row in rows], dg.TableSchema(columns)
+        ),
+        "paused": sum(provider.paused for provider in providers),
+    }
+    for provider in providers:
+        metadata[f"{provider.name}_paused"] = int(provider.paused)
+        metadata[f"{provider.name}_limit"] = provider.limit
+    return dg.AssetMaterialization(
+        asset_key=PROVIDERS_KEY,
+        description=_providers_text(providers),
+        metadata=metadata,
+    )
+
+
+def available_evaluation(providers: Sequence[ProviderStatus]) -> dg.AssetCheckEvaluation:
+    """The `available` evaluation: passes when no account is paused, else fails naming each
+    paused one with until when and why."""
+    paused = [provider for provider in providers if provider.paused]
+    return dg.AssetCheckEvaluation(
+        asset_key=PROVIDERS_KEY,
+        check_name=AVAILABLE_CHECK,
+        passed=not paused,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=_providers_text(providers),
+        metadata={
+            "paused": len(paused),
+            "paused_accounts": ", ".join(provider.name for provider in paused),
+            **{
+                f"{provider.name}_until": utc_iso(provider.until) if provider.until else ""
+                for provider in paused
+            },
+        },
+    )
+
+
+def _providers_text(providers: Sequence[ProviderStatus]) -> str:
+    """Each paused account with until when and why, and those trying one task again; or that
+    all are open."""
+    paused = [
+        f"{provider.name} {provider.describe()}"
+        + (f": {provider.reason}" if provider.reason else "")
+        for provider in providers
+        if provider.paused
+    ]
+    trying = [provider.name for provider in providers if provider.status == "canary"]
+    if not paused and not trying:
+        if not providers:
+            return "no agent profile names a provider account (`provider_pool`)"
+        return f"all {len(providers)} provider account(s) open"
+    text = "paused: " + "; ".join(paused) if paused else "none paused"
+    if trying:
+        text += f"; trying one task again: {', '.join(trying)}"
+    return text
 
 
 def _budget_text(project: str, check: BudgetCheck) -> str:
@@ -402,5 +541,33 @@ def _alert_budget_changes(
                 at=now,
                 project=None if change.project == ALL_PROJECTS else change.project,
                 details=change.check.to_dict() | {"before": change.before},
+            )
+        )
+
+
+def _alert_provider_changes(
+    changes: Sequence[ProviderChange], registry: Registry, sender: WebhookSender, now: datetime
+) -> None:
+    """A provider alert for each account a usage limit paused and for each one resumed (tried
+    again through its canary, opened, or resumed by hand) (config/alerts.yaml `provider`)."""
+    if registry.alerts is None:
+        return
+    alerts = Alerts(registry.alerts, sender)
+    for change in changes:
+        provider = change.provider
+        if change.paused:
+            title = f"provider {provider.name}: {provider.describe()}"
+        elif provider.status == "canary":
+            title = f"provider {provider.name}: pause over, one task tries it again"
+        else:
+            title = f"provider {provider.name}: open again"
+        alerts.notify(
+            Alert(
+                kind="provider",
+                title=title,
+                text=provider.reason or title,
+                at=now,
+                task_id=provider.source_task if change.paused else None,
+                details=provider.to_dict() | {"before": change.before},
             )
         )

@@ -17,6 +17,8 @@ import dagster as dg
 
 from orchestration.allocation.control import apply_pool_limits, rebalance, settings_now
 from orchestration.allocation.preempting import preempt
+from orchestration.allocation.providers import ProviderStates
+from orchestration.control.budget import budget_now
 from orchestration.control.runs import hold_project_runs
 from orchestration.control.store import ProjectStates
 from orchestration.defs.reload import request_reload
@@ -65,6 +67,10 @@ def build_dispatch_sensor(
                 return dg.SkipReason(
                     "nothing dispatched until the config files load: "
                     + "; ".join(str(e) for e in registry.config_errors)
+                )
+            for account in ProviderStates(store).advance(budget_now(os.environ)):
+                context.log.info(
+                    f"provider {account.name}: {account.status} ({account.reason or 'no reason'})"
                 )
             allocation = settings_now(registry, store)
             changed = apply_pool_limits(context.instance, allocation.pool_limits())

@@ -1,5 +1,6 @@
 """The portfolio: one snapshot of every project (state, work in flight, outcomes, spend, last
-verification) and of the agent pools, for `orch status` and the metrics exporter.
+verification), of the agent pools and of the provider accounts agents spend, for `orch status`,
+the metrics exporter and the `monitoring` sensor.
 
 Two halves: `assemble_portfolio` and the helpers above it are pure (plain inputs in, frozen
 data out); `read_portfolio` and the `read_*` functions below gather those inputs from the
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from orchestration.allocation.providers import ProviderState, ProviderStates, provider_pools
+from orchestration.allocation.providers import ProviderStatus as AccountStatus
 from orchestration.control.budget import BudgetCheck, BudgetLevel, check_budget
 from orchestration.control.states import ProjectState
 from orchestration.control.store import ProjectStates, StateRecord
@@ -26,7 +29,7 @@ from orchestration.monitoring.usage import (
     usage_by_project,
 )
 from orchestration.registry.models import Budget
-from orchestration.tags import GLOBAL_POOL, PROJECT_TAG, project_pool
+from orchestration.tags import GLOBAL_POOL, PROJECT_TAG, project_pool, provider_pool
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 
@@ -83,13 +86,80 @@ class PoolSlots:
 
 @dataclass(frozen=True)
 class ProviderStatus:
-    """An account agents spend (a provider pool) and whether its use is paused."""
+    """A provider account agents spend (its pool `provider_<name>`): whether a usage limit
+    closed it (`paused`: no task on it starts), its status (open, paused, or canary: one task
+    tries it again), until when and why, and its pool's limit now against the configured one."""
 
     name: str
     paused: bool
+    status: str = "open"
+    #: Paused: when one canary task may try (None: until `orch providers resume`). Canary: when
+    #: the account opens fully if no new limit came.
+    until: datetime | None = None
+    reason: str | None = None
+    limit: int = 0
+    configured: int = 0
+    window: str | None = None
+    source_task: str | None = None
+    since: datetime | None = None
+    actor: str | None = None
+    backoff_s: float = 0.0
+
+    @classmethod
+    def of(cls, state: ProviderState, configured: int) -> ProviderStatus:
+        """The account as `state` has it, its pool configured with `configured` slots."""
+        return cls(
+            name=state.name,
+            paused=state.status is AccountStatus.PAUSED,
+            status=str(state.status),
+            until=state.until,
+            reason=state.reason,
+            limit=state.limit(configured),
+            configured=configured,
+            window=state.window,
+            source_task=state.source_task,
+            since=state.since,
+            actor=state.actor,
+            backoff_s=state.backoff_s,
+        )
+
+    @property
+    def pool(self) -> str:
+        return provider_pool(self.name)
+
+    def describe(self) -> str:
+        """One line for people: `paused until 2026-11-29T16:05:00Z (five_hour, from task t1)`,
+        `canary (one slot) until ...`, or `open`."""
+        if self.status == str(AccountStatus.PAUSED):
+            when = f"until {utc_iso(self.until)}" if self.until else "until resumed by hand"
+            why = [self.window] if self.window else []
+            why += [f"from task {self.source_task}"] if self.source_task else []
+            return f"paused {when}" + (f" ({', '.join(why)})" if why else "")
+        if self.status == str(AccountStatus.CANARY):
+            return "canary (one slot)" + (f" until {utc_iso(self.until)}" if self.until else "")
+        return self.status
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "paused": self.paused}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "paused": self.paused,
+            "until": utc_iso(self.until) if self.until else None,
+            "reason": self.reason,
+            "window": self.window,
+            "source_task": self.source_task,
+            "since": utc_iso(self.since) if self.since else None,
+            "backoff_s": self.backoff_s,
+            "actor": self.actor,
+            "pool": self.pool,
+            "limit": self.limit,
+            "configured": self.configured,
+        }
+
+
+def utc_iso(moment: datetime) -> str:
+    """A moment as UTC ISO 8601 to the second: `2026-11-29T16:05:00Z`."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -313,7 +383,8 @@ def read_portfolio(
 ) -> Portfolio:
     """The portfolio now: projects from the registry (archived ones too), their states and
     tasks from the task database, pool limits, runs in progress and verifications from the
-    instance (without an instance: the configured limits, nothing in use, no verification)."""
+    instance (without an instance: the configured limits, nothing in use, no verification),
+    and the provider accounts (`read_providers`)."""
     from orchestration.allocation.control import settings_now  # imports Dagster
 
     allocation = settings_now(registry, store)
@@ -336,8 +407,30 @@ def read_portfolio(
         archived=registry.archived,
         verifications=verifications,
         slots=pool_slots(configured, instance_limits, in_use),
+        providers=read_providers(registry, store),
         budgets={project.name: project.spec.budget for project in registry.projects},
     )
+
+
+def read_providers(registry: Registry, store: TaskStore) -> tuple[ProviderStatus, ...]:
+    """Every provider account the agent profiles name and every one with a recorded state (an
+    account never recorded is open), sorted by name, with its pool's limit now. Reads the task
+    database only: no Dagster."""
+    states = ProviderStates(store).all()
+    named = provider_pools(registry.agents.profiles if registry.agents else {})
+    return tuple(
+        ProviderStatus.of(states.get(name, ProviderState(name)), configured_limit(registry, name))
+        for name in sorted({*named, *states})
+    )
+
+
+def configured_limit(registry: Registry, account: str) -> int:
+    """How many slots an account's pool has when open: its own entry in pools.yaml, else as
+    many as the global pool (as the allocation sets it)."""
+    pools = registry.pools.pools if registry.pools else {}
+    pool = pools.get(provider_pool(account))
+    pool = pool if pool is not None else pools.get(GLOBAL_POOL)
+    return pool.slots if pool is not None else 0
 
 
 def read_pools_in_use(instance: dg.DagsterInstance) -> dict[str, int]:

@@ -2,21 +2,23 @@
 recorded before (its cursor): each project's `usage` when a task of it ended or the day rolled
 over, a `within_budget` evaluation when a project's budget level changed, the projects to pause
 because their budget (or all projects' budget) is spent and those to resume once the period
-that stopped them is over, and the `orchestration/portfolio` asset when anything changed (or
-every few minutes while work runs). Pure: plain data in, a plan out."""
+that stopped them is over, the `orchestration/portfolio` asset when anything changed (or
+every few minutes while work runs), and the `orchestration/providers` asset with its
+`available` check when a provider account's state changed, with the pauses and resumes to
+alert. Pure: plain data in, a plan out."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from orchestration.control.budget import BudgetCheck, BudgetLevel, check_budget
 from orchestration.control.states import ProjectState
-from orchestration.monitoring.portfolio import Portfolio, ProjectRow
+from orchestration.monitoring.portfolio import Portfolio, ProjectRow, ProviderStatus
 from orchestration.monitoring.usage import ProjectUsage, as_utc, day_start
 from orchestration.registry.models import Budget
 
@@ -27,18 +29,24 @@ BUDGET_REASON = "budget"
 ALL_PROJECTS = "*"
 #: How often the portfolio is recorded while something runs and nothing else changed.
 PORTFOLIO_EVERY_S = 300.0
+#: A provider account's statuses, as the portfolio gives them.
+OPEN = "open"
+PAUSED = "paused"
 
 
 @dataclass(frozen=True)
 class MonitorCursor:
     """What the monitoring sensor recorded last: the day, each project's usage fingerprint, each
-    budget's level, and the portfolio's fingerprint and time."""
+    budget's level, the portfolio's fingerprint and time, each provider account's status and
+    the fingerprint of all of their states."""
 
     day: str = ""
     usage: Mapping[str, str] = field(default_factory=dict)
     budgets: Mapping[str, str] = field(default_factory=dict)
     portfolio: str = ""
     portfolio_at: float = 0.0
+    providers: Mapping[str, str] = field(default_factory=dict)
+    providers_mark: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -48,6 +56,8 @@ class MonitorCursor:
                 "budgets": dict(self.budgets),
                 "portfolio": self.portfolio,
                 "portfolio_at": self.portfolio_at,
+                "providers": dict(self.providers),
+                "providers_mark": self.providers_mark,
             },
             sort_keys=True,
         )
@@ -63,6 +73,8 @@ class MonitorCursor:
                 budgets={str(k): str(v) for k, v in dict(data.get("budgets", {})).items()},
                 portfolio=str(data.get("portfolio", "")),
                 portfolio_at=float(data.get("portfolio_at", 0.0)),
+                providers={str(k): str(v) for k, v in dict(data.get("providers", {})).items()},
+                providers_mark=str(data.get("providers_mark", "")),
             )
         except (ValueError, TypeError, AttributeError):
             return cls()
@@ -79,14 +91,32 @@ class BudgetChange:
 
 
 @dataclass(frozen=True)
+class ProviderChange:
+    """A provider account paused (from open or canary) or resumed (from paused to canary or
+    open) since the last tick: `before` is the status it had then."""
+
+    provider: ProviderStatus
+    before: str
+
+    @property
+    def paused(self) -> bool:
+        """True for a pause, False for a resume."""
+        return self.provider.paused
+
+
+@dataclass(frozen=True)
 class MonitorPlan:
-    """What to record and do on this tick, and the cursor to keep after doing it."""
+    """What to record and do on this tick, and the cursor to keep after doing it. `providers`:
+    record the provider accounts and evaluate their `available` check; `provider_changes`: the
+    pauses and resumes to alert."""
 
     usage: tuple[ProjectRow, ...]
     budget_changes: tuple[BudgetChange, ...]
     pause: tuple[str, ...]
     resume: tuple[str, ...]
     portfolio: bool
+    providers: bool
+    provider_changes: tuple[ProviderChange, ...]
     cursor: MonitorCursor
 
 
@@ -140,6 +170,8 @@ def plan_monitoring(
         or rolled
         or (running and at - cursor.portfolio_at >= PORTFOLIO_EVERY_S)
     )
+    accounts = {provider.name: provider.status for provider in portfolio.providers}
+    accounts_mark = providers_mark(portfolio.providers)
     return MonitorPlan(
         usage=changed_usage,
         budget_changes=changes,
@@ -152,8 +184,25 @@ def plan_monitoring(
             budgets=levels,
             portfolio=mark,
             portfolio_at=at if record_portfolio else cursor.portfolio_at,
+            providers=accounts,
+            providers_mark=accounts_mark,
         ),
+        providers=accounts_mark != cursor.providers_mark,
+        provider_changes=provider_changes(portfolio.providers, cursor.providers),
     )
+
+
+def provider_changes(
+    providers: Iterable[ProviderStatus], before: Mapping[str, str]
+) -> tuple[ProviderChange, ...]:
+    """The accounts paused or resumed since the statuses `before` (an account not in it was
+    open): each pause and each resume once."""
+    changes = []
+    for provider in providers:
+        was = before.get(provider.name, OPEN)
+        if provider.paused != (was == PAUSED):
+            changes.append(ProviderChange(provider, was))
+    return tuple(changes)
 
 
 def all_projects_check(portfolio: Portfolio, budget: Budget | None, now: datetime) -> BudgetCheck:
@@ -206,6 +255,27 @@ def portfolio_mark(portfolio: Portfolio) -> str:
         ]
         + [[name, slots.limit, slots.in_use] for name, slots in sorted(portfolio.slots.items())]
         + [[provider.name, provider.paused] for provider in portfolio.providers]
+    )
+
+
+def providers_mark(providers: Iterable[ProviderStatus]) -> str:
+    """What changes when a provider account is paused, tried again, opened or resumed, its
+    pause extended, or its pool's limit changed."""
+    return _digest(
+        [
+            [
+                provider.name,
+                provider.status,
+                provider.until,
+                provider.reason,
+                provider.window,
+                provider.source_task,
+                provider.since,
+                provider.limit,
+                provider.configured,
+            ]
+            for provider in providers
+        ]
     )
 
 

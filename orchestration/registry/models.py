@@ -287,6 +287,7 @@ Argv = Annotated[tuple[NonEmptyText, ...], AfterValidator(_argv_placeholders)]
 Repo = Annotated[NonEmptyText, AfterValidator(_repo)]
 OptionValue = Annotated[str, Field(min_length=1), AfterValidator(_option_value)]
 Dollars = Annotated[float, Field(gt=0, le=1_000_000)]
+EnvValue = Annotated[str, AfterValidator(_argument)]
 
 
 class FrozenModel(BaseModel):
@@ -350,7 +351,7 @@ class ProjectSpec(FrozenModel):
         return priority_class(self.priority)
 
 
-OutputFormat = Literal["claude_json", "codex_jsonl", "gemini_json", "text"]
+OutputFormat = Literal["claude_json", "claude_stream_json", "codex_jsonl", "gemini_json", "text"]
 
 
 class AgentProfile(FrozenModel):
@@ -378,9 +379,26 @@ class AgentProfile(FrozenModel):
     """Whether the CLI reads the prompt from its standard input."""
     config_dir_env: EnvName | None = None
     pool: Slug = GLOBAL_POOL
+    provider_pool: Slug | None = None
+    """The provider account the agent spends (say `anthropic_max`): profiles on one account
+    share its pool `provider_<name>`, which a usage limit closes until the provider's reset."""
+    set_env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    """Variables set in the agent's environment whatever the parent's say (Codex: `TZ: UTC`,
+    so the reset time it prints is read as UTC)."""
     offline: bool = False
     network: bool = True
     """Whether the agent's sandbox may reach the network (agents call their providers' APIs)."""
+
+    @model_validator(mode="after")
+    def _set_env_keeps_isolation(self) -> AgentProfile:
+        own = {"HOME", *([self.config_dir_env] if self.config_dir_env else [])}
+        taken = sorted(own & set(self.set_env))
+        if taken:
+            raise ValueError(
+                f"set_env: {', '.join(taken)} cannot be set here: the orchestrator sets it to "
+                "the project's own agent home"
+            )
+        return self
 
     @model_validator(mode="after")
     def _command_is_a_whole_argument(self) -> AgentProfile:
@@ -458,6 +476,9 @@ class Pool(FrozenModel):
     ageing_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     """Only for the global `agents` pool: how long a waiting task takes to outrank any task
     that waited less (starvation protection)."""
+    grace_seconds: int = Field(default=90, ge=0, le=24 * 3600)
+    """Only for a provider pool (`provider_<name>`): how long after the provider's reset time
+    its pool stays closed before one canary task may try it."""
 
 
 class Preemption(FrozenModel):
@@ -494,9 +515,9 @@ class PoolsFile(FrozenModel):
     """What all projects' agents together may spend a day and a month."""
 
 
-#: What an alert can be about (config/alerts.yaml `events`). `budget` is posted by the
-#: `monitoring` sensor, `provider` (later) by the provider-limit feature, both through
-#: `orchestration.alerts.Alerts.notify`.
+#: What an alert can be about (config/alerts.yaml `events`). `budget` and `provider` (an
+#: account paused by its usage limit, and open again) are posted by the `monitoring` sensor
+#: through `orchestration.alerts.Alerts.notify`.
 AlertEvent = Literal["task_failed", "verification_failed", "budget", "provider", "run_stuck"]
 ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
 #: `${NAME}` in a webhook URL: the value of the environment variable NAME, read when posting.

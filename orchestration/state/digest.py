@@ -340,11 +340,16 @@ def _dynamic_partitions(instance: dg.DagsterInstance, projects: set[str]) -> dic
     return {name: sorted(keys) for name, keys in sorted(found.items()) if keys}
 
 
-def _overrides(store: TaskStore) -> dict[str, int]:
-    """The live allocation overrides (and a maintenance hold), from the task database."""
+def _overrides(store: TaskStore) -> dict[str, Any]:
+    """The live allocation overrides (and a maintenance hold) and the provider accounts'
+    pauses (`provider:<name>`, only those ever recorded), from the task database."""
     from orchestration.allocation.control import AllocationOverrides
+    from orchestration.allocation.providers import ProviderStates
 
-    return AllocationOverrides(store).all()
+    providers = ProviderStates(store).all()
+    return AllocationOverrides(store).all() | {
+        f"provider:{name}": state.to_dict() for name, state in providers.items()
+    }
 
 
 def workspace_names(home: Path) -> list[str]:

@@ -21,7 +21,10 @@ from types import TracebackType
 from typing import Any
 
 from orchestration.agents.invocation import AgentRequest, run_agent
+from orchestration.agents.limits import LimitKind
 from orchestration.agents.result import AgentResult, AgentStatus
+from orchestration.allocation.providers import DEFAULT_GRACE_S, ProviderStates, grace_seconds
+from orchestration.control.budget import budget_now
 from orchestration.delivery.deliver import DeliveryError, deliver_task
 from orchestration.delivery.transcript import append_transcript
 from orchestration.process import interrupts_deferred, process_start_time
@@ -200,7 +203,12 @@ def _carry_out(
             budget_usd=_task_cap(registry, spec, store, parent_env)
             if profile.budget_args
             else None,
+            provider_grace_s=grace_seconds(registry.pools, profile.provider_pool)
+            if profile.provider_pool
+            else DEFAULT_GRACE_S,
         )
+    except ProviderLimited:
+        raise  # the task is queued again, to continue once the account reopens
     except Exception as exc:
         cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
         _end_failed_run(store, task_id, run_id, cause, retry=not isinstance(exc, SandboxError))
@@ -225,7 +233,7 @@ def _task_cap(
     registry: Registry, spec: ProjectSpec, store: TaskStore, environ: Mapping[str, str]
 ) -> float | None:
     """What this task may spend: what is left of its project's and all projects' budgets."""
-    from orchestration.control.budget import budget_now, task_cap
+    from orchestration.control.budget import task_cap
     from orchestration.monitoring.usage import usage_by_project
 
     all_projects = registry.pools.budget if registry.pools else None
@@ -298,6 +306,7 @@ def execute_task(
     hidden: Sequence[Path] = (),
     heartbeat: TaskHeartbeat | None = None,
     budget_usd: float | None = None,
+    provider_grace_s: float = DEFAULT_GRACE_S,
 ) -> TaskOutcome:
     """Run a claimed (running) task to its end and record the outcome in the store.
 
@@ -377,6 +386,7 @@ def execute_task(
             timeout_s=spec.agent.timeout,
             on_start=lambda pgid: _note_agent(store, task, pgid, session or new_session, base),
             sandbox=agent_sandbox,
+            now=lambda: budget_now(parent_env),
         )
         agent = replace(
             agent,
@@ -396,6 +406,19 @@ def execute_task(
         # reads only the orchestrator's from here; in the sandbox too, so that nothing else the
         # agent left behind (a symbolic link, a feature of git's unknown to us) reaches further.
         workspace.reclaim(tree)
+        if _stopped_by_limit(agent, profile):
+            _pause_for_limit(
+                task,
+                agent,
+                profile,
+                store,
+                workspace,
+                (tree, git_tree),
+                base,
+                log,
+                now=budget_now(parent_env),
+                grace_s=provider_grace_s,
+            )
         parent = _result_parent(git_tree, task)
         lost = _announce_result(store, task, parent, heartbeat)
         if lost is not None:
@@ -465,6 +488,8 @@ def execute_task(
         if saved is not None:
             store.save_session(*saved, task.id)
         final = store.finish(task.id, status, reason, run_id=task.run_id, **fields)
+        if status is TaskStatus.SUCCEEDED and profile.provider_pool:
+            _provider_succeeded(store, profile.provider_pool, parent_env, log)
     except TaskLost as exc:
         log.warning(f"task {task.id}: {exc}")
         raise
@@ -489,6 +514,87 @@ def execute_task(
         verification=verification,
         transcript=transcript,
     )
+
+
+class ProviderLimited(TaskError):
+    """The task's agent stopped at its provider account's usage limit: the task is queued
+    again (that attempt not counted, its work so far committed, its session kept) and the
+    account's pool is closed until its reset."""
+
+    def __init__(self, message: str, account: str) -> None:
+        super().__init__(message)
+        self.account = account
+
+
+def _stopped_by_limit(agent: AgentResult, profile: AgentProfile) -> bool:
+    """Whether the agent's run ended on its provider account's limit (a plan's usage limit, or
+    a plain rate limit), for a profile that names its account."""
+    return (
+        profile.provider_pool is not None
+        and not agent.ok
+        and agent.limit is not None
+        and agent.limit.kind in (LimitKind.USAGE_LIMIT, LimitKind.TRANSIENT)
+    )
+
+
+def _pause_for_limit(
+    task: Task,
+    agent: AgentResult,
+    profile: AgentProfile,
+    store: TaskStore,
+    workspace: ProjectWorkspace,
+    trees: tuple[GitRepo, GitRepo],
+    base: str,
+    log: Logger,
+    *,
+    now: datetime,
+    grace_s: float,
+) -> None:
+    """Close the account's pool until its reset, commit the work so far, and queue the task to
+    continue its session; raises ProviderLimited (TaskLost when the task is no longer this
+    run's)."""
+    assert agent.limit is not None and profile.provider_pool is not None
+    account, limit = profile.provider_pool, agent.limit
+    state = ProviderStates(store).hit_limit(
+        account,
+        limit,
+        task=task.id,
+        now=now,
+        grace_s=grace_s,
+    )
+    log.warning(
+        f"task {task.id}: provider account {account} hit its {limit.kind} "
+        f"({limit.source}); the account is {state.status}"
+        + (f" until {state.until:%Y-%m-%d %H:%M:%S}Z" if state.until else " until resumed")
+    )
+    commit = _commit_work_so_far(task, workspace, *trees, "usage limit", log)
+    requeued = store.limited(
+        task.id,
+        task.run_id,
+        reason=f"provider {account}: {state.reason or limit.kind}",
+        limit=limit.to_dict() | {"account": account},
+        commit=commit,
+        session_id=agent.session_id,
+        branch=workspace.task_branch(task.id),
+        base=base,
+    )
+    if requeued is None:
+        lost = _why_not_held(store, task) or "it moved on"
+        raise TaskLost(f"task {task.id} is no longer run {task.run_id}'s ({lost})")
+    raise ProviderLimited(f"task {task.id}: {requeued.reason}", account)
+
+
+def _provider_succeeded(
+    store: TaskStore, account: str, environ: Mapping[str, str], log: Logger
+) -> None:
+    """A task on `account` succeeded: a canary reopens it. Never raises."""
+    try:
+        state = ProviderStates(store).succeeded(account, budget_now(environ))
+    except Exception as exc:  # the next dispatch tick opens it when the canary window ends
+        log.warning(f"provider {account}: could not record the success: {exc}")
+        return
+    if not state.paused:
+        log.info(f"provider {account}: open")
 
 
 def _status(

@@ -18,6 +18,9 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 #: The kind of interruption of a task taken back from a run that stopped sending heartbeats
 #: (its worker, code server or host died): queued to continue its session, like a stopped one.
 LOST = "lost"
+#: The kind of interruption of a task whose agent stopped at its provider's usage limit: queued
+#: to continue its session once the account reopens, that attempt not counted.
+USAGE_LIMIT = "usage_limit"
 
 
 class TaskStatus(StrEnum):

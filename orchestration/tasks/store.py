@@ -25,7 +25,14 @@ import sqlalchemy as sa
 
 from orchestration.settings import Settings
 from orchestration.tasks.migrations import ensure_schema
-from orchestration.tasks.models import LOST, TIME_FIELDS, Task, TaskStatus, new_task_id
+from orchestration.tasks.models import (
+    LOST,
+    TIME_FIELDS,
+    USAGE_LIMIT,
+    Task,
+    TaskStatus,
+    new_task_id,
+)
 
 TASKS_DB_URL_VAR = "ORCH_TASKS_DB_URL"
 
@@ -563,6 +570,36 @@ class TaskStore:
             branch=branch,
             base=base,
             extra_where=where,
+        )
+
+    def limited(
+        self,
+        task_id: str,
+        run_id: str | None,
+        *,
+        reason: str,
+        limit: Mapping[str, Any],
+        commit: str | None,
+        session_id: str | None,
+        branch: str | None = None,
+        base: str | None = None,
+    ) -> Task | None:
+        """The task's agent stopped at its provider's usage limit: the task goes back to the
+        queue, that attempt not counted, to continue `session_id` on its branch (at `commit`,
+        the work so far) once the account reopens; the limit is kept in its history (kind
+        `usage_limit`). None when the run `run_id` no longer holds it."""
+        task = self.get(task_id)
+        if task is None:
+            return None
+        request = {"kind": USAGE_LIMIT, "reason": reason, "at": _now().isoformat(), "by": None}
+        return self._continue_later(
+            task,
+            request | {"limit": dict(limit)},
+            commit=commit,
+            session=session_id or task.resume_session,
+            branch=branch,
+            base=base,
+            extra_where=tasks_table.c.run_id == run_id if run_id else None,
         )
 
     def reap(

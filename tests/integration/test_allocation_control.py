@@ -28,17 +28,30 @@ from orchestration.allocation.control import (
     rebalance,
     task_runs,
 )
+from orchestration.allocation.providers import (
+    DEFAULT_GRACE_S,
+    ProviderState,
+    ProviderStatus,
+    grace_seconds,
+)
 from orchestration.cli import main
 from orchestration.tasks.lifecycle import Launch, dispatch
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
 from tests.integration.conftest import QUEUED_RUN_ORIGIN
-from tests.support.registry import RegistryDir
+from tests.support.registry import PROVIDER_POOLS, RegistryDir
 
 Invoke = Callable[..., Result]
 
 
-YAML_LIMITS = {"agents": 4, "heavy": 1, "project_alpha": 2, "project_beta": 1}
+YAML_LIMITS = {"agents": 4, "heavy": 1, "project_alpha": 2, "project_beta": 1} | dict.fromkeys(
+    PROVIDER_POOLS, 4
+)
+
+
+def global_slots(slots: int) -> dict[str, int]:
+    """The limits that follow the global slot count when it is `slots`."""
+    return {"agents": slots} | dict.fromkeys(PROVIDER_POOLS, slots)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -89,7 +102,7 @@ def priority_of(instance: dg.DagsterInstance, run_id: str) -> int:
 def test_effective_settings_are_the_yaml_values_without_overrides(registry: RegistryDir) -> None:
     current = effective_settings(registry.load(), {})
     assert current.slots == 4
-    assert dict(current.pools) == {"agents": 4, "heavy": 1}
+    assert dict(current.pools) == {"agents": 4, "heavy": 1} | dict.fromkeys(PROVIDER_POOLS, 4)
     assert dict(current.projects) == {
         "alpha": ProjectLimits(priority=75, max_parallel=2),
         "beta": ProjectLimits(priority=25, max_parallel=1),
@@ -106,8 +119,7 @@ def test_overrides_replace_slots_priority_and_max_parallel(registry: RegistryDir
         "alpha": ProjectLimits(priority=10, max_parallel=2),
         "beta": ProjectLimits(priority=25, max_parallel=9),
     }
-    assert current.pool_limits() == {
-        "agents": 7,
+    assert current.pool_limits() == global_slots(7) | {
         "heavy": 1,
         "project_alpha": 2,
         "project_beta": 9,
@@ -125,7 +137,29 @@ def test_ageing_comes_from_the_global_pool(registry: RegistryDir) -> None:
     )
     current = effective_settings(registry.load(), {})
     assert (current.slots, current.ageing_s) == (3, 90.0)
-    assert current.pool_limits() == {"agents": 3, "project_alpha": 2, "project_beta": 1}
+    assert current.pool_limits() == global_slots(3) | {"project_alpha": 2, "project_beta": 1}
+
+
+def test_a_provider_account_s_pool_follows_its_state(registry: RegistryDir) -> None:
+    registry.write(
+        "config/pools.yaml",
+        """
+        agents: {slots: 4}
+        provider_anthropic: {slots: 2, grace_seconds: 10}
+        """,
+    )
+    loaded = registry.load()
+    assert effective_settings(loaded, {}).pools["provider_anthropic"] == 2
+    states = {
+        "anthropic": ProviderState("anthropic", ProviderStatus.PAUSED),
+        "openai": ProviderState("openai", ProviderStatus.CANARY),
+    }
+    current = effective_settings(loaded, {"slots": 6}, providers=states)
+    assert current.pools["provider_anthropic"] == 0
+    assert current.pools["provider_openai"] == 1
+    assert current.pools["provider_google"] == 6, "an open account's pool is the global one's"
+    assert grace_seconds(loaded.pools, "anthropic") == 10.0
+    assert grace_seconds(loaded.pools, "openai") == DEFAULT_GRACE_S
 
 
 def test_overrides_are_shared_through_the_task_database(store: TaskStore) -> None:
@@ -154,8 +188,10 @@ def test_apply_pool_limits_sets_every_pool_and_then_only_what_changed(
     overrides = AllocationOverrides(store)
     overrides.set({"max_parallel:alpha": 5, "slots": 6})
     current = effective_settings(registry.load(), overrides.all())
-    assert apply_pool_limits(instance, current.pool_limits()) == ["agents", "project_alpha"]
-    assert pool_limits(instance) == YAML_LIMITS | {"agents": 6, "project_alpha": 5}
+    assert apply_pool_limits(instance, current.pool_limits()) == sorted(
+        [*global_slots(6), "project_alpha"]
+    )
+    assert pool_limits(instance) == YAML_LIMITS | global_slots(6) | {"project_alpha": 5}
 
 
 # --- runs, loads and rebalancing --------------------------------------------------------------
@@ -436,11 +472,12 @@ def test_apply_clears_overrides_and_restores_the_yaml_limits(
 ) -> None:
     assert orch("allocation", "set", "alpha", "--max-parallel", "5").exit_code == 0
     assert orch("allocation", "set", "--slots", "9").exit_code == 0
-    assert pool_limits(instance) == YAML_LIMITS | {"agents": 9, "project_alpha": 5}
+    assert pool_limits(instance) == YAML_LIMITS | global_slots(9) | {"project_alpha": 5}
 
     result = orch("allocation", "apply")
     assert result.exit_code == 0, result.output
-    assert "pool limits changed: agents, project_alpha" in result.stderr
+    changed = ", ".join(sorted([*global_slots(9), "project_alpha"]))
+    assert f"pool limits changed: {changed}" in result.stderr
     assert AllocationOverrides(store).all() == {}
     assert pool_limits(instance) == YAML_LIMITS
 

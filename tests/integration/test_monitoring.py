@@ -27,7 +27,7 @@ from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from orchestration.verification.runner import VerificationResult
 from tests.integration.conftest import QUEUED_RUN_ORIGIN
-from tests.support.registry import RegistryDir
+from tests.support.registry import PROVIDER_POOLS, RegistryDir
 
 Invoke = Callable[..., Result]
 
@@ -219,8 +219,10 @@ def test_status_json_agrees_with_task_list(
     assert data["slots"] == {
         "agents": {"limit": 4, "in_use": 1},
         "heavy": {"limit": 1, "in_use": 0},
-    }
-    assert data["providers"] == []
+    } | {pool: {"limit": 4, "in_use": 0} for pool in PROVIDER_POOLS}
+    assert [(p["name"], p["status"], p["paused"]) for p in data["providers"]] == [
+        (pool.removeprefix("provider_"), "open", False) for pool in PROVIDER_POOLS
+    ]
 
 
 def test_pool_limits_are_the_instance_s(
@@ -253,7 +255,7 @@ def test_status_without_an_instance(registry: RegistryDir, store: TaskStore) -> 
     assert data["slots"] == {
         "agents": {"limit": 4, "in_use": 0},
         "heavy": {"limit": 1, "in_use": 0},
-    }
+    } | {pool: {"limit": 4, "in_use": 0} for pool in PROVIDER_POOLS}
     assert {row["name"]: row["succeeded_24h"] for row in data["projects"]} == {
         "alpha": 1,
         "beta": 0,

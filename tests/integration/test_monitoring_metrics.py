@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,8 @@ import pytest
 from click.testing import CliRunner
 from dagster._core.test_utils import create_run_for_test
 
+from orchestration.agents.limits import LimitKind, UsageLimit
+from orchestration.allocation.providers import ProviderStates
 from orchestration.cli import main
 from orchestration.control.states import ProjectState
 from orchestration.control.store import ProjectStates
@@ -34,6 +37,8 @@ from tests.support.registry import RegistryDir
 CHILD = """\
 import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
+from orchestration.agents.limits import LimitKind, UsageLimit
+from orchestration.allocation.providers import ProviderStates
 from orchestration.cli import main
 main(sys.argv[1:], prog_name="orch")
 """
@@ -158,6 +163,27 @@ def test_scrape_then_ctrl_c(
     assert process.wait(timeout=60) == 0, stderr.read_text()
     assert "stopped" in stderr.read_text()
     assert "Traceback" not in stderr.read_text()
+
+
+def test_a_provider_paused_by_a_usage_limit(
+    server: tuple[subprocess.Popen[bytes], str, Path], store: TaskStore
+) -> None:
+    _process, url, _stderr = server
+    lines = scrape(url)
+    assert 'orch_provider_paused{provider="anthropic"} 0.0' in lines
+    assert 'orch_pool_slots{pool="provider_anthropic"} 4.0' in lines
+
+    now = datetime.now(UTC)
+    states = ProviderStates(store)
+    limit = UsageLimit(LimitKind.USAGE_LIMIT, now + timedelta(hours=1), "rate_limit_event")
+    states.hit_limit("anthropic", limit, task=None, now=now, grace_s=90.0)
+    lines = scrape(url)
+    assert 'orch_provider_paused{provider="anthropic"} 1.0' in lines
+    assert 'orch_provider_paused{provider="openai"} 0.0' in lines
+    assert 'orch_pool_slots{pool="provider_anthropic"} 0.0' in lines
+
+    states.resume("anthropic", now, "test")
+    assert 'orch_provider_paused{provider="anthropic"} 0.0' in scrape(url)
 
 
 def test_a_port_in_use_is_an_error(registry_dir: RegistryDir, store: TaskStore) -> None:

@@ -15,6 +15,9 @@ from orchestration.settings import Settings
 from tests.support.git import make_git_repo
 from tests.support.paths import REPO_ROOT
 
+#: The pools of the provider accounts the shipped profiles spend (`provider_pool`).
+PROVIDER_POOLS = ("provider_anthropic", "provider_demo", "provider_google", "provider_openai")
+
 
 @dataclass
 class RegistryDir:

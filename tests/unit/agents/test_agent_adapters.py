@@ -344,14 +344,14 @@ def test_stdin_profiles_keep_the_prompt_out_of_argv(shipped: AgentsFile) -> None
 
 def test_claude_argv_without_model_or_session(shipped: AgentsFile) -> None:
     argv = build_argv(shipped.profiles["claude_code"], AgentRequest("do it", Path("/w")))
-    assert argv == ["claude", "-p", "--output-format", "json", "--", "do it"]
+    assert argv == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--", "do it"]
 
 
 def test_model_and_resume_args_go_before_the_end_of_options(shipped: AgentsFile) -> None:
     request = AgentRequest("do it", Path("/w"), model="opus", session_id="abc-123")
     argv = build_argv(shipped.profiles["claude_code"], request)
     assert argv == [
-        *("claude", "-p", "--output-format", "json"),
+        *("claude", "-p", "--output-format", "stream-json", "--verbose"),
         *("--model", "opus", "--resume", "abc-123"),
         *("--", "do it"),
     ]
@@ -363,7 +363,7 @@ def test_a_budget_cap_goes_before_the_end_of_options_and_only_when_there_is_one(
     capped = AgentRequest("do it", Path("/w"), session_id="abc", budget_usd=0.4)
     argv = build_argv(shipped.profiles["claude_code"], capped)
     assert argv == [
-        *("claude", "-p", "--output-format", "json"),
+        *("claude", "-p", "--output-format", "stream-json", "--verbose"),
         *("--resume", "abc", "--max-budget-usd", "0.40"),
         *("--", "do it"),
     ]
@@ -504,7 +504,7 @@ def test_tricky_prompt_arrives_byte_identical(fake_agent) -> None:
     assert result.ok, result.error
     start = agent_start(env)
     received = start["argv"][1:]
-    assert received == ["-p", "--output-format", "json", "--", TRICKY_PROMPT]
+    assert received == ["-p", "--output-format", "stream-json", "--verbose", "--", TRICKY_PROMPT]
     assert start["prompt"].encode("utf-8") == TRICKY_PROMPT.encode("utf-8")
     assert result.session_id == start["session_id"]
 
@@ -518,7 +518,7 @@ def test_an_option_like_prompt_reaches_claude_as_its_prompt(fake_agent, prompt: 
     assert start["prompt"] == prompt
     assert "resume" not in start["options"]  # no session was resumed...
     assert "dangerously_skip_permissions" not in start["options"]  # ...no permission dropped
-    assert start["options"]["output_format"] == "json"
+    assert start["options"]["output_format"] == "stream-json"
     assert start["options"]["model"] == "claude-fake-1"
     assert result.session_id not in (None, "evil", "EVIL")
     assert (work / "CHANGES.md").read_text(encoding="utf-8") == f"- {prompt}\n"

@@ -131,6 +131,8 @@ def test_a_successful_run_and_an_ordinary_error_have_no_limit() -> None:
     assert claude_limit([rate_event("allowed"), result("all done")], now=NOW) is None
     assert claude_limit([result("tests failed", is_error=True)], now=NOW) is None
     assert claude_limit([], now=NOW) is None
+    # A summary that happens to begin like a limit message is not one when the run succeeded.
+    assert claude_limit([result("You've reached your goal: all tests pass")], now=NOW) is None
 
 
 @pytest.mark.parametrize(

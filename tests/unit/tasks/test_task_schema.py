@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.allocation.control import AllocationOverrides, allocation_table
+from orchestration.allocation.providers import providers_table
 from orchestration.control.store import log_table, states_table
 from orchestration.tasks import migrations
 from orchestration.tasks.migrations import HEAD, VERSION_TABLE, SchemaError
@@ -35,6 +36,7 @@ TABLES = (
     "orch_holds",
     "orch_project_states",
     "orch_project_state_log",
+    "orch_providers",
 )
 state_tables = (states_table, log_table)
 OPENERS = 5
@@ -222,7 +224,12 @@ def differences_from_the_code(url: str) -> list[Any]:
     from alembic.runtime.migration import MigrationContext
 
     declared = sa.MetaData()
-    for table in (*tasks_table.metadata.tables.values(), allocation_table, *state_tables):
+    for table in (
+        *tasks_table.metadata.tables.values(),
+        allocation_table,
+        *state_tables,
+        providers_table,
+    ):
         table.to_metadata(declared)
     store = TaskStore(url)
     try:
