@@ -23,6 +23,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,10 +38,13 @@ import dagster as dg
 
 from bench.machine import discard, finish, machine, progress
 from orchestration.defs.sensors import DISPATCH_INTERVAL_S
+from orchestration.settings import WEBSERVER_URL_VAR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
 BASELINE_LOCATION = "dispatch_baseline"
+#: The code location `dagster job launch` loads for the command floor (bench/launch_floor.py).
+LAUNCH_FLOOR_LOCATION = "launch_floor"
 PROJECT = "bench"
 #: The file of baseline run requests the baseline sensor reads (one JSON object per line).
 TRIGGER_VAR = "BENCH_DISPATCH_TRIGGERS"
@@ -208,7 +212,23 @@ def write_setup(root: Path) -> tuple[dict[str, str], Path]:
         f"name: {PROJECT}\nrepo: {repo}\nagent: {{profile: claude_code, max_parallel: 50}}\n"
     )
     dagster_home = write_instance(root, {})  # the shipped dagster.yaml, unchanged
-    workspace = write_workspace(root, {BASELINE_LOCATION: "bench.dispatch:baseline_defs"})
+    workspace = write_workspace(
+        root,
+        {
+            BASELINE_LOCATION: "bench.dispatch:baseline_defs",
+            LAUNCH_FLOOR_LOCATION: "bench.launch_floor:defs",
+        },
+    )
+    # What `dagster job launch` loads for the command floor: its small location alone.
+    floor = {
+        "module_name": "bench.launch_floor",
+        "attribute": "defs",
+        "working_directory": str(REPO_ROOT),
+        "location_name": LAUNCH_FLOOR_LOCATION,
+    }
+    (root / "floor_workspace.yaml").write_text(
+        json.dumps({"load_from": [{"python_module": floor}]})
+    )
     env = {
         "ORCH_PROJECTS_DIR": str(root / "projects"),
         "ORCH_CONFIG_DIR": str(root / "config"),
@@ -238,10 +258,60 @@ def running_daemon(root: Path) -> Iterator[Bench]:
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
         store = TaskStore(f"sqlite:///{root / 'home' / 'tasks.db'}")
         try:
-            yield Bench(root, env, process, log, instance, store)
+            with running_webserver(root, workspace, daemon_env) as url:
+                env[WEBSERVER_URL_VAR] = url
+                yield Bench(root, env | {"PATH": daemon_env["PATH"]}, process, log, instance, store)
         finally:
             store.dispose()
             instance.dispose()
+
+
+@contextmanager
+def running_webserver(root: Path, workspace: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """The webserver on the same workspace and instance (the UI `orch task add` submits a
+    task's run through); its URL."""
+    import socket
+    import urllib.request
+
+    from tests.support.daemon import stop
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port)]
+    with (root / "webserver.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*argv, "-w", str(workspace)],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    query = json.dumps(
+        {"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}
+    ).encode()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "webserver.log").read_text(errors="replace")[-3000:]
+                raise click.ClickException(f"the webserver did not come up:\n{tail}")
+            try:
+                request = urllib.request.Request(
+                    f"{url}/graphql", data=query, headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    break
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop(process)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,6 +449,76 @@ def measure_latency(bench: Bench, samples: int, floors: Sequence[str]) -> dict[s
     return found
 
 
+def measure_commands(bench: Bench, samples: int) -> dict[str, list[dict]]:
+    """Request -> work start, each timed from the moment a command is run: `orch task add`
+    until its agent starts, and (the floor) `dagster job launch` of the empty job in a code
+    location of its own until its step starts; alternating, one at a time."""
+    from bench.launch_floor import JOB
+
+    tools = Path(sys.executable).parent
+    found: dict[str, list[dict]] = {"tasks": [], "floor": []}
+    for index in range(samples):
+        progress(f"command sample {index + 1}/{samples}")
+        began = time.time()
+        added = _command(
+            [str(tools / "orch"), "task", "add", PROJECT, f"NOOP command {index}"], bench.env
+        )
+        returned = time.time()
+        task_id = added.stdout.strip()
+        bench.wait_tasks([task_id], timeout_s=300)
+        task = bench.store.require(task_id)
+        run = bench.instance.get_run_by_id(task.run_id or "")
+        found["tasks"].append(
+            {
+                "requested": began,
+                "returned": returned,
+                "work_start": bench.agent_log()[task_id]["agent_start"],
+                "direct": run is not None and "dagster/sensor_name" not in run.tags,
+                "said": added.stderr.strip()[-300:],
+            }
+        )
+        request_id = f"c{index:04d}"
+        began = time.time()
+        _command(
+            [
+                str(tools / "dagster"),
+                "job",
+                "launch",
+                "-w",
+                str(bench.root / "floor_workspace.yaml"),
+                "-j",
+                JOB,
+                "--tags",
+                json.dumps({"bench/request": request_id}),
+            ],
+            bench.env,
+        )
+        returned = time.time()
+        bench.wait_baseline([request_id], timeout_s=300)
+        floor_run = bench.baseline_run(request_id)
+        assert floor_run is not None
+        times = run_times(bench.instance, floor_run.run_id)
+        found["floor"].append(
+            {"requested": began, "returned": returned, "work_start": times["step_start"]}
+        )
+    return found
+
+
+def _command(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, env=dict(env), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise click.ClickException(f"{' '.join(argv[:3])} failed:\n{done.stderr[-2000:]}")
+    return done
+
+
+def _percentile(values: Sequence[float], share: float) -> float | None:
+    """The `share` quantile (nearest rank) of `values`."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
 def measure_throughput(bench: Bench, count: int, floor: str, rounds: int) -> dict[str, Any]:
     """`count` tasks and `count` empty runs (of the `floor` job), in `rounds` alternating
     batches (tasks, then runs), each batch queued at once; alternating spreads any drift in the
@@ -459,6 +599,26 @@ def render_table(results: dict[str, Any]) -> str:
             f"{_cell(duration.get('max'))} | {_cell(interval.get('median'))} / "
             f"{_cell(interval.get('max'))} |"
         )
+    commands = results.get("commands")
+    if commands:
+        lines += [
+            "",
+            f"From the command, {len(commands['tasks'])} sample(s) each, seconds "
+            f"({sum(s['direct'] for s in commands['tasks'])} task(s) submitted by the command "
+            "itself):",
+            "",
+            "| | `orch task add` -> agent starts | `dagster job launch` -> step starts (floor) "
+            "| task / floor |",
+            "|---|---:|---:|---:|",
+        ]
+        for label, key, share in (
+            ("median", "work_start", 0.5),
+            ("p90", "work_start", 0.9),
+            ("command returns (median)", "returned", 0.5),
+        ):
+            ours = _percentile([t[key] - t["requested"] for t in commands["tasks"]], share)
+            base = _percentile([t[key] - t["requested"] for t in commands["floor"]], share)
+            lines.append(f"| {label} | {_cell(ours)} | {_cell(base)} | {_ratio(ours, base)} |")
     throughput = results["throughput"]
     if throughput:
         ours, base = throughput["tasks"], throughput["baseline"]
@@ -479,15 +639,33 @@ def render_table(results: dict[str, Any]) -> str:
 
 @click.command()
 @click.option(
-    "--quick", is_flag=True, help="1 latency sample, 4 queued tasks, one floor (< 2 min)."
+    "--quick",
+    is_flag=True,
+    help="1 latency sample, 3 command samples, 4 queued tasks, one floor (< 2 min).",
 )
 @click.option("--samples", type=int, default=None, help="Latency samples (default 6).")
 @click.option("--tasks", "count", type=int, default=None, help="Queued tasks (default 50).")
+@click.option(
+    "--commands",
+    "command_samples",
+    type=int,
+    default=None,
+    help="Samples timed from the command: `orch task add` against `dagster job launch` "
+    "(default 20).",
+)
 @click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (daemon log, state).")
-def main(quick: bool, samples: int | None, count: int | None, output: Path, keep: bool) -> None:
+def main(
+    quick: bool,
+    samples: int | None,
+    count: int | None,
+    command_samples: int | None,
+    output: Path,
+    keep: bool,
+) -> None:
     """Measure dispatch latency and throughput through the real daemon, against the floor."""
     samples = samples if samples is not None else 1 if quick else 6
+    command_samples = command_samples if command_samples is not None else 3 if quick else 20
     count = count if count is not None else 4 if quick else 50
     root = Path(tempfile.mkdtemp(prefix="orch-bench-dispatch-"))
     results: dict[str, Any] = {"machine": machine(dagster=version("dagster")), "quick": quick}
@@ -505,6 +683,9 @@ def main(quick: bool, samples: int | None, count: int | None, output: Path, keep
             since = time.time()
             results["latency"] = measure_latency(bench, samples, floors)
             results["sensors_during_latency"] = sensor_ticks(bench.instance, since)
+            results["commands"] = (
+                measure_commands(bench, command_samples) if command_samples else None
+            )
             since = time.time()
             results["throughput"] = (
                 measure_throughput(bench, count, executor, rounds=1 if quick else 2)

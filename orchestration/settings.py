@@ -37,6 +37,10 @@ STALE_BEATS = 3
 #: Seconds added to the clock budgets and usage periods are read with (the `monitoring`
 #: sensor's): for drills and tests that must cross a midnight without waiting for one.
 CLOCK_OFFSET_VAR = "ORCH_CLOCK_OFFSET_S"
+#: Where the Dagster webserver answers; `orch up` sets it for what it starts and writes it to
+#: ORCH_HOME/WEBSERVER_URL_FILE for the commands run beside it.
+WEBSERVER_URL_VAR = "ORCH_WEBSERVER_URL"
+WEBSERVER_URL_FILE = "webserver_url"
 
 DEFAULT_PROJECTS_DIR = "projects"
 DEFAULT_CONFIG_DIR = "config"
@@ -158,6 +162,17 @@ def clock_offset(environ: Mapping[str, str]) -> float:
     except ValueError:
         return 0.0
     return offset if math.isfinite(offset) else 0.0
+
+
+def webserver_url(home: Path, environ: Mapping[str, str]) -> str | None:
+    """Where the webserver of the orchestrator keeping its state in `home` answers:
+    ORCH_WEBSERVER_URL, else what `orch up` wrote there; None when neither says."""
+    if environ.get(WEBSERVER_URL_VAR):
+        return environ[WEBSERVER_URL_VAR]
+    try:
+        return (home / WEBSERVER_URL_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _positive_seconds(value: str | None, default: float) -> float:

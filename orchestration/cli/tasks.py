@@ -92,10 +92,18 @@ def add(
     )
     if created is None:
         fail("the task was not recorded")
+    # Its run queued now when nothing else waits, rather than at the dispatch sensor's tick.
+    from orchestration.tasks.submit import NO_WEBSERVER, submit_now
+
+    submitted = submit_now(store, registry, created)
+    if submitted.run_id:
+        click.echo(f"run {submitted.run_id} queued", err=True)
+    elif submitted.why_not != NO_WEBSERVER:
+        click.echo(f"queued; the dispatch sensor starts it ({submitted.why_not})", err=True)
     queued = [created]
     if propagate:
         queued += follow_up_tasks(store, current_graph(settings), created, registry.names)
-    _add_partitions(queued)
+    _add_partitions([task for task in queued if task.id != created.id or not submitted.run_id])
     if propagate:
         for item in queued:
             click.echo(f"{item.id}  {item.project}")

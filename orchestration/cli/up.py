@@ -15,9 +15,8 @@ import click
 from orchestration.cli.deps import detect_with_progress
 from orchestration.cli.output import fail
 from orchestration.cli.state import current_registry, current_settings
-from orchestration.defs.reload import WEBSERVER_URL_VAR
 from orchestration.instance import InstanceError, open_instance
-from orchestration.settings import Settings
+from orchestration.settings import WEBSERVER_URL_FILE, WEBSERVER_URL_VAR, Settings
 
 if TYPE_CHECKING:
     from orchestration.dependencies.graph import DependencyGraph
@@ -57,6 +56,8 @@ def up(host: str, port: int, workspace: Path) -> None:
     for notice in settings.notices:
         click.echo(f"warning: {notice}", err=True)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    # `orch task add` beside it submits a task's run through this webserver at once.
+    (settings.home / WEBSERVER_URL_FILE).write_text(f"http://{shown_host}:{port}\n")
     env = {
         **os.environ,
         # Absolute paths: the webserver, daemon and code servers read the same files wherever

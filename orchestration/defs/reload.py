@@ -19,7 +19,8 @@ import threading
 import urllib.request
 from collections.abc import Mapping
 
-WEBSERVER_URL_VAR = "ORCH_WEBSERVER_URL"
+from orchestration.settings import WEBSERVER_URL_VAR
+
 RELOAD_MUTATION = (
     "mutation { reloadWorkspace { __typename "
     "... on PythonError { message } ... on UnauthorizedError { message } } }"

@@ -27,6 +27,7 @@ from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.lifecycle import Launch, dispatch, reconcile_ended_runs
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
+from orchestration.tasks.submit import submit_now
 from orchestration.workspace.workspace import ProjectWorkspace
 
 #: The dispatch sensor's minimum interval. Dagster's sensor daemon looks at its sensors about
@@ -162,11 +163,17 @@ def build_import_sensor() -> dg.SensorDefinition:
             for project in registry.projects:
                 workspace = ProjectWorkspace(registry.settings.home, project.spec)
                 try:
-                    added += len(
-                        import_task_lists(project.spec, workspace, store, warn=context.log.warning)
+                    new = import_task_lists(
+                        project.spec, workspace, store, warn=context.log.warning
                     )
                 except Exception as exc:  # one project's broken repository never stops the rest
                     context.log.warning(f"{project.name}: task import failed: {exc}")
+                    continue
+                added += len(new)
+                for task in new:  # queued at once when nothing else waits, as `orch task add`
+                    submitted = submit_now(store, registry, task)
+                    if submitted.run_id:
+                        context.log.info(f"task {task.id}: run {submitted.run_id} queued")
         finally:
             store.dispose()
         return dg.SkipReason(f"imported {added} new task(s)")

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from orchestration.registry.models import ProjectSpec
+from orchestration.tags import (
+    MAX_RETRIES_TAG,
+    MAX_RUNTIME_TAG,
+    PRIORITY_TAG,
+    PROJECT_TAG,
+    SESSION_TAG,
+    TASK_TAG,
+)
 from orchestration.tasks.models import Task, TaskStatus
+
+#: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
+RUN_OVERHEAD_S = 600
 
 
 @dataclass(frozen=True)
@@ -70,3 +82,21 @@ def _blocking_reason(task: Task, known: Mapping[str, Task]) -> str | None:
 def run_priority(project_priority: int, task_priority: int) -> int:
     """The `dagster/priority` of a task's run: the project's priority first, then the task's."""
     return project_priority * 1000 + task_priority
+
+
+def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) -> dict[str, str]:
+    """The tags every run of a task carries, however it was launched."""
+    tags = {
+        PROJECT_TAG: spec.name,
+        TASK_TAG: task.id,
+        PRIORITY_TAG: str(
+            priority if priority is not None else run_priority(spec.priority, task.priority)
+        ),
+        # Run monitoring ends a run that outlives its agent and tests by far, even when its
+        # worker died unseen (the default launcher cannot check a worker's health).
+        MAX_RUNTIME_TAG: str(spec.agent.timeout + spec.verify_timeout + RUN_OVERHEAD_S),
+        MAX_RETRIES_TAG: "0",
+    }
+    if task.session:
+        tags[SESSION_TAG] = task.session
+    return tags

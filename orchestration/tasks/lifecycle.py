@@ -29,22 +29,15 @@ from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import heartbeat_stale_after
 from orchestration.tags import (
     INTERRUPTED_TAG,
-    MAX_RETRIES_TAG,
-    MAX_RUNTIME_TAG,
-    PRIORITY_TAG,
-    PROJECT_TAG,
     RUN_KEY_TAG,
-    SESSION_TAG,
     TASK_TAG,
     tasks_partitions_name,
 )
-from orchestration.tasks.dispatch import plan_dispatch, run_priority
+from orchestration.tasks.dispatch import plan_dispatch, task_run_tags
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.outcomes import record_pending
 from orchestration.tasks.store import TaskStore
 
-#: Time a task run may take beyond its agent's and its tests' timeouts (git, bookkeeping).
-RUN_OVERHEAD_S = 600
 #: The run statuses of a run still in progress, which its worker may have died in unseen.
 IN_PROGRESS = frozenset(
     {
@@ -95,24 +88,6 @@ class DispatchOutcome:
     unloaded: list[str] = field(default_factory=list)
     #: Why nothing at all was dispatched (a broken agents or pools file), else None.
     stopped: str | None = None
-
-
-def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) -> dict[str, str]:
-    """The tags every run of a task carries, however it was launched."""
-    tags = {
-        PROJECT_TAG: spec.name,
-        TASK_TAG: task.id,
-        PRIORITY_TAG: str(
-            priority if priority is not None else run_priority(spec.priority, task.priority)
-        ),
-        # Run monitoring ends a run that outlives its agent and tests by far, even when its
-        # worker died unseen (the default launcher cannot check a worker's health).
-        MAX_RUNTIME_TAG: str(spec.agent.timeout + spec.verify_timeout + RUN_OVERHEAD_S),
-        MAX_RETRIES_TAG: "0",
-    }
-    if task.session:
-        tags[SESSION_TAG] = task.session
-    return tags
 
 
 def dispatch(

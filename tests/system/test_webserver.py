@@ -34,7 +34,7 @@ from orchestration.registry import load_registry
 from orchestration.samples import SAMPLE_PROJECTS, ensure_sample_repos
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, Settings
 from orchestration.tags import PRIORITY_TAG, TASK_TAG
-from orchestration.tasks.lifecycle import task_run_tags
+from orchestration.tasks.lifecycle import dispatch, task_run_tags
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from tests.support.daemon import evaluate_sensor, stop, write_instance
@@ -216,6 +216,72 @@ def test_sample_projects_are_asset_groups(webserver: Webserver) -> None:
             assert nodes[f"{project}/{role}"]["groupName"] == project
         assert "refresh" in nodes[f"{project}/source"]["jobNames"]
     assert nodes["acme_api/verification"]["hasAssetChecks"] is True
+
+
+def test_task_add_queues_its_run_at_once_through_the_webserver(webserver: Webserver) -> None:
+    """With the webserver known, `orch task add` queues the task's run itself (there is no
+    daemon here, so no sensor could have): the run the dispatch sensor would make, which the
+    sensor then leaves alone. With other tasks waiting it leaves the order to the sensor; a
+    webserver that does not answer leaves the task queued for the sensor, nothing counted."""
+    env = {**webserver.env, WEBSERVER_URL_VAR: webserver.url}
+
+    def add(prompt: str, environ: dict[str, str]) -> str:
+        result = CliRunner().invoke(
+            main, ["task", "add", "acme_core", prompt], env=environ, catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    settings = Settings.from_env(env)
+    registry = load_registry(settings)
+    spec = registry.spec("acme_core")
+    assert spec is not None
+    store = TaskStore.from_settings(settings, environ={})
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    try:
+        first = add("Direct one", env)
+        (run,) = instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: first}))
+        task = store.require(first)
+        assert task.dispatched and task.dispatches == 1 and task.attempts == 1
+        assert run.status is dg.DagsterRunStatus.QUEUED
+        assert run.asset_selection == {dg.AssetKey(["acme_core", "tasks"])}
+        assert {key: run.tags.get(key) for key in task_run_tags(task, spec)} == task_run_tags(
+            task, spec
+        )
+        assert (run.tags["dagster/partition"], run.tags["dagster/run_key"]) == (
+            first,
+            f"{first}.1",
+        )
+        assert run.run_op_concurrency is not None
+        assert {"agents", "project_acme_core", "provider_demo"} <= set(
+            run.run_op_concurrency.all_pools
+        )
+        # The dispatch sensor's planning finds nothing left to launch for it.
+        outcome = dispatch(store, instance, registry, fingerprint="test")
+        assert first not in {launch.task.id for launch in outcome.launches}
+
+        # The first task still waits in the run queue: the next is left to the sensor.
+        second = add("Behind the first", env)
+        assert not instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: second}))
+        assert not store.require(second).dispatched
+        for task_id in (first, second):
+            store.cancel(task_id)
+
+        # A webserver that does not answer: the task waits for the sensor, nothing counted.
+        closed = {**env, WEBSERVER_URL_VAR: f"http://127.0.0.1:{free_port()}"}
+        third = add("Nobody answers", closed)
+        waiting = store.require(third)
+        assert (waiting.status, waiting.dispatched, waiting.attempts) == (
+            TaskStatus.QUEUED,
+            False,
+            0,
+        )
+        assert "direct submission failed" in (waiting.reason or "")
+        assert not instance.get_runs(filters=dg.RunsFilter(tags={TASK_TAG: third}))
+        store.cancel(third)
+    finally:
+        instance.dispose()
+        store.dispose()
 
 
 # --- in a real browser -------------------------------------------------------------------------
