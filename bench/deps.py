@@ -12,6 +12,10 @@ from the repository root:
 repositories plus one holding a large manifest under the caps and one holding a 50 MB manifest,
 detected by the package as it is and as committed at a git ref, in the same run.
 
+`--npm-single [N]` instead measures the command a user runs: `orch deps detect` as a whole
+process over N (400) git repositories of one npm package each, against Nx's `nx graph` over the
+same packages as one workspace, in the same run, then after one commit at a time.
+
 See bench/README.md for the options and what the numbers mean.
 """
 
@@ -204,6 +208,40 @@ def plan_repositories(count: int, seed: int = SEED) -> list[RepoPlan]:
 def expected_edges(plans: Iterable[RepoPlan]) -> set[tuple[str, str]]:
     """(consumer, provider) for every dependency between two repositories."""
     return {(plan.name, provider) for plan in plans for provider in plan.providers()}
+
+
+def plan_single_npm(count: int, seed: int = SEED) -> list[RepoPlan]:
+    """`count` npm repositories of one package each (a root package.json, no workspaces), each
+    depending on 0-4 earlier ones by name with a range their version satisfies, a dependency
+    in five a dev one, and on a few npm packages no repository provides."""
+    rng = random.Random(seed + count + 1)
+    plans: list[RepoPlan] = []
+    for index in range(count):
+        name = f"npm_{index:04d}"
+        package = f"@bench/npm-{index:04d}"
+        version = f"1.{rng.randint(0, 9)}.{rng.randint(0, 20)}"
+        manifest = ManifestPlan(
+            "package.json",
+            "package.json",
+            package,
+            version,
+            externals=rng.sample(EXTERNALS["npm"], rng.randint(1, 3)),
+            dev_externals=rng.sample(EXTERNALS["npm-dev"], rng.randint(1, 3)),
+        )
+        wanted = min(len(plans), rng.choice((0, 1, 1, 2, 2, 3, 3, 4)))
+        for provider in rng.sample(plans, wanted):
+            provided = provider.root_manifest.package or provider.name
+            manifest.dependencies.append(
+                Dependency(provided, provider.name, dev=rng.random() < 0.2)
+            )
+        sources = {
+            "README.md": f"# {name}\n\nSynthetic npm package for bench/deps.py.\n",
+            ".gitignore": "node_modules/\n",
+            "index.js": f"module.exports = {{ name: {json.dumps(package)} }};\n",
+            "index.test.js": "const test = require('node:test');\n",
+        }
+        plans.append(RepoPlan(name, "npm", version, {"package.json": manifest}, sources))
+    return plans
 
 
 def _new_repo(rng: random.Random, index: int, ecosystem: str) -> RepoPlan:
@@ -535,8 +573,9 @@ def write_registry(root: Path, projects_dir: str, plans: Iterable[RepoPlan]) -> 
     return projects
 
 
-def generate(root: Path, plans: Sequence[RepoPlan]) -> dict[str, Any]:
-    """Every repository and both registries (all projects, npm only); timings per step."""
+def generate(root: Path, plans: Sequence[RepoPlan], *, npm_registry: bool = True) -> dict[str, Any]:
+    """Every repository and the registries (all projects and, with `npm_registry`, the npm
+    ones only); timings per step."""
     started = time.perf_counter()
     shutil.copytree(REPO_ROOT / "config", root / "config")
     (root / "repos").mkdir(parents=True)
@@ -545,7 +584,8 @@ def generate(root: Path, plans: Sequence[RepoPlan]) -> dict[str, Any]:
         list(pool.map(lambda p: write_repository(root / "repos" / p.name, p), plans))
     repos_s = time.perf_counter() - started
     write_registry(root, "projects", plans)
-    write_registry(root, "projects-npm", [p for p in plans if p.ecosystem == "npm"])
+    if npm_registry:
+        write_registry(root, "projects-npm", [p for p in plans if p.ecosystem == "npm"])
     return {
         "repos_s": round(repos_s, 2),
         "total_s": round(time.perf_counter() - started, 2),
@@ -1015,7 +1055,9 @@ def run_benchmark(
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(
-            git=_version("git"), node=_version("node") if shutil.which("node") else None
+            git=_version("git"),
+            node=_version("node") if shutil.which("node") else None,
+            pygit2=_pygit2_version(),
         ),
         "repositories": count,
         "seed": seed,
@@ -1299,6 +1341,251 @@ def render_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------------------------
+# One npm package per repository: `orch deps detect` against Nx, whole processes
+
+NPM_SINGLE_REPOS = 400
+NX_GOAL = 1.0  # our process / Nx's process, wall time, at most
+
+
+def orch_command() -> list[str]:
+    """How `orch` is started: the console script beside this interpreter (what a user runs),
+    or the same entry point through this interpreter when there is no script."""
+    script = Path(sys.executable).parent / "orch"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from orchestration.cli import main; main()"]
+
+
+def run_orch_detect(root: Path, home: Path) -> dict[str, Any]:
+    """`orch deps detect --json` as a fresh process over the registry under `root`, with
+    ORCH_HOME `home`: its wall and CPU time and edges. Any warning (an unreadable repository,
+    a manifest problem) or version mismatch stops the benchmark."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "DAGSTER_"))}
+    env |= {
+        "ORCH_PROJECTS_DIR": str(root / "projects"),
+        "ORCH_CONFIG_DIR": str(root / "config"),
+        "ORCH_HOME": str(home),
+    }
+    argv = [*orch_command(), "deps", "detect", "--json"]
+    done, wall, cpu = timed_run(argv, cwd=root, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise click.ClickException(f"orch deps detect failed: {done.stderr[-2000:]}")
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    graph = json.loads(done.stdout)
+    mismatches = [
+        item for edge in graph["edges"] for item in edge["evidence"] if item.get("version_mismatch")
+    ]
+    if warnings or mismatches:
+        raise click.ClickException(
+            f"orch deps detect was not clean: {warnings[:5]}, {mismatches[:5]}"
+        )
+    return {
+        "process_s": wall,
+        "process_cpu_s": cpu,
+        "loadavg": loadavg(),
+        "edges": {(edge["consumer"], edge["provider"]) for edge in graph["edges"]},
+    }
+
+
+def run_npm_single(
+    count: int, *, nx: bool, profile: bool, workdir: Path | None, seed: int
+) -> dict[str, Any]:
+    """`orch deps detect` over `count` one-package npm repositories against Nx over the same
+    packages as one workspace (cold, whole processes, medians), then one commit at a time."""
+    results: dict[str, Any] = {
+        "mode": "npm-single",
+        "machine": machine(
+            git=_version("git"),
+            node=_version("node") if shutil.which("node") else None,
+            pygit2=_pygit2_version(),
+        ),
+        "repositories": count,
+        "seed": seed,
+    }
+    with tempfile.TemporaryDirectory(prefix="orch-bench-npm-") as tmp:
+        root = workdir or Path(tmp)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+        plans = plan_single_npm(count, seed)
+        expected = expected_edges(plans)
+        progress(f"generating {count} one-package npm repositories under {root}")
+        results["generation"] = generate(root, plans, npm_registry=False)
+        results["generation"]["expected_edges"] = len(expected)
+        progress(f"  ... {results['generation']['total_s']:.1f}s, {len(expected)} edges")
+
+        # Cold: `orch deps detect` (the command, whole process) and detect() alone (worker).
+        commands, workers = [], []
+        for attempt in range(COLD_RUNS):
+            progress(f"orch deps detect over {count} repositories, cold, {attempt + 1}")
+            run = run_orch_detect(root, _fresh_home(root, "cli"))
+            _check_edges("orch deps detect", run["edges"], expected)
+            progress(f"  ... {run['process_s']:.2f}s ({run['process_cpu_s']:.2f}s CPU)")
+            commands.append(run)
+        for attempt in range(COLD_RUNS):
+            progress(f"detect() over {count} repositories, cold, {attempt + 1}")
+            run = run_worker(root, "projects", _fresh_home(root, "worker"))
+            _check_edges("detect()", run["edges"], expected)
+            progress(f"  ... detect {run['detect_s']:.3f}s, process {run['process_s']:.2f}s")
+            workers.append(run)
+        results["cold"] = {
+            "commands": [_public(r) for r in commands],
+            "workers": [_public(r) for r in workers],
+        }
+        if nx:
+            results["nx"] = _compare_with_nx(root, plans, commands[0]["edges"])["nx"]
+        else:
+            results["nx"] = {"skipped": "--no-nx"}
+
+        # Incremental: one commit in one repository, then the command and detect() again,
+        # each with its own warm ORCH_HOME.
+        rng = random.Random(seed)
+        incremental = []
+        for attempt in range(INCREMENTAL_RUNS):
+            consumer, provider = _pick_change(rng, plans, "npm")
+            manifest = add_dependency(consumer, provider)
+            sha = commit_manifest(
+                root / "repos" / consumer.name, manifest, f"Depend on {provider.name}"
+            )
+            expected.add((consumer.name, provider.name))
+            progress(
+                f"incremental {attempt + 1}/{INCREMENTAL_RUNS}: {consumer.name} now requires "
+                f"{provider.name} (commit {sha[:10]})"
+            )
+            command = run_orch_detect(root, root / "homes" / "cli")
+            _check_edges("incremental orch deps detect", command["edges"], expected)
+            worker = run_worker(root, "projects", root / "homes" / "worker")
+            _check_edges("incremental detect()", worker["edges"], expected)
+            if worker["scanned"] != 1:
+                raise click.ClickException(f"{worker['scanned']} projects were rescanned, not 1")
+            progress(f"  ... process {command['process_s']:.3f}s, detect {worker['detect_s']:.4f}s")
+            incremental.append(
+                {
+                    "consumer": consumer.name,
+                    "provider": provider.name,
+                    "commit": sha,
+                    "command": _public(command),
+                    "worker": _public(worker),
+                }
+            )
+        results["incremental"] = incremental
+        progress("unchanged: orch deps detect with no new commit")
+        unchanged = run_orch_detect(root, root / "homes" / "cli")
+        _check_edges("unchanged", unchanged["edges"], expected)
+        results["unchanged"] = _public(unchanged)
+
+        def median(runs: Iterable[Mapping[str, Any]], key: str) -> float:
+            return round(statistics.median(run[key] for run in runs), 4)
+
+        for run in [*workers, *(r["worker"] for r in incremental)]:
+            # detect()'s own CPU time and that of the git processes it waited for
+            run["detect_all_cpu_s"] = round(run["detect_cpu_s"] + run["git_cpu_s"], 4)
+
+        summary: dict[str, Any] = {
+            "edges": len(commands[0]["edges"]),
+            "full_process_s": median(commands, "process_s"),
+            "full_process_cpu_s": median(commands, "process_cpu_s"),
+            "full_detect_s": median(workers, "detect_s"),
+            "full_detect_cpu_s": median(workers, "detect_all_cpu_s"),
+            "incremental_process_s": median([r["command"] for r in incremental], "process_s"),
+            "incremental_detect_s": median([r["worker"] for r in incremental], "detect_s"),
+            "incremental_detect_cpu_s": median(
+                [r["worker"] for r in incremental], "detect_all_cpu_s"
+            ),
+            "unchanged_process_s": round(unchanged["process_s"], 4),
+        }
+        summary["incremental_process_share"] = round(
+            summary["incremental_process_s"] / summary["full_process_s"], 4
+        )
+        summary["incremental_detect_share"] = round(
+            summary["incremental_detect_s"] / summary["full_detect_s"], 4
+        )
+        summary["incremental_detect_cpu_share"] = round(
+            summary["incremental_detect_cpu_s"] / summary["full_detect_cpu_s"], 4
+        )
+        if "median_s" in results["nx"]:
+            summary["nx_s"] = results["nx"]["median_s"]
+            summary["nx_cpu_s"] = results["nx"]["median_cpu_s"]
+            summary["ours_over_nx"] = round(summary["full_process_s"] / summary["nx_s"], 3)
+        results["summary"] = summary
+        if profile:
+            results["profiles"] = _profiles(root, plans, rng)
+    results["machine"]["loadavg_at_end"] = loadavg()
+    summary = results["summary"]
+    results["goals"] = {
+        "incremental_share": {
+            "value": summary["incremental_detect_share"],
+            "goal": f"<= {INCREMENTAL_GOAL} (incremental / full detect())",
+            "met": summary["incremental_detect_share"] <= INCREMENTAL_GOAL,
+        }
+    }
+    if "ours_over_nx" in summary:
+        results["goals"]["not_slower_than_nx"] = {
+            "value": summary["ours_over_nx"],
+            "goal": f"<= {NX_GOAL} (our process / Nx's process, wall, cold)",
+            "met": summary["ours_over_nx"] <= NX_GOAL,
+        }
+        results["goals"]["same_edges_as_nx"] = {
+            "value": results["nx"]["edges_equal"],
+            "goal": "equal edge sets",
+            "met": results["nx"]["edges_equal"],
+        }
+    return results
+
+
+def render_npm_single_table(results: Mapping[str, Any]) -> str:
+    s, nx = results["summary"], results["nx"]
+    lines = [
+        "| one-package npm repositories | edges | ours: `orch deps detect` s | ours CPU s | "
+        "Nx: `nx graph --file` s | Nx CPU s | ours / Nx (wall) | edges ours / Nx |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    if "median_s" in nx:
+        agreement = (
+            f"{s['edges']} / {nx['edges']}, equal"
+            if nx["edges_equal"]
+            else f"{len(nx['only_nx'])} only Nx, {len(nx['only_ours'])} only ours"
+        )
+        lines.append(
+            f"| {results['repositories']} | {s['edges']} | {s['full_process_s']:.2f} | "
+            f"{s['full_process_cpu_s']:.2f} | {nx['median_s']:.2f} | {nx['median_cpu_s']:.2f} | "
+            f"{s['ours_over_nx']:.2f}x | {agreement} |"
+        )
+    else:
+        why = nx.get("unavailable") or nx.get("skipped") or "not run"
+        lines.append(
+            f"| {results['repositories']} | {s['edges']} | {s['full_process_s']:.2f} | "
+            f"{s['full_process_cpu_s']:.2f} | - | - | - | Nx not run: {why} |"
+        )
+    lines += [
+        "",
+        f"| case (medians of {COLD_RUNS}) | `orch deps detect` process s | detect() s | "
+        "detect() CPU s (with git's) |",
+        "|---|---:|---:|---:|",
+        f"| full, empty cache | {s['full_process_s']:.3f} | {s['full_detect_s']:.4f} | "
+        f"{s['full_detect_cpu_s']:.4f} |",
+        f"| incremental, one commit | {s['incremental_process_s']:.3f} | "
+        f"{s['incremental_detect_s']:.4f} | {s['incremental_detect_cpu_s']:.4f} |",
+        f"| incremental / full | {s['incremental_process_share']:.1%} | "
+        f"{s['incremental_detect_share']:.1%} | {s['incremental_detect_cpu_share']:.1%} |",
+        f"| unchanged | {s['unchanged_process_s']:.3f} | - | - |",
+    ]
+    for name, goal in results["goals"].items():
+        verdict = "met" if goal["met"] else "NOT met"
+        lines.append(f"\n- {name}: {goal['value']} (goal {goal['goal']}): {verdict}")
+    return "\n".join(lines)
+
+
+def _pygit2_version() -> str | None:
+    """pygit2's and libgit2's versions (detection reads manifests with them), if installed."""
+    try:
+        import pygit2
+    except ImportError:
+        return None
+    return f"pygit2 {pygit2.__version__} (libgit2 {pygit2.LIBGIT2_VERSION})"
+
+
 def _version(tool: str) -> str:
     result = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
     return result.stdout.strip()
@@ -1328,6 +1615,15 @@ def _version(tool: str) -> str:
     show_default=True,
     help="The git ref whose package --large-manifests compares with the working tree.",
 )
+@click.option(
+    "--npm-single",
+    type=int,
+    is_flag=False,
+    flag_value=NPM_SINGLE_REPOS,
+    default=None,
+    help=f"N one-package npm repositories (default {NPM_SINGLE_REPOS}): `orch deps detect` "
+    "against Nx, whole processes, and after one commit.",
+)
 @click.option("--worker", is_flag=True, hidden=True)
 @click.option("--worker-profile", type=click.Path(path_type=Path), hidden=True)
 @click.option("--worker-only", hidden=True)
@@ -1342,6 +1638,7 @@ def main(
     output: Path,
     large_manifests: bool,
     before: str,
+    npm_single: int | None,
     worker: bool,
     worker_profile: Path | None,
     worker_only: str | None,
@@ -1351,6 +1648,20 @@ def main(
     if worker:
         result = measure(worker_profile, worker_only, worker_code)
         click.echo(json.dumps(result))
+        return
+    if npm_single is not None:
+        results = run_npm_single(
+            npm_single,
+            nx=not no_nx,
+            profile=profile,
+            workdir=workdir and workdir.resolve(),
+            seed=seed,
+        )
+        target = output if output != RESULTS_FILE else RESULTS_FILE.with_name("deps_npm.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(results, indent=2, default=sorted) + "\n")
+        progress(f"results written to {target}")
+        click.echo(render_npm_single_table(results))
         return
     if large_manifests:
         results = run_large_manifests(

@@ -2,7 +2,8 @@
 touches.
 
 Detection and `affected` read git (GitPython runs `git version` when imported), so they are
-imported by the commands that use them, not when the CLI starts."""
+imported by the commands that use them, not when the CLI starts. These commands need the
+settings and the registry only: neither Dagster nor the task store is imported."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ import os
 from typing import TYPE_CHECKING
 
 from orchestration.settings import Settings
-from orchestration.tasks.store import TaskStore
 
 if TYPE_CHECKING:
     import dagster as dg
 
     from orchestration.registry.loader import Registry
+    from orchestration.tasks.store import TaskStore
 
 
 def current_settings() -> Settings:
@@ -28,6 +28,8 @@ def current_registry(settings: Settings | None = None) -> Registry:
 
 
 def task_store(settings: Settings | None = None) -> TaskStore:
+    from orchestration.tasks.store import TaskStore  # SQLAlchemy: not needed by `orch deps`
+
     return TaskStore.from_settings(settings or current_settings())
 
 

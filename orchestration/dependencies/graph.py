@@ -15,7 +15,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,13 @@ class Evidence:
     version_mismatch: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        found: dict[str, object] = {"file": self.file}
+        if self.line is not None:
+            found["line"] = self.line
+        found["text"], found["via"] = self.text, self.via
+        if self.version_mismatch is not None:
+            found["version_mismatch"] = self.version_mismatch
+        return found
 
 
 @dataclass(frozen=True)
@@ -87,14 +93,22 @@ class DependencyGraph:
     _providers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, nodes: Iterable[str], edges: Iterable[DependencyEdge]) -> DependencyGraph:
+    def of(
+        cls,
+        nodes: Iterable[str],
+        edges: Iterable[DependencyEdge],
+        cycles: Iterable[Iterable[str]] | None = None,
+    ) -> DependencyGraph:
+        """The graph of `nodes` and `edges`; its `cycles` are found unless given (as
+        `find_cycles` found them for these edges)."""
         nodes = tuple(sorted(set(nodes)))
         edges = tuple(sorted(edges, key=lambda e: (e.consumer, e.provider)))
         providers: dict[str, list[str]] = {node: [] for node in nodes}
         for edge in edges:
             providers.setdefault(edge.consumer, []).append(edge.provider)
         frozen = {k: tuple(sorted(v)) for k, v in providers.items()}
-        return cls(nodes, edges, tuple(find_cycles(nodes, frozen)), frozen)
+        found = find_cycles(nodes, frozen) if cycles is None else cycles
+        return cls(nodes, edges, tuple(tuple(cycle) for cycle in found), frozen)
 
     def providers_of(self, project: str) -> tuple[str, ...]:
         return self._providers.get(project, ())
@@ -179,11 +193,23 @@ class DependencyGraph:
             DependencyEdge(
                 e["consumer"],
                 e["provider"],
-                tuple(Evidence(**{"line": None, **ev}) for ev in e["evidence"]),
+                tuple(
+                    Evidence(
+                        ev["file"],
+                        ev.get("line"),
+                        ev["text"],
+                        ev["via"],
+                        ev.get("version_mismatch"),
+                    )
+                    for ev in e["evidence"]
+                ),
             )
             for e in data.get("edges", [])
         ]
-        return cls.of(data.get("nodes", []), edges)
+        cycles = data.get("cycles")  # written by `to_json` from the same edges
+        if not (isinstance(cycles, list) and all(isinstance(c, list) for c in cycles)):
+            cycles = None
+        return cls.of(data.get("nodes", []), edges, cycles)
 
     def to_mermaid(self) -> str:
         lines = ["graph LR"]
@@ -209,46 +235,139 @@ class DependencyGraph:
 
 def build_graph(projects: Sequence[ProjectInput]) -> DependencyGraph:
     """Match every project's requirements against the others' packages and locations."""
-    by_package: dict[tuple[str, str], list[tuple[str, Package]]] = {}
-    for project in projects:
-        for package in project.scan.packages if project.scan else ():
-            by_package.setdefault((package.ecosystem, package.name), []).append(
-                (project.name, package)
-            )
-    local_roots = {
-        _norm(project.root): project.name
-        for project in projects
-        if project.root and not is_remote_url(project.root)
-    }
-    remote_roots = {
-        normalize_git_url(project.root): project.name
-        for project in projects
-        if project.root and is_remote_url(project.root)
-    }
-    names = {project.name for project in projects}
-    evidence: dict[tuple[str, str], list[Evidence]] = {}
+    packages = PackageIndex.of({p.name: p.scan.packages for p in projects if p.scan})
+    matcher = EdgeMatcher(projects, packages)
+    return DependencyGraph.of(
+        matcher.names, [edge for project in projects for edge in matcher.edges_of(project)]
+    )
 
-    def add(consumer: str, provider: str, item: Evidence) -> None:
-        if provider != consumer and provider in names:
-            bucket = evidence.setdefault((consumer, provider), [])
-            if item not in bucket:
-                bucket.append(item)
 
-    for project in projects:
-        for requirement in project.scan.requirements if project.scan else ():
-            for provider, item in _matches(
-                project, requirement, by_package, local_roots, remote_roots
-            ):
-                add(project.name, provider, item)
-        for provider in project.depends_on:
-            add(project.name, provider, Evidence(project.declared_in, None, provider, "declared"))
-        for ignored in project.ignore_dependencies:
-            evidence.pop((project.name, ignored), None)
-    edges = [
-        DependencyEdge(consumer, provider, tuple(items))
-        for (consumer, provider), items in evidence.items()
+#: A package as `PackageIndex` keeps it: ecosystem, name, version, manifest, line.
+PackageRow = Sequence[Any]
+
+
+def package_row(package: Package) -> list[Any]:
+    return [package.ecosystem, package.name, package.version, package.manifest, package.line]
+
+
+class PackageIndex:
+    """Every project's packages by ecosystem and name. Kept as rows (as `graph-inputs.json`
+    stores them); a package becomes a `Package` only when a requirement names it."""
+
+    def __init__(self, rows: Mapping[str, Iterable[PackageRow]]) -> None:
+        self._rows: dict[tuple[str, str], list[tuple[str, PackageRow]]] = {}
+        for project, found in rows.items():
+            for row in found:
+                self._rows.setdefault((row[0], row[1]), []).append((project, row))
+        self._packages: dict[tuple[str, str], list[tuple[str, Package]]] = {}
+
+    @classmethod
+    def of(cls, packages: Mapping[str, Iterable[Package]]) -> PackageIndex:
+        return cls({name: [package_row(p) for p in found] for name, found in packages.items()})
+
+    def get(self, key: tuple[str, str]) -> Sequence[tuple[str, Package]]:
+        """The projects providing the package `(ecosystem, name)`, each with the package."""
+        found = self._packages.get(key)
+        if found is None:
+            rows = self._rows.get(key, ())
+            found = self._packages[key] = [(project, Package(*row)) for project, row in rows]
+        return found
+
+
+def update_graph(
+    previous: DependencyGraph,
+    projects: Sequence[ProjectInput],
+    packages: PackageIndex,
+    consumers: Iterable[str],
+) -> DependencyGraph:
+    """`previous` with the edges of `consumers` matched again and every other edge kept.
+
+    `projects` are all projects as `build_graph` would get them, though only the scans of
+    `consumers` are read; `packages` are every project's packages now. Equal to `build_graph`
+    over the same inputs when `consumers` holds every project whose scan changed and every
+    project with a requirement naming a package that one of them provided before or provides
+    now (`affected_consumers`), and nothing else about the projects changed.
+    """
+    matcher = EdgeMatcher(projects, packages)
+    again = set(consumers)
+    kept = [edge for edge in previous.edges if edge.consumer not in again]
+    fresh = [
+        edge for project in projects if project.name in again for edge in matcher.edges_of(project)
     ]
-    return DependencyGraph.of(names, edges)
+    return DependencyGraph.of(matcher.names, [*kept, *fresh])
+
+
+def package_key(ecosystem: str, name: str) -> str:
+    """One string for a package name in its ecosystem (as `affected_consumers` compares them)."""
+    return f"{ecosystem}:{name}"
+
+
+def affected_consumers(
+    changed: Iterable[str],
+    provided: Iterable[str],
+    required: Mapping[str, Iterable[str]],
+) -> set[str]:
+    """The projects whose edges may differ when the scans of `changed` changed: those, and
+    every project requiring one of the packages in `provided` (what the changed projects
+    provided before and provide now). `provided` and `required` (per project, the packages its
+    requirements name) hold `package_key`s."""
+    names = set(provided)
+    affected = set(changed)
+    if names:
+        affected.update(
+            project for project, wants in required.items() if not names.isdisjoint(wants)
+        )
+    return affected
+
+
+class EdgeMatcher:
+    """Matches one project's requirements against every project's packages and locations."""
+
+    def __init__(self, projects: Sequence[ProjectInput], packages: PackageIndex) -> None:
+        self.by_package = packages
+        self.names = {project.name for project in projects}
+        self._projects = projects
+
+    @functools.cached_property
+    def local_roots(self) -> dict[str, str]:
+        """Each local project's folder -> the project (made when a path is first matched)."""
+        return {
+            _norm(project.root): project.name
+            for project in self._projects
+            if project.root and not is_remote_url(project.root)
+        }
+
+    @functools.cached_property
+    def remote_roots(self) -> dict[str, str]:
+        """Each remote project's URL -> the project (made when a URL is first matched)."""
+        return {
+            normalize_git_url(project.root): project.name
+            for project in self._projects
+            if project.root and is_remote_url(project.root)
+        }
+
+    def edges_of(self, project: ProjectInput) -> list[DependencyEdge]:
+        """The edges whose consumer is `project`: its requirements' matches, then its
+        `depends_on`, less its `ignore_dependencies`."""
+        evidence: dict[str, list[Evidence]] = {}
+
+        def add(provider: str, item: Evidence) -> None:
+            if provider != project.name and provider in self.names:
+                bucket = evidence.setdefault(provider, [])
+                if item not in bucket:
+                    bucket.append(item)
+
+        for requirement in project.scan.requirements if project.scan else ():
+            for provider, item in _matches(project, requirement, self):
+                add(provider, item)
+        for provider in project.depends_on:
+            add(provider, Evidence(project.declared_in, None, provider, "declared"))
+        for ignored in project.ignore_dependencies:
+            evidence.pop(ignored, None)
+        return [
+            DependencyEdge(project.name, provider, tuple(items))
+            for provider, items in evidence.items()
+        ]
 
 
 @dataclass(frozen=True)
@@ -286,22 +405,19 @@ def _pairs(graph: DependencyGraph | None) -> set[tuple[str, str]]:
 
 
 def _matches(
-    project: ProjectInput,
-    requirement: Requirement,
-    by_package: Mapping[tuple[str, str], list[tuple[str, Package]]],
-    local_roots: Mapping[str, str],
-    remote_roots: Mapping[str, str],
+    project: ProjectInput, requirement: Requirement, matcher: EdgeMatcher
 ) -> Iterator[tuple[str, Evidence]]:
     """The projects `requirement` points at, each with the evidence."""
     if requirement.local_path and project.root and not is_remote_url(project.root):
         manifest_dir = PurePosixPath(requirement.manifest).parent
         target = _norm(os.path.join(project.root, str(manifest_dir), requirement.local_path))
-        provider = _owner(target, local_roots)
+        provider = _owner(target, matcher.local_roots)
         if provider and provider != project.name:
             yield provider, _evidence(requirement, "path")
             return
     if requirement.ecosystem == "git" and requirement.url:
         url = requirement.url
+        local_roots, remote_roots = matcher.local_roots, matcher.remote_roots
         if url.startswith(("./", "../")) and project.root:
             if is_remote_url(project.root):
                 # git resolves a relative submodule URL against the superproject's own URL.
@@ -313,7 +429,7 @@ def _matches(
         if provider:
             yield provider, _evidence(requirement, "submodule")
         return
-    for provider, package in by_package.get((requirement.ecosystem, requirement.name), ()):
+    for provider, package in matcher.by_package.get((requirement.ecosystem, requirement.name)):
         if provider != project.name:
             yield (
                 provider,

@@ -87,6 +87,7 @@ def run_orch(
         (["validate"], "2 project(s) valid, 0 error(s)"),
         (["config", "show", "alpha"], "0 6 * * 1-5"),
         (["deps", "graph"], "no dependencies between projects"),
+        (["deps", "detect"], "2 project(s), 0 edge(s)"),
         (["allocation", "--help"], "rebalance"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
@@ -115,3 +116,15 @@ def test_listing_tasks_needs_only_the_task_store(
     argv = [arg.format(task_id=task_id) for arg in args]
     result = run_orch(registry, *argv, forbidden=("dagster", "git", "orchestration.registry"))
     assert result.returncode == 0, result.stderr
+
+
+def test_detecting_dependencies_needs_neither_dagster_nor_the_task_store(
+    registry: RegistryDir,
+) -> None:
+    # What keeps `orch deps detect` near the cost of the detection itself (bench/deps.py
+    # --npm-single): Dagster and the task store (SQLAlchemy) are each a tenth of a second or more.
+    result = run_orch(
+        registry, "deps", "detect", forbidden=("dagster", "sqlalchemy", "orchestration.tasks")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 project(s), 0 edge(s), 0 cycle(s); 2 repository(ies) parsed" in result.stdout

@@ -1,13 +1,15 @@
-"""Dependency detection over a registry of real git repositories: the cache under ORCH_HOME, a
-broken repository among good ones, the lineage definitions draw from the detected graph, the
-`orchestration/dependencies` asset and its `acyclic` check, the `manifest` assets' metadata, and
-a remote project read through its private clone."""
+"""Dependency detection over a registry of real git repositories: the cache under ORCH_HOME and
+the graph updated after a few commits, reading manifests in this process (libgit2) as git reads
+them, a broken repository among good ones, the lineage definitions draw from the detected graph,
+the `orchestration/dependencies` asset and its `acyclic` check, the `manifest` assets' metadata,
+and a remote project read through its private clone."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +19,7 @@ from orchestration.defs.definitions import build_definitions
 from orchestration.defs.factory import ProjectKeys
 from orchestration.defs.orchestration_assets import DEPENDENCIES_KEY
 from orchestration.defs.resources import ProjectWorkspaces
+from orchestration.dependencies import detection
 from orchestration.dependencies.detection import (
     DetectionCache,
     ScanOutcome,
@@ -24,8 +27,12 @@ from orchestration.dependencies.detection import (
     detection_warnings,
 )
 from orchestration.dependencies.graph import DependencyGraph
+from orchestration.dependencies.limits import MAX_MANIFEST_BYTES
+from orchestration.dependencies.objects import branch_commit, read_files_in_process
+from orchestration.dependencies.parsers import SKIPPED_DIRECTORIES, ManifestSelection
 from orchestration.registry import Registry
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
+from orchestration.workspace.git import read_branch_sha, read_tree_files
 from tests.support.git import commit, git, make_git_repo
 from tests.support.registry import RegistryDir
 
@@ -193,8 +200,197 @@ def test_the_single_scan_index_of_earlier_versions_is_removed(four: RegistryDir)
     (cache_dir / "scans.json").write_text('{"version": 3, "projects": {}}')
     (cache_dir / "scans-v3").mkdir()
     graph, _ = detect(load(four).projects, four.settings)
-    assert sorted(p.name for p in cache_dir.iterdir()) == [".lock", "graph.json", "scans-v4"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        ".lock",
+        "graph-inputs.json",
+        "graph.json",
+        "scans-v4",
+    ]
     assert pairs(graph) == {("api", "core"), ("cli", "api")}
+
+
+def counting_scan_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The projects whose cached scans detection reads from now on, in order."""
+    reads: list[str] = []
+    real_load = DetectionCache.load_scan
+
+    def counting(self: DetectionCache, project: str, commit: str) -> object:
+        reads.append(project)
+        return real_load(self, project, commit)
+
+    monkeypatch.setattr(DetectionCache, "load_scan", counting)
+    return reads
+
+
+def detect_afresh(registry_dir: RegistryDir, home: Path) -> DependencyGraph:
+    """The graph a detection with an empty cache finds."""
+    return detect(load(registry_dir).projects, replace(registry_dir.settings, home=home))[0]
+
+
+def test_a_commit_matches_again_only_its_project_and_the_consumers_of_its_packages(
+    four: RegistryDir, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    reads = counting_scan_reads(monkeypatch)
+
+    # core 2.0.0 satisfies api's `acme-core>=2`: api's evidence changes, cli and web are untouched
+    commit(four.root / "repos" / "core", {"pyproject.toml": CORE.replace("1.0.0", "2.0.0")})
+    graph, outcomes = detect(registry.projects, settings)
+
+    assert reads == ["api"]  # core was just parsed; only api requires one of its packages
+    assert [p for p in outcomes if not outcome(outcomes, p).cached] == ["core"]
+    edge = graph.edge("api", "core")
+    assert edge is not None and edge.version_mismatches == ()
+    assert graph.to_json() == detect_afresh(four, tmp_path / "fresh-1").to_json()
+
+    # web now requires acme-api and provides what cli requires: both sides are matched again
+    reads.clear()
+    commit(
+        four.root / "repos" / "web",
+        {"requirements.txt": "acme-api\n", "setup.cfg": "[metadata]\nname = click\n"},
+    )
+    graph, _ = detect(registry.projects, settings)
+
+    assert sorted(reads) == ["cli"]
+    assert pairs(graph) == {("api", "core"), ("cli", "api"), ("cli", "web"), ("web", "api")}
+    assert graph.to_json() == detect_afresh(four, tmp_path / "fresh-2").to_json()
+    assert DetectionCache(settings.home).load_graph() == graph
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "rows cut short"])
+def test_without_what_the_graph_was_built_from_every_scan_is_read_again(
+    four: RegistryDir, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, damage: str
+) -> None:
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    inputs = DetectionCache(settings.home).inputs_path
+    if damage == "not JSON":
+        inputs.write_text("{not json", encoding="utf-8")
+    else:
+        data = json.loads(inputs.read_text(encoding="utf-8"))
+        data["packages"]["core"] = [["python"]]
+        inputs.write_text(json.dumps(data), encoding="utf-8")
+    reads = counting_scan_reads(monkeypatch)
+
+    commit(four.root / "repos" / "web", {"requirements.txt": "acme-core\n"})
+    graph, _ = detect(registry.projects, settings)
+
+    assert sorted(reads) == ["api", "cli", "core"]
+    assert pairs(graph) == {("api", "core"), ("cli", "api"), ("web", "core")}
+    assert graph.to_json() == detect_afresh(four, tmp_path / "fresh").to_json()
+
+
+# --- reading manifests in this process ----------------------------------------------------------
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Detection reads every repository with libgit2, however few there are."""
+    monkeypatch.setattr(detection, "READ_BY_GIT", 0)
+
+
+def odd_repository(root: Path) -> tuple[Path, str]:
+    """A repository with what reading must get right: manifests in folders, in skipped folders
+    and executable, a link, a submodule, an oversized manifest, files that are no manifest."""
+    repo = make_git_repo(
+        root,
+        {
+            "package.json": WEB,
+            "README.md": "odd\n",
+            "packages/a/package.json": '{"name": "a"}',
+            "packages/a/node_modules/dep/package.json": '{"name": "dep"}',
+            "build/requirements.txt": "built\n",
+            "tools/requirements.txt": "click\n",
+            "big/requirements.txt": "x>=1\n" * (MAX_MANIFEST_BYTES // 5 + 1),
+            "src/z/go.mod": "module example.com/z\n",
+        },
+    )
+    (repo / "docs").mkdir()
+    (repo / "docs" / "pyproject.toml").symlink_to("../package.json")
+    (repo / "tools" / "requirements.txt").chmod(0o755)
+    git(repo, "add", "-A")
+    gitlink = f"160000,{git(repo, 'rev-parse', 'HEAD')},vendor/lib"
+    git(repo, "update-index", "--add", "--cacheinfo", gitlink)
+    git(repo, "commit", "-q", "--no-gpg-sign", "-m", "odd")
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+def test_reading_in_process_offers_and_gives_what_git_does(tmp_path: Path) -> None:
+    repo, sha = odd_repository(tmp_path / "odd")
+    offered: dict[str, list[tuple[str, str, int]]] = {"git": [], "here": []}
+    selections = {"git": ManifestSelection(), "here": ManifestSelection()}
+
+    def recording(reader: str) -> Callable[[str, str, int], bool]:
+        def wanted(path: str, mode: str, size: int) -> bool:
+            offered[reader].append((path, mode, size))
+            return selections[reader](path, mode, size)
+
+        return wanted
+
+    by_git = read_tree_files(repo, sha, recording("git"), SKIPPED_DIRECTORIES)
+    here = read_files_in_process(repo, sha, recording("here"), SKIPPED_DIRECTORIES)
+
+    assert here == by_git
+    assert offered["here"] == offered["git"]
+    assert sorted(here) == [
+        "package.json",
+        "packages/a/package.json",
+        "src/z/go.mod",
+        "tools/requirements.txt",
+    ]
+    assert selections["here"].skipped() == selections["git"].skipped()
+    assert sorted(selections["here"].skipped()) == ["big/requirements.txt", "docs/pyproject.toml"]
+    modes = {path: mode for path, mode, _ in offered["here"]}
+    assert (modes["docs/pyproject.toml"], modes["tools/requirements.txt"]) == ("120000", "100755")
+    assert not [path for path in modes if path.startswith(("vendor", "build/", "packages/a/node_"))]
+
+
+def test_reading_in_process_declines_what_libgit2_cannot_read(tmp_path: Path) -> None:
+    repo, sha = odd_repository(tmp_path / "odd")
+    assert read_files_in_process(repo, "0" * 40, ManifestSelection()) is None  # no such commit
+    assert read_files_in_process(tmp_path / "nowhere", sha, ManifestSelection()) is None
+    shutil.rmtree(repo / ".git" / "objects")
+    assert read_files_in_process(repo, sha, ManifestSelection()) is None
+
+
+def test_the_branch_is_read_from_its_ref_as_git_reads_it(tmp_path: Path) -> None:
+    repo, sha = odd_repository(tmp_path / "odd")
+    assert branch_commit(repo, "main") == sha == read_branch_sha(repo, "main")
+    git(repo, "pack-refs", "--all")  # no loose ref left: packed-refs is read
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    assert branch_commit(repo, "main") == sha
+    assert branch_commit(repo, "nothing") is None
+    worktree = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "-b", "side", str(worktree))
+    assert branch_commit(worktree, "side") == sha == branch_commit(repo, "side")
+
+
+@pytest.mark.usefixtures("in_process")
+def test_detection_in_process_finds_what_git_finds(four: RegistryDir, tmp_path: Path) -> None:
+    registry, settings = load(four), four.settings
+    graph, outcomes = detect(registry.projects, settings)
+
+    by_git = replace(settings, home=tmp_path / "by-git")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(detection, "READ_BY_GIT", 1_000_000)
+        expected, expected_outcomes = detect(registry.projects, by_git)
+
+    assert graph.to_json() == expected.to_json()
+    assert {p: outcome(outcomes, p).scan for p in outcomes} == {
+        p: outcome(expected_outcomes, p).scan for p in expected_outcomes
+    }
+
+
+@pytest.mark.usefixtures("in_process")
+def test_a_repository_libgit2_cannot_read_is_read_by_git(four: RegistryDir) -> None:
+    registry = load(four)
+    shutil.rmtree(four.root / "repos" / "cli" / ".git" / "objects")
+    graph, outcomes = detect(registry.projects, four.settings)
+
+    error = outcomes["cli"]
+    assert isinstance(error, str) and error.startswith("GitError:") and "repos/cli" in error
+    assert pairs(graph) == {("api", "core")}
 
 
 # --- broken repositories -----------------------------------------------------------------------
@@ -441,7 +637,12 @@ def test_the_manifest_asset_shows_a_manifest_left_out_by_a_cap(
 # --- a remote project --------------------------------------------------------------------------
 
 
-def test_a_remote_project_is_fetched_into_its_private_clone(registry_dir: RegistryDir) -> None:
+@pytest.mark.parametrize("reader", ["git", "libgit2"])
+def test_a_remote_project_is_fetched_into_its_private_clone(
+    registry_dir: RegistryDir, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    if reader == "libgit2":
+        monkeypatch.setattr(detection, "READ_BY_GIT", 0)
     work = make_git_repo(registry_dir.root / "upstream" / "core", {"pyproject.toml": CORE})
     bare = registry_dir.root / "remote" / "core.git"
     git(registry_dir.root, "clone", "-q", "--bare", str(work), str(bare))

@@ -9,6 +9,7 @@ blobs of a git tree worth reading before any is read.
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -17,15 +18,6 @@ from pathlib import Path
 
 from orchestration.dependencies import limits
 from orchestration.dependencies.model import ManifestScan, ProjectScan
-from orchestration.dependencies.parsers.cargo import parse_cargo_toml
-from orchestration.dependencies.parsers.gitmodules import parse_gitmodules
-from orchestration.dependencies.parsers.go import parse_go_mod
-from orchestration.dependencies.parsers.npm import parse_package_json
-from orchestration.dependencies.parsers.python import (
-    parse_pyproject,
-    parse_requirements_txt,
-    parse_setup_cfg,
-)
 from orchestration.dependencies.parsers.source import problem
 
 __all__ = [
@@ -46,16 +38,29 @@ SKIPPED_DIRECTORIES = frozenset(
 
 Parser = Callable[[str, str], ManifestScan]
 
+
+def _imported_when_used(module: str, function: str) -> Parser:
+    """The parser `function` of `parsers.<module>`, whose module is imported at its first
+    use: a detection that reads only package.json never imports the Python parsers."""
+
+    def parse(path: str, text: str) -> ManifestScan:
+        found: Parser = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+        return found(path, text)
+
+    parse.__name__ = parse.__qualname__ = function
+    return parse
+
+
 #: file name -> (ecosystem, parser)
 PARSERS: Mapping[str, tuple[str, Parser]] = {
-    "pyproject.toml": ("python", parse_pyproject),
-    "setup.cfg": ("python", parse_setup_cfg),
-    "package.json": ("npm", parse_package_json),
-    "go.mod": ("go", parse_go_mod),
-    "Cargo.toml": ("cargo", parse_cargo_toml),
-    ".gitmodules": ("git", parse_gitmodules),
+    "pyproject.toml": ("python", _imported_when_used("python", "parse_pyproject")),
+    "setup.cfg": ("python", _imported_when_used("python", "parse_setup_cfg")),
+    "package.json": ("npm", _imported_when_used("npm", "parse_package_json")),
+    "go.mod": ("go", _imported_when_used("go", "parse_go_mod")),
+    "Cargo.toml": ("cargo", _imported_when_used("cargo", "parse_cargo_toml")),
+    ".gitmodules": ("git", _imported_when_used("gitmodules", "parse_gitmodules")),
 }
-_REQUIREMENTS = ("python", parse_requirements_txt)
+_REQUIREMENTS = ("python", _imported_when_used("python", "parse_requirements_txt"))
 
 
 def _parser_for(parts: list[str]) -> tuple[str, Parser] | None:

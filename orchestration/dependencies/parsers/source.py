@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ def describe(value: Any) -> str:
 
 def load_toml(path: str, text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed document, or None and the problem that stopped tomllib."""
+    import tomllib  # imported by the TOML manifests only
+
     try:
         return tomllib.loads(text), None
     except tomllib.TOMLDecodeError as exc:
