@@ -1,9 +1,11 @@
 """Detecting the dependency graph: scan each project's manifests (cached by commit), match them.
 
 This is what the `manifest` assets and `orch deps detect` run. Each project's scan is cached in
-its own file, `ORCH_HOME/cache/dependencies/scans-v<N>/<project>/<commit>.json`, so an unchanged
-repository costs one ref read and one stat, and one project's scan, however large, never costs
-another project's detection. Manifests are read from git's object store in this process
+its own file, `ORCH_HOME/cache/dependencies/scans-v<N>/<project>/<commit>.json`, so one
+project's scan, however large, never costs another project's detection. An unchanged repository
+costs one `stat` of its loose ref file, whose stamp `graph-inputs.json` keeps with the commit it
+held (the ref is read again when the stamp differs or the file is gone, e.g. into
+`packed-refs`). Manifests are read from git's object store in this process
 (`objects.py`), git itself only where libgit2 cannot.
 
 The graph built from all scans is written to `graph.json` beside them (where definitions read
@@ -27,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,13 @@ from orchestration.dependencies.graph import (
     update_graph,
 )
 from orchestration.dependencies.model import ManifestScan, Package, ProjectScan, Requirement
-from orchestration.dependencies.objects import branch_commit, read_files_in_process
+from orchestration.dependencies.objects import (
+    RefStamp,
+    loose_ref,
+    read_files_in_process,
+    ref_stamp,
+    stamped_branch_commit,
+)
 from orchestration.registry.loader import LoadedProject
 from orchestration.registry.models import ProjectSpec
 from orchestration.settings import Settings
@@ -102,6 +110,8 @@ class GraphInputs:
     commits: Mapping[str, str | None]
     packages: Mapping[str, Sequence[PackageRow]]
     required: Mapping[str, Sequence[str]]
+    #: project -> its loose ref file, that file's `RefStamp` and the commit it held then.
+    refs: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,7 +121,20 @@ class GraphInputs:
             "commits": self.commits,
             "packages": self.packages,
             "required": self.required,
+            "refs": self.refs,
         }
+
+    def known_tip(self, name: str, spec: ProjectSpec) -> str | None:
+        """The commit the project's branch points at when its loose ref file still has the
+        stamp it had when this was recorded and the graph used the scan of that commit; None
+        when the ref must be read."""
+        known = self.refs.get(name)
+        if known is None or spec.is_remote or known[0] != loose_ref(spec.repo, spec.branch):
+            return None
+        commit = known[5]
+        if commit != self.commits.get(name) or ref_stamp(known[0]) != tuple(known[1:5]):
+            return None
+        return str(commit)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GraphInputs:
@@ -119,12 +142,19 @@ class GraphInputs:
             raise ValueError("another version's inputs")
         if not all(isinstance(data[key], dict) for key in ("commits", "packages", "required")):
             raise ValueError("not what inputs hold")
+        refs = data.get("refs", {})
+        if not (
+            isinstance(refs, dict)
+            and all(isinstance(ref, list) and len(ref) == 6 for ref in refs.values())
+        ):
+            raise ValueError("not what inputs hold")
         return cls(
             digest=data["digest"],
             registry=data["registry"],
             commits=data["commits"],
             packages=data["packages"],
             required=data["required"],
+            refs=refs,
         )
 
 
@@ -251,8 +281,10 @@ class DetectionCache:
                 shutil.rmtree(old.path, ignore_errors=True)
 
 
-def _branch_tip(spec: ProjectSpec, settings: Settings) -> tuple[Path | str, str]:
-    """Where to read the project's objects from, and the commit its branch points at."""
+def _branch_tip(spec: ProjectSpec, settings: Settings) -> tuple[Path | str, str, RefStamp | None]:
+    """Where to read the project's objects from, the commit its branch points at, and the
+    stamp of the loose ref file that said so (when one did)."""
+    stamp = None
     if spec.is_remote:
         workspace = ProjectWorkspace(settings.home, spec)
         repo = workspace.sync()
@@ -260,14 +292,14 @@ def _branch_tip(spec: ProjectSpec, settings: Settings) -> tuple[Path | str, str]
         commit = repo.resolve(workspace.upstream_ref)
     else:
         repo_path = spec.repo
-        commit = branch_commit(repo_path, spec.branch)
+        commit, stamp = stamped_branch_commit(repo_path, spec.branch)
         if commit is None:
             commit = GitRepo(Path(repo_path)).resolve(f"refs/heads/{spec.branch}")
     if commit is None:
         raise GitError(
             f"{spec.repo}: branch {spec.branch!r} not found (is the repository still there?)"
         )
-    return repo_path, commit
+    return repo_path, commit, stamp
 
 
 def _parse(project: str, repo_path: Path | str, commit: str) -> ProjectScan | None:
@@ -315,61 +347,105 @@ def detect(
     from the last saved graph's, when it does (once the new graph is saved).
     """
     cache = DetectionCache(settings.home)
-    wanted = None if only is None else set(only)
-    outcomes: dict[str, ScanOutcome | str] = {}
+    projects = list(projects)
     with cache.locked():
-        projects = list(projects)
-        recorded = cache.load_inputs()
-        scan_commits: dict[str, str | None] = {}  # the scan each project's graph input uses
-        with _Scanning(cache, outcomes, progress) as scanning:
-            for project in projects:
-                name = project.spec.name
-                if wanted is not None and name not in wanted:
-                    continue
-                try:
-                    repo_path, commit = _branch_tip(project.spec, settings)
-                    cached = _cached_outcome(cache, name, commit, lazy=wanted is None)
-                    if cached is not None:
-                        outcomes[name] = cached
-                        scan_commits[name] = commit
-                        if progress is not None:
-                            progress(name)
-                    else:
-                        scanning.add(name, repo_path, commit)
-                except Exception as exc:  # one broken repository never stops the others
-                    outcomes[name] = f"{type(exc).__name__}: {exc}"
-            # Meanwhile git may still be reading some repositories.
-            cwd = os.getcwd()
-            inputs = [_project_input(project, cwd) for project in projects]
-            registry = _registry_digest(inputs)
-            before, built_from = cache.load_graph_and_digest() or (None, None)
-            parsed = scanning.finish(scan_commits)
-        for project in projects:
-            name = project.spec.name
-            if name not in scan_commits:  # not asked for, or failed: its last scan
-                scan_commits[name] = _last_commit(cache, recorded, name)
-        digest = _inputs_digest(registry, scan_commits)
-        change = LineageChange()
-        if before is not None and built_from == digest:
-            graph = before
-        else:
-            # What `before` was built from, when it is known and the registry's side is equal.
-            if recorded is not None and (
-                before is None or recorded.digest != built_from or recorded.registry != registry
-            ):
-                recorded = None
-            graph, record = _graph_from(
-                inputs, scan_commits, parsed, cache, before, recorded, registry, digest
+        try:
+            graph, outcomes, change = _detect(
+                projects, settings, cache, only, progress, on_change, trust_refs=True
             )
-            # The old graph is compared only when someone listens (`manifest` runs do not:
-            # the `lineage_reload` sensor compares with what its definitions were built from).
-            if on_change is not None:
-                change = lineage_change(before, graph)
-            cache.save_inputs(record)
-            cache.save_graph(graph, digest)
+        except _ScanGone:  # a cached scan the saved inputs name was removed: look at all
+            graph, outcomes, change = _detect(
+                projects, settings, cache, only, progress, on_change, trust_refs=False
+            )
     if change and on_change is not None:
         on_change(change)
     return graph, outcomes
+
+
+class _ScanGone(Exception):
+    """A scan the graph inputs say is cached is not (someone removed it)."""
+
+
+def _detect(
+    projects: Sequence[LoadedProject],
+    settings: Settings,
+    cache: DetectionCache,
+    only: Iterable[str] | None,
+    progress: Callable[[str], None] | None,
+    on_change: Callable[[LineageChange], None] | None,
+    *,
+    trust_refs: bool,
+) -> tuple[DependencyGraph, dict[str, ScanOutcome | str], LineageChange]:
+    """`detect`, under the cache's lock. With `trust_refs`, a project whose loose ref file is
+    as the saved inputs recorded it keeps the scan they name without looking for it; a missing
+    one raises `_ScanGone` when the graph needs it."""
+    wanted = None if only is None else set(only)
+    outcomes: dict[str, ScanOutcome | str] = {}
+    recorded = cache.load_inputs()
+    scan_commits: dict[str, str | None] = {}  # the scan each project's graph input uses
+    names = {project.spec.name for project in projects}
+    refs = {k: v for k, v in recorded.refs.items() if k in names} if recorded is not None else {}
+    with _Scanning(cache, outcomes, progress) as scanning:
+        for project in projects:
+            name = project.spec.name
+            if wanted is not None and name not in wanted:
+                continue
+            try:
+                known = recorded.known_tip(name, project.spec) if trust_refs and recorded else None
+                if known is not None:  # the ref is as it was: its scan is the graph's
+                    cached = _cached_outcome(cache, name, known, lazy=wanted is None, known=True)
+                    if cached is not None:
+                        outcomes[name] = cached
+                        scan_commits[name] = known
+                        if progress is not None:
+                            progress(name)
+                        continue
+                refs.pop(name, None)
+                repo_path, commit, stamp = _branch_tip(project.spec, settings)
+                if stamp is not None:
+                    refs[name] = [loose_ref(repo_path, project.spec.branch), *stamp, commit]
+                cached = _cached_outcome(cache, name, commit, lazy=wanted is None)
+                if cached is not None:
+                    outcomes[name] = cached
+                    scan_commits[name] = commit
+                    if progress is not None:
+                        progress(name)
+                else:
+                    scanning.add(name, repo_path, commit)
+            except Exception as exc:  # one broken repository never stops the others
+                outcomes[name] = f"{type(exc).__name__}: {exc}"
+        # Meanwhile git may still be reading some repositories.
+        cwd = os.getcwd()
+        inputs = [_project_input(project, cwd) for project in projects]
+        registry = _registry_digest(inputs)
+        before, built_from = cache.load_graph_and_digest() or (None, None)
+        parsed = scanning.finish(scan_commits)
+    for project in projects:
+        name = project.spec.name
+        if name not in scan_commits:  # not asked for, or failed: its last scan
+            scan_commits[name] = _last_commit(cache, recorded, name)
+    digest = _inputs_digest(registry, scan_commits)
+    change = LineageChange()
+    if before is not None and built_from == digest:
+        graph = before
+        if recorded is not None and recorded.digest == digest and recorded.refs != refs:
+            cache.save_inputs(replace(recorded, refs=refs))
+    else:
+        # What `before` was built from, when it is known and the registry's side is equal.
+        if recorded is not None and (
+            before is None or recorded.digest != built_from or recorded.registry != registry
+        ):
+            recorded = None
+        graph, record = _graph_from(
+            inputs, scan_commits, parsed, cache, before, recorded, registry, digest, trust_refs
+        )
+        # The old graph is compared only when someone listens (`manifest` runs do not:
+        # the `lineage_reload` sensor compares with what its definitions were built from).
+        if on_change is not None:
+            change = lineage_change(before, graph)
+        cache.save_inputs(replace(record, refs=refs))
+        cache.save_graph(graph, digest)
+    return graph, outcomes, change
 
 
 class _Scanning:
@@ -451,20 +527,24 @@ def _graph_from(
     recorded: GraphInputs | None,
     registry: str,
     digest: str,
+    trust_refs: bool,
 ) -> tuple[DependencyGraph, GraphInputs]:
     """The graph over `inputs` at `scan_commits`, and what it was built from: `previous`
     updated where only some scans changed since `recorded` (the inputs `previous` was built
     from, same registry), built from every scan otherwise."""
     commits = {project.name: scan_commits.get(project.name) for project in inputs}
+    scan_for = functools.partial(
+        _scan_for, parsed=parsed, scan_commits=scan_commits, cache=cache, required=trust_refs
+    )
     if previous is not None and recorded is not None:
         try:
-            updated = _updated(inputs, scan_commits, parsed, cache, previous, recorded, commits)
+            updated = _updated(inputs, scan_for, previous, recorded, commits)
         except (LookupError, TypeError, ValueError, AttributeError):  # damaged graph-inputs
             updated = None
         if updated is not None:
             graph, packages, required = updated
             return graph, GraphInputs(digest, registry, commits, packages, required)
-    full = [_with_scan(p, _scan_for(p.name, parsed, scan_commits, cache)) for p in inputs]
+    full = [_with_scan(p, scan_for(p.name)) for p in inputs]
     record = GraphInputs(
         digest,
         registry,
@@ -477,9 +557,7 @@ def _graph_from(
 
 def _updated(
     inputs: Sequence[ProjectInput],
-    scan_commits: Mapping[str, str | None],
-    parsed: Mapping[str, ProjectScan],
-    cache: DetectionCache,
+    scan_for: Callable[[str], ProjectScan | None],
     previous: DependencyGraph,
     recorded: GraphInputs,
     commits: Mapping[str, str | None],
@@ -492,7 +570,7 @@ def _updated(
     required = dict(recorded.required)
     provided: set[str] = set()
     for name in changed:
-        scan = _scan_for(name, parsed, scan_commits, cache)
+        scan = scan_for(name)
         old = packages.get(name, ())
         packages[name] = _rows(scan)
         required[name] = _required(scan)
@@ -500,7 +578,7 @@ def _updated(
     consumers = affected_consumers(changed, provided, required)
     if len(consumers) * 2 > len(inputs):
         return None
-    scans = {name: _scan_for(name, parsed, scan_commits, cache) for name in consumers}
+    scans = {name: scan_for(name) for name in consumers}
     graph = update_graph(
         previous,
         [_with_scan(project, scans.get(project.name)) for project in inputs],
@@ -564,14 +642,15 @@ def detection_warnings(outcomes: Mapping[str, ScanOutcome | str]) -> list[str]:
 
 
 def _cached_outcome(
-    cache: DetectionCache, project: str, commit: str, *, lazy: bool
+    cache: DetectionCache, project: str, commit: str, *, lazy: bool, known: bool = False
 ) -> ScanOutcome | None:
     """The cached scan of `project` at `commit`, or None when there is none to use; `lazy`
-    leaves it on disk until someone asks for it (one stat now)."""
+    leaves it on disk until someone asks for it (one stat now, none when it is `known` to be
+    there)."""
     if not lazy:
         scan = cache.load_scan(project, commit)
         return None if scan is None else ScanOutcome(scan, cached=True)
-    if not cache.has_scan(project, commit):
+    if not known and not cache.has_scan(project, commit):
         return None
 
     def load() -> ProjectScan:
@@ -588,14 +667,23 @@ def _cached_outcome(
 
 def _scan_for(
     project: str,
+    *,
     parsed: Mapping[str, ProjectScan],
     scan_commits: Mapping[str, str | None],
     cache: DetectionCache,
+    required: bool,
 ) -> ProjectScan | None:
+    """The project's scan the graph is built from (None when it has none); `required` raises
+    `_ScanGone` when the scan named is not in the cache."""
     if project in parsed:
         return parsed[project]
     commit = scan_commits.get(project)
-    return cache.load_scan(project, commit) if commit else None
+    if not commit:
+        return None
+    scan = cache.load_scan(project, commit)
+    if scan is None and required:
+        raise _ScanGone(project)
+    return scan
 
 
 def _project_input(project: LoadedProject, cwd: str) -> ProjectInput:

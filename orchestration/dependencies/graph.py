@@ -66,11 +66,16 @@ class DependencyEdge:
         return tuple(e.version_mismatch for e in self.evidence if e.version_mismatch)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "consumer": self.consumer,
-            "provider": self.provider,
-            "evidence": [e.to_dict() for e in self.evidence],
-        }
+        """The edge as `graph.json` holds it; an edge read from that file gives back what it
+        was read from (do not change it)."""
+        found: dict[str, object] | None = self.__dict__.get("_json")
+        if found is None:
+            found = {
+                "consumer": self.consumer,
+                "provider": self.provider,
+                "evidence": [e.to_dict() for e in self.evidence],
+            }
+        return found
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,9 @@ class DependencyGraph:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DependencyGraph:
-        edges = [
-            DependencyEdge(
+        edges = []
+        for e in data.get("edges", []):
+            edge = DependencyEdge(
                 e["consumer"],
                 e["provider"],
                 tuple(
@@ -204,8 +210,9 @@ class DependencyGraph:
                     for ev in e["evidence"]
                 ),
             )
-            for e in data.get("edges", [])
-        ]
+            if len(e) == 3:  # given back by `to_dict`: a detection keeps most edges
+                object.__setattr__(edge, "_json", e)
+            edges.append(edge)
         cycles = data.get("cycles")  # written by `to_json` from the same edges
         if not (isinstance(cycles, list) and all(isinstance(c, list) for c in cycles)):
             cycles = None

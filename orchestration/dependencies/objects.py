@@ -28,6 +28,26 @@ _GITLINK = 0o160000
 _TREE = 0o040000
 
 
+#: What `os.stat` tells of a loose ref file: inode, size, modification and change times (ns).
+#: git replaces a ref file (writes a lock file, renames it over the ref) and never rewrites it
+#: in place, so an equal stamp means an unchanged file.
+RefStamp = tuple[int, int, int, int]
+
+
+def loose_ref(repo_path: Path | str, branch: str) -> str:
+    """The path of the loose ref file of `branch` in the repository at `repo_path`."""
+    return f"{repo_path}/.git/refs/heads/{branch}"
+
+
+def ref_stamp(path: str) -> RefStamp | None:
+    """The stamp of the loose ref file at `path`; None when there is none (a packed ref)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
+
+
 def branch_commit(repo_path: Path | str, branch: str) -> str | None:
     """The sha `refs/heads/<branch>` of the repository at `repo_path` points at, or None.
 
@@ -35,19 +55,29 @@ def branch_commit(repo_path: Path | str, branch: str) -> str | None:
     committed since its last `gc` has) costs one small read; every other layout is read by
     `read_branch_sha`.
     """
+    return stamped_branch_commit(repo_path, branch)[0]
+
+
+def stamped_branch_commit(repo_path: Path | str, branch: str) -> tuple[str | None, RefStamp | None]:
+    """`branch_commit`, with the stamp of the loose ref file it was read from: while the file
+    keeps that stamp, the branch points at that commit (a loose ref outranks `packed-refs`, and
+    `git pack-refs` deletes the file). No stamp when the branch was read any other way (packed,
+    a symbolic ref, a `.git` file), since then the file alone does not say where it points."""
     try:
-        handle = os.open(f"{repo_path}/.git/refs/heads/{branch}", os.O_RDONLY)
+        handle = os.open(loose_ref(repo_path, branch), os.O_RDONLY)
     except OSError:
-        return read_branch_sha(Path(repo_path), branch)
+        return read_branch_sha(Path(repo_path), branch), None
     try:
+        found = os.fstat(handle)  # the stamp of the very file read below
         value = os.read(handle, 200).strip()
     except OSError:
-        return read_branch_sha(Path(repo_path), branch)
+        return read_branch_sha(Path(repo_path), branch), None
     finally:
         os.close(handle)
     if _SHA.fullmatch(value):
-        return value.decode()
-    return read_branch_sha(Path(repo_path), branch)
+        stamp = found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
+        return value.decode(), stamp
+    return read_branch_sha(Path(repo_path), branch), None
 
 
 def read_files_in_process(

@@ -194,6 +194,43 @@ def test_a_detection_in_which_nothing_changed_reads_no_scan(
     assert sorted(reads) == ["api", "cli", "core", "web"]
 
 
+def test_a_branch_moved_into_packed_refs_is_seen(four: RegistryDir) -> None:
+    """An unchanged repository is known by its loose ref file's stamp; a ref moved while its
+    loose file went into `packed-refs` (a commit, then `git pack-refs`) is still seen."""
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    web = four.root / "repos" / "web"
+    git(web, "pack-refs", "--all")  # the loose ref is gone, the branch where it was
+    graph, outcomes = detect(registry.projects, settings)
+    assert all(outcome(outcomes, p).cached for p in outcomes)
+
+    sha = commit(web, {"README.md": "moved\n"})
+    git(web, "pack-refs", "--all")
+    assert not (web / ".git" / "refs" / "heads" / "main").exists()
+    again, outcomes = detect(registry.projects, settings)
+    assert outcome(outcomes, "web").scan.commit == sha
+    assert not outcome(outcomes, "web").cached
+    assert again == graph
+
+
+def test_a_removed_scan_the_graph_needs_is_made_again(four: RegistryDir) -> None:
+    """A scan removed by hand from the cache, of a project whose ref did not move, is made
+    again when a commit elsewhere needs it; the graph equals a full build."""
+    registry, settings = load(four), four.settings
+    detect(registry.projects, settings)
+    cache = DetectionCache(settings.home)
+    shutil.rmtree(cache.scans_dir / "api")
+    sha = commit(four.root / "repos" / "core", {"pyproject.toml": CORE.replace("1.0.0", "2.1.0")})
+
+    graph, outcomes = detect(registry.projects, settings)
+
+    assert not outcome(outcomes, "api").cached
+    assert outcome(outcomes, "core").scan.commit == sha
+    fresh = replace(settings, home=settings.home / "fresh")
+    assert graph == detect(registry.projects, fresh)[0]
+    assert ("api", "core") in pairs(graph)
+
+
 def test_the_single_scan_index_of_earlier_versions_is_removed(four: RegistryDir) -> None:
     cache_dir = four.settings.home / "cache" / "dependencies"
     cache_dir.mkdir(parents=True)
