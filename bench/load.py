@@ -3,9 +3,12 @@
 For each size N a synthetic registry (projects/*.yaml, templates, copies of config/) is written
 to a temporary directory, then each case runs in a fresh subprocess that loads the registry,
 builds the definitions, and builds and serializes the repository snapshot the way the gRPC code
-server does for the webserver. Run it from the repository root:
+server does for the webserver. `--validate` times whole processes instead: `dagster definitions
+validate` over ours and over the naive factory, and the webserver's asset-list GraphQL query.
+Run it from the repository root:
 
     .venv/bin/python -m bench.load --quick
+    .venv/bin/python -m bench.load --validate --quick
 
 See bench/README.md for the options and what the numbers mean.
 """
@@ -15,12 +18,17 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -47,6 +55,64 @@ SPEEDUP_GOAL = 4.0  # naive / ours at the largest size
 GROWTH_GOAL = 12.0  # ours at 1000 / ours at 100
 #: The phases that make up the reported time; `import` is measured but reported apart.
 TIMED_PHASES = ("registry", "definitions", "snapshot", "webserver")
+VALIDATE_RESULTS_FILE = REPO_ROOT / "bench" / "results" / "load_validate.json"
+VALIDATE_SIZES = (100, 1000)
+QUICK_VALIDATE_SIZES = (100,)
+VALIDATE_SPEEDUP_GOAL = 6.0  # naive / ours, whole `dagster definitions validate`, at 1000
+QUERY_GROWTH_GOAL = 12.0  # the asset-list query at 1000 / at 100
+WEBSERVER_LOAD_TIMEOUT_S = 900
+#: The code location the naive factory is served from, written next to the registry.
+NAIVE_MODULE = "naive_definitions.py"
+NAIVE_MODULE_TEXT = '''"""The naive factory of bench/load.py as a code location."""
+
+import dagster as dg
+
+from bench.load import build_naive_definitions
+from orchestration.registry import load_registry
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_naive_definitions(load_registry())
+'''
+#: What the UI's asset catalog asks for every asset: key, group, kinds, owners, tags,
+#: description, partitioning, checks, jobs, lineage and the code location.
+ASSET_LIST_QUERY = """
+query AssetList {
+  assetNodes {
+    id
+    assetKey { path }
+    groupName
+    kinds
+    owners {
+      ... on TeamAssetOwner { team }
+      ... on UserAssetOwner { email }
+    }
+    tags { key value }
+    description
+    isPartitioned
+    isExecutable
+    hasAssetChecks
+    jobNames
+    dependencyKeys { path }
+    repository { id name location { id name } }
+  }
+}
+"""
+WORKSPACE_QUERY = """
+query Workspace {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,8 +282,6 @@ def _naive_project_defs(spec: Any) -> dg.Definitions:
 
 def measure(factory: str, expected: int, profile_to: Path | None = None) -> dict[str, Any]:
     """Time each phase the code server goes through; the registry comes from ORCH_* variables."""
-    import resource
-
     phases: dict[str, float] = {}
     cpu: dict[str, float] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -314,9 +378,9 @@ def _max_rss_mb(resource: Any) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
-def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) -> dict[str, Any]:
-    """Run `measure` in a fresh interpreter so imports and caches never carry over."""
-    env = {
+def registry_env(root: Path) -> dict[str, str]:
+    """The environment that points the code at the registry written under `root`."""
+    return {
         **os.environ,
         "ORCH_PROJECTS_DIR": str(root / "projects"),
         "ORCH_CONFIG_DIR": str(root / "config"),
@@ -327,16 +391,257 @@ def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) ->
         # finds this package (`python -m bench.load`) from the repository root.
         "PYTHONPATH": str(REPO_ROOT),
     }
+
+
+def run_worker(factory: str, root: Path, count: int, profile_to: Path | None) -> dict[str, Any]:
+    """Run `measure` in a fresh interpreter so imports and caches never carry over."""
     argv = [sys.executable, "-m", "bench.load", "--worker", factory]
     argv += ["--worker-count", str(count)]
     if profile_to is not None:
         argv += ["--worker-profile", str(profile_to)]
     done = subprocess.run(
-        argv, env=env, cwd=root, stdout=subprocess.PIPE, text=True, check=False, timeout=1800
+        argv,
+        env=registry_env(root),
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=1800,
     )
     if done.returncode != 0:
         raise click.ClickException(f"{factory} worker for {count} projects failed (see stderr)")
     return json.loads(done.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole processes: `dagster definitions validate`, and the webserver's asset list
+
+
+def code_location_args(factory: str, root: Path) -> list[str]:
+    """The dagster CLI's arguments that load `factory`'s definitions of the registry at `root`."""
+    if factory == "ours":
+        return ["-m", "orchestration.defs.definitions"]
+    module = root / NAIVE_MODULE
+    if not module.is_file():
+        module.write_text(NAIVE_MODULE_TEXT)
+    return ["-f", str(module)]
+
+
+def time_validate(factory: str, root: Path) -> dict[str, float]:
+    """One `dagster definitions validate` over `factory`'s code location: wall and CPU seconds
+    of the whole process (interpreter start, imports, loading, validation)."""
+    argv = [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"]
+    argv += code_location_args(factory, root)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        env=registry_env(root),
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise click.ClickException(f"validate of {factory} failed:\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _post_graphql(url: str, query: str, timeout: float = 600.0) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    if answer.get("errors"):
+        raise click.ClickException(f"GraphQL errors: {str(answer['errors'])[:500]}")
+    return answer["data"]
+
+
+def time_asset_list(root: Path, count: int, repeat: int) -> dict[str, Any]:
+    """Serve ours over the registry at `root` with `dagster-webserver`, wait until the code
+    location is loaded, then time the asset-list query `repeat` times after one untimed."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    argv = [str(Path(sys.executable).parent / "dagster-webserver")]
+    argv += [*code_location_args("ours", root), "-h", "127.0.0.1", "-p", str(port)]
+    log = (root / "webserver.log").open("w")
+    began = time.perf_counter()
+    server = subprocess.Popen(
+        argv,
+        env=registry_env(root),
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its code server too is stopped with its process group
+    )
+    try:
+        loaded_s = _wait_until_loaded(url, server, began)
+        first = _timed_query(url)
+        samples = [_timed_query(url) for _ in range(repeat)]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+    nodes = first["nodes"]
+    if any(sample["nodes"] != nodes for sample in samples) or nodes < 4 * count:
+        raise click.ClickException(f"the asset list had {nodes} assets for {count} projects")
+    return {
+        "projects": count,
+        "webserver_loaded_s": round(loaded_s, 3),
+        "first_query_s": first["s"],
+        "query_s": [sample["s"] for sample in samples],
+        "query_median_s": round(statistics.median(sample["s"] for sample in samples), 4),
+        "response_bytes": first["bytes"],
+        "asset_nodes": nodes,
+    }
+
+
+def _wait_until_loaded(url: str, server: subprocess.Popen[bytes], began: float) -> float:
+    """Seconds from the webserver's start until its code location is loaded."""
+    while time.perf_counter() - began < WEBSERVER_LOAD_TIMEOUT_S:
+        if server.poll() is not None:
+            raise click.ClickException("dagster-webserver exited; see webserver.log")
+        try:
+            data = _post_graphql(url, WORKSPACE_QUERY, timeout=10)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.25)
+            continue
+        entries = data["workspaceOrError"].get("locationEntries") or []
+        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
+            errors = [e for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
+            if errors:
+                raise click.ClickException(f"the code location did not load: {errors}")
+            return time.perf_counter() - began
+        time.sleep(0.25)
+    raise click.ClickException("the code location did not load in time; see webserver.log")
+
+
+def _timed_query(url: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": ASSET_LIST_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    began = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as response:
+        body = response.read()
+    elapsed = time.perf_counter() - began
+    answer = json.loads(body)
+    if answer.get("errors"):
+        raise click.ClickException(f"GraphQL errors: {str(answer['errors'])[:500]}")
+    return {"s": round(elapsed, 4), "bytes": len(body), "nodes": len(answer["data"]["assetNodes"])}
+
+
+def run_validate_benchmark(sizes: Sequence[int], repeat: int) -> dict[str, Any]:
+    """Per size: `repeat` rounds of validate over ours and over the naive factory (their order
+    alternating each round), then the asset-list query against a webserver serving ours."""
+    results: dict[str, Any] = {
+        "machine": machine(dagster=version("dagster")),
+        "sizes": list(sizes),
+        "validate": [],
+        "asset_list": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+        for count in sizes:
+            root = Path(tmp) / f"n{count}"
+            progress(f"writing a registry of {count} projects under {root}")
+            write_registry(root, count)
+            samples: dict[str, list[dict[str, float]]] = {factory: [] for factory in FACTORIES}
+            for attempt in range(repeat):
+                order = FACTORIES if attempt % 2 == 0 else FACTORIES[::-1]
+                for factory in order:
+                    sample = time_validate(factory, root)
+                    samples[factory].append(sample)
+                    progress(
+                        f"  validate {factory} N={count} round {attempt + 1}/{repeat}: "
+                        f"{sample['wall_s']:.2f}s wall, {sample['cpu_s']:.2f}s CPU"
+                    )
+            row: dict[str, Any] = {"projects": count, "runs": repeat, "samples": samples}
+            for factory in FACTORIES:
+                for measure_name in ("wall_s", "cpu_s"):
+                    values = [sample[measure_name] for sample in samples[factory]]
+                    row[f"{factory}_{measure_name}"] = round(statistics.median(values), 3)
+            row["speedup_wall"] = round(row["naive_wall_s"] / row["ours_wall_s"], 2)
+            row["speedup_cpu"] = round(row["naive_cpu_s"] / row["ours_cpu_s"], 2)
+            results["validate"].append(row)
+            progress(f"  asset-list query N={count}: starting dagster-webserver")
+            listing = time_asset_list(root, count, repeat)
+            progress(
+                f"  ... loaded in {listing['webserver_loaded_s']:.1f}s, query median "
+                f"{listing['query_median_s']:.3f}s ({listing['asset_nodes']} assets)"
+            )
+            results["asset_list"].append(listing)
+    results["machine"]["loadavg_at_end"] = loadavg()
+    results["goals"] = _validate_goals(results)
+    return results
+
+
+def _validate_goals(results: dict[str, Any]) -> dict[str, Any]:
+    goals: dict[str, Any] = {}
+    rows = {row["projects"]: row for row in results["validate"]}
+    if 1000 in rows:
+        speedup = rows[1000]["speedup_wall"]
+        goals["validate_speedup_at_1000"] = {
+            "value": speedup,
+            "goal": f">= {VALIDATE_SPEEDUP_GOAL}",
+            "met": speedup >= VALIDATE_SPEEDUP_GOAL,
+        }
+    listing = {row["projects"]: row for row in results["asset_list"]}
+    if 100 in listing and 1000 in listing:
+        growth = round(listing[1000]["query_median_s"] / listing[100]["query_median_s"], 2)
+        goals["asset_list_growth_100_to_1000"] = {
+            "value": growth,
+            "goal": f"<= {QUERY_GROWTH_GOAL}",
+            "met": growth <= QUERY_GROWTH_GOAL,
+        }
+    return goals
+
+
+def render_validate_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| projects | ours s | ours CPU s | naive s | naive CPU s | naive / ours (wall) | "
+        "naive / ours (CPU) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["validate"]:
+        lines.append(
+            f"| {row['projects']} | {row['ours_wall_s']:.2f} | {row['ours_cpu_s']:.2f} | "
+            f"{row['naive_wall_s']:.2f} | {row['naive_cpu_s']:.2f} | "
+            f"{row['speedup_wall']:.1f}x | {row['speedup_cpu']:.1f}x |"
+        )
+    lines += [
+        "",
+        "| projects | webserver loaded s | first query s | query median s | assets | response KB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["asset_list"]:
+        lines.append(
+            f"| {row['projects']} | {row['webserver_loaded_s']:.1f} | "
+            f"{row['first_query_s']:.3f} | {row['query_median_s']:.3f} | {row['asset_nodes']} | "
+            f"{row['response_bytes'] / 1024:.0f} |"
+        )
+    for name, goal in results["goals"].items():
+        verdict = "met" if goal["met"] else "NOT met"
+        lines.append(f"\n- {name}: {goal['value']} (goal {goal['goal']}): {verdict}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,13 +774,29 @@ def render_table(results: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--sizes", default=None, help="Comma-separated project counts (default 10,100,1000).")
-@click.option("--quick", is_flag=True, help="Only 10 and 100 projects (under a minute).")
+@click.option(
+    "--sizes",
+    default=None,
+    help="Comma-separated project counts (default 10,100,1000; with --validate 100,1000).",
+)
+@click.option("--quick", is_flag=True, help="Only 10 and 100 projects (with --validate, only 100).")
+@click.option(
+    "--validate",
+    "whole_process",
+    is_flag=True,
+    help="Time `dagster definitions validate` (ours, naive) and the webserver's asset list.",
+)
 @click.option(
     "--repeat", default=3, show_default=True, help="Runs of each case up to 100 projects."
 )
 @click.option("--profile", is_flag=True, help="Also cProfile both factories at the largest size.")
-@click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Where the results go (default {RESULTS_FILE.relative_to(REPO_ROOT)}, with "
+    f"--validate {VALIDATE_RESULTS_FILE.relative_to(REPO_ROOT)}).",
+)
 @click.option("--worker", type=click.Choice(FACTORIES), hidden=True)
 @click.option("--worker-count", type=int, hidden=True)
 @click.option("--worker-profile", type=click.Path(path_type=Path), hidden=True)
@@ -483,8 +804,9 @@ def main(
     sizes: str | None,
     quick: bool,
     repeat: int,
+    whole_process: bool,
     profile: bool,
-    output: Path,
+    output: Path | None,
     worker: str | None,
     worker_count: int | None,
     worker_profile: Path | None,
@@ -496,10 +818,26 @@ def main(
         result = measure(worker, worker_count, worker_profile)
         click.echo(json.dumps(result))
         return
+    if whole_process:
+        chosen = (
+            tuple(int(s) for s in sizes.split(","))
+            if sizes
+            else QUICK_VALIDATE_SIZES
+            if quick
+            else VALIDATE_SIZES
+        )
+        results = run_validate_benchmark(chosen, repeat)
+        output = output or VALIDATE_RESULTS_FILE
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n")
+        progress(f"results written to {output}")
+        click.echo(render_validate_table(results))
+        return
     chosen = (
         tuple(int(s) for s in sizes.split(",")) if sizes else QUICK_SIZES if quick else FULL_SIZES
     )
     results = run_benchmark(chosen, repeat, profile)
+    output = output or RESULTS_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     progress(f"results written to {output}")

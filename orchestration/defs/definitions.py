@@ -4,12 +4,15 @@ and add the shared job, sensors and resources."""
 # No `from __future__ import annotations` here: Dagster reads the annotations of asset, check
 # and sensor functions (context and resource types) when the definitions are built.
 
+import gc
+import threading
+
 import dagster as dg
 
 from orchestration.defs.alerts import alerts_configured, build_alerts_defs
 from orchestration.defs.backup import build_backup_defs
 from orchestration.defs.control import project_control_job
-from orchestration.defs.factory import build_project_defs
+from orchestration.defs.factory import ProjectInputs, build_projects_defs
 from orchestration.defs.monitoring import build_monitoring_defs
 from orchestration.defs.orchestration_assets import build_registry_defs, refresh_job
 from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
@@ -26,17 +29,22 @@ from orchestration.tags import ROLE_TAG
 def build_definitions(registry: Registry) -> dg.Definitions:
     """Every valid project's group, the registry asset, and the shared job, sensors and
     resources."""
+    return _build(registry, DetectionCache(registry.settings.home).load_graph())
+
+
+def _build(registry: Registry, graph: DependencyGraph | None) -> dg.Definitions:
     profiles = registry.agents.profiles if registry.agents else {}
-    graph = DetectionCache(registry.settings.home).load_graph()
     names = set(registry.names)
-    project_defs = [
-        build_project_defs(
-            project.spec,
-            profiles.get(project.spec.agent.profile),
-            providers=_providers(project.spec, graph, names),
-        )
-        for project in registry.projects
-    ]
+    project_defs = build_projects_defs(
+        [
+            ProjectInputs(
+                project.spec,
+                profiles.get(project.spec.agent.profile),
+                tuple(_providers(project.spec, graph, names)),
+            )
+            for project in registry.projects
+        ]
+    )
     shared = dg.Definitions(
         jobs=[refresh_job(), project_control_job],
         sensors=[
@@ -59,7 +67,7 @@ def build_definitions(registry: Registry) -> dg.Definitions:
         executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(
-        *project_defs,
+        project_defs,
         build_registry_defs(registry.errors, len(registry.projects), graph),
         *([build_backup_defs(registry.backup)] if registry.backup else []),
         *([build_alerts_defs()] if alerts_configured(registry) else []),
@@ -75,8 +83,65 @@ def _providers(spec: ProjectSpec, graph: DependencyGraph | None, names: set[str]
     return sorted(wanted & names - {spec.name})
 
 
+class _LastBuilt:
+    """The definitions last built in this process, with the registry and the graph file's stamp
+    they were built from.
+
+    Dagster calls `defs` twice per load of a code location (once to find the definitions in the
+    module, once to build the repository from them); the second call gets the first's
+    definitions unless a registry file, an `ORCH__` variable or the detected graph changed in
+    between, which `LiveRegistry` (a new registry object) and the stamp tell.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[Registry, tuple[int, int] | None] | None = None
+        self._definitions: dg.Definitions | None = None
+
+    def get(self, registry: Registry) -> dg.Definitions:
+        cache = DetectionCache(registry.settings.home)
+        with self._lock:
+            stamp = cache.graph_stamp()
+            if (
+                self._definitions is None
+                or self._key is None
+                or self._key[0] is not registry
+                or self._key[1] != stamp
+            ):
+                self._definitions = _built_for_the_process(registry, cache.load_graph())
+                self._key = (registry, stamp)
+            return self._definitions
+
+
+def _built_for_the_process(registry: Registry, graph: DependencyGraph | None) -> dg.Definitions:
+    """`_build`, with Python's cyclic garbage collector paused while it runs, then everything
+    alive moved out of the collector's reach (`gc.freeze`).
+
+    The definitions live as long as the code location, and so do the modules imported before
+    them. Building them allocates hundreds of thousands of objects, and each full collection
+    walks all of them again, during the build and while Dagster turns them into a repository
+    and its snapshots: about a third of loading 1,000 projects (bench/README.md, `load.py`).
+    Definitions built earlier are given back to the collector first (`gc.unfreeze`), so the
+    ones a rebuild replaces can be freed.
+    """
+    gc.unfreeze()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        definitions = _build(registry, graph)
+    finally:
+        if enabled:
+            gc.enable()
+    gc.collect()  # the build's own garbage, once, so that none of it is frozen
+    gc.freeze()
+    return definitions
+
+
+_LAST_BUILT = _LastBuilt()
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded by the webserver, the daemon and the dagster CLI: parses YAML and reads the last
     detected dependency graph from ORCH_HOME; runs no git."""
-    return build_definitions(LiveRegistry.of(Settings.from_env()).current())
+    return _LAST_BUILT.get(LiveRegistry.of(Settings.from_env()).current())

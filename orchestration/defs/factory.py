@@ -1,9 +1,13 @@
 """Project specs in, Dagster definitions out: one asset group per project, built without I/O.
 
 Per project `<p>`, the group `<p>` holds:
-  - `<p>/source`, `<p>/manifest`, `<p>/verification`: one multi-asset (subsettable), because one
-    op per project keeps the repository snapshot small when there are thousands of projects;
-  - `<p>/tasks`: the agent work, dynamically partitioned by task id.
+  - `<p>/source`, `<p>/manifest`, `<p>/verification`: assets of the one `repositories`
+    multi-asset that holds every project's (subsettable, so a run refreshes one project or all),
+    because an op per project is what makes loading thousands of projects slow;
+  - `<p>/tasks`: the agent work, dynamically partitioned by task id; every project's is an
+    asset of the one `tasks` multi-asset (each with its own partitions), and its check
+    `verify_passed` is the project's own op, which holds a slot of the project's pool;
+  - `<p>/usage`: what its agents spent, recorded by the `monitoring` sensor.
 A project that depends on another gets lineage from its `verification` to the other's `source`:
 when a provider's code changes, its consumers' tests are what must be re-run. A project with a
 `schedule` gets a freshness policy on `verification` (see `verification_freshness`), so tests
@@ -15,9 +19,13 @@ that have not run when the schedule says they should show as late, then stale.
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -45,14 +53,18 @@ from orchestration.tags import (
 from orchestration.tasks.execution import ProviderLimited
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskError
+from orchestration.verification import VerificationResult
 
 REFRESH_JOB = "refresh"
+#: The op of the multi-asset that holds every project's source, manifest and verification.
+REPOSITORIES_OP = "repositories"
 #: How late a scheduled run may be (queued behind others, slow to start) before it counts.
 FRESHNESS_GRACE = timedelta(hours=1)
 #: Where the search for a schedule's longest gap starts: a fixed moment (a Monday, in a leap
 #: year), so the answer, and the definitions, do not depend on when they load.
 _CRON_SAMPLE_START = datetime(2024, 1, 1, tzinfo=UTC)
 _CRON_SAMPLE_DAYS = 366
+_T = TypeVar("_T")
 
 
 class ProjectKeys:
@@ -71,6 +83,38 @@ class ProjectKeys:
         return [self.source, self.manifest, self.verification]
 
 
+@dataclass(frozen=True)
+class ProjectInputs:
+    """What the factory builds one project's definitions from: its spec, the agent profile its
+    tasks run with (None when the agents file does not define it), and the projects it depends
+    on (detected or declared), which become lineage from its `verification` to their `source`."""
+
+    spec: ProjectSpec
+    profile: AgentProfile | None = None
+    providers: tuple[str, ...] = ()
+
+
+def build_projects_defs(projects: Sequence[ProjectInputs]) -> dg.Definitions:
+    """All definitions of these projects. Pure: reads nothing but its arguments.
+
+    Their repository assets share one subsettable multi-asset, their `tasks` assets another
+    (each with its own partitions); each project keeps its own `verify_passed` check of its
+    tasks (in its own pool), `usage` asset and schedule.
+    """
+    assets: list[dg.AssetsDefinition | dg.AssetChecksDefinition | dg.AssetSpec] = (
+        [_repository_assets(projects), _tasks_assets(projects)] if projects else []
+    )
+    assets += _slot_holders(projects)
+    schedules = []
+    for project in projects:
+        keys = ProjectKeys(project.spec.name)
+        assets.append(_tasks_check(project.spec, keys))
+        assets.append(_usage_asset(project.spec, keys))
+        if project.spec.schedule:
+            schedules.append(_schedule(project.spec, keys))
+    return dg.Definitions(assets=assets, schedules=schedules)
+
+
 def build_project_defs(
     spec: ProjectSpec,
     profile: AgentProfile | None = None,
@@ -81,15 +125,7 @@ def build_project_defs(
     `providers` are the projects this one depends on (detected or declared); they become
     lineage from this project's `verification` to their `source`.
     """
-    keys = ProjectKeys(spec.name)
-    return dg.Definitions(
-        assets=[
-            _repository_assets(spec, keys, providers),
-            *_tasks_asset(spec, keys, profile),
-            _usage_asset(spec, keys),
-        ],
-        schedules=[_schedule(spec, keys)] if spec.schedule else [],
-    )
+    return build_projects_defs([ProjectInputs(spec, profile, tuple(providers))])
 
 
 def _usage_asset(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetSpec:
@@ -145,9 +181,11 @@ VERIFY_ON_CHANGE = (
 ).with_label("own or a provider's code changed")
 
 
-def _repository_assets(
-    spec: ProjectSpec, keys: ProjectKeys, providers: Sequence[str]
-) -> dg.AssetsDefinition:
+def _repository_specs(
+    project: ProjectInputs,
+) -> tuple[list[dg.AssetSpec], list[dg.AssetCheckSpec]]:
+    """The source, manifest and verification specs of one project, and its verification check."""
+    spec, keys = project.spec, ProjectKeys(project.spec.name)
     if spec.is_remote:
         source_text = (
             f"Tip of branch `{spec.branch}` of the remote repository `{spec.repo}`, read with "
@@ -178,7 +216,7 @@ def _repository_assets(
         ),
         dg.AssetSpec(
             keys.verification,
-            deps=[keys.source, *(ProjectKeys(dep).source for dep in providers)],
+            deps=[keys.source, *(ProjectKeys(dep).source for dep in project.providers)],
             description=(
                 f"The project's own test command (`{' '.join(spec.verify)}`) run on a fresh "
                 f"worktree of `{spec.branch}`, with passed and failed counts."
@@ -202,37 +240,125 @@ def _repository_assets(
         if spec.verify
         else []
     )
+    return specs, checks
+
+
+def _repository_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
+    """One subsettable multi-asset over every project's source, manifest and verification.
+
+    A run works on the projects its selection names: every selected `source` first, then every
+    `manifest`, then every `verification` (which may read a provider's new source), each step
+    for up to as many projects at once as the machine has cores (as the multiprocess executor
+    ran one op per project). A project that fails a step is left out of its later steps, and
+    so are the verifications of the projects that depend on it; the others go on, and the run
+    fails at the end naming every failure (each is logged with its traceback).
+    """
+    specs: list[dg.AssetSpec] = []
+    checks: list[dg.AssetCheckSpec] = []
+    for project in projects:
+        project_specs, project_checks = _repository_specs(project)
+        specs += project_specs
+        checks += project_checks
+    checked = {check.asset_key for check in checks}
+    providers = {project.spec.name: project.providers for project in projects}
 
     @dg.multi_asset(
-        name=f"{spec.name}__repository",
+        name=REPOSITORIES_OP,
         specs=specs,
         check_specs=checks,
         can_subset=True,
-        op_tags={PROJECT_TAG: spec.name},
     )
-    def repository(
+    def repositories(
         context: dg.AssetExecutionContext, workspaces: ProjectWorkspaces
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        current = workspaces.spec(spec.name)  # the file as it is now, not as it was at load
         selected = context.selected_asset_keys
-        if keys.source in selected:
-            state = workspaces.observe(current)
-            yield dg.MaterializeResult(
-                asset_key=keys.source,
-                metadata=source_metadata(current, state),
-                data_version=dg.DataVersion(state.branch_sha) if state.branch_sha else None,
-            )
-        if keys.manifest in selected:
-            outcome, graph = workspaces.detect_dependencies(current)
-            yield dg.MaterializeResult(
-                asset_key=keys.manifest,
-                metadata=manifest_metadata(current, outcome, graph),
-                data_version=dg.DataVersion(outcome.scan.commit) if outcome.scan.commit else None,
-            )
-        if keys.verification in selected:
-            yield from _verification_results(context, keys, workspaces, current, bool(checks))
+        names = sorted({key.path[0] for key in selected if key.path[0] in providers})
+        failures: dict[str, str] = {}
+        current: dict[str, ProjectSpec] = {}
+        for name in names:
+            try:
+                current[name] = workspaces.spec(name)  # the file as it is now, not at load
+            except dg.Failure as exc:
+                failures[name] = exc.description or str(exc)
 
-    return repository
+        def wanted(key: Callable[[ProjectKeys], dg.AssetKey]) -> list[str]:
+            return [n for n in current if n not in failures and key(ProjectKeys(n)) in selected]
+
+        def failed(name: str, step: str, exc: BaseException) -> None:
+            failures[name] = f"{step}: {exc}"
+            context.log.error(f"{name}: {step} failed\n" + "".join(traceback.format_exception(exc)))
+
+        def _step(result_of: Callable[..., Any], name: str) -> Any:
+            return result_of(workspaces, current[name])
+
+        steps: tuple[tuple[str, Callable[[ProjectKeys], dg.AssetKey], Callable[..., Any]], ...] = (
+            ("source", lambda k: k.source, _source_result),
+            ("manifest", lambda k: k.manifest, _manifest_result),
+        )
+        for step, key, result_of in steps:
+            for name, outcome in _each(wanted(key), functools.partial(_step, result_of)):
+                if isinstance(outcome, BaseException):
+                    failed(name, step, outcome)
+                else:
+                    yield outcome
+        verifying = [
+            name
+            for name in wanted(lambda k: k.verification)
+            if not any(provider in failures for provider in providers[name])
+        ]
+        for name, result in _each(
+            verifying, lambda n: workspaces.verify(current[n]) if current[n].verify else None
+        ):
+            if isinstance(result, BaseException):
+                failed(name, "verification", result)
+            else:
+                keys = ProjectKeys(name)
+                yield from _verification_results(
+                    context, keys, current[name], keys.verification in checked, result
+                )
+        if failures:
+            raise dg.Failure(
+                description="; ".join(f"{name}: {why}" for name, why in sorted(failures.items()))
+            )
+
+    return repositories
+
+
+def _each(
+    names: Sequence[str], work: Callable[[str], _T]
+) -> Iterator[tuple[str, _T | BaseException]]:
+    """`work` for each name, up to as many at once as there are cores, in the names' order;
+    an exception is returned in place of the result of the name it was raised for."""
+
+    def attempt(name: str) -> _T | BaseException:
+        try:
+            return work(name)
+        except Exception as exc:  # one project's failure must not stop the others
+            return exc
+
+    if len(names) <= 1:
+        yield from ((name, attempt(name)) for name in names)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
+        yield from zip(names, pool.map(attempt, names), strict=True)
+
+
+def _source_result(workspaces: ProjectWorkspaces, spec: ProjectSpec) -> dg.MaterializeResult:
+    state = workspaces.observe(spec)
+    return dg.MaterializeResult(
+        asset_key=ProjectKeys(spec.name).source,
+        metadata=source_metadata(spec, state),
+        data_version=dg.DataVersion(state.branch_sha) if state.branch_sha else None,
+    )
+
+
+def _manifest_result(workspaces: ProjectWorkspaces, spec: ProjectSpec) -> dg.MaterializeResult:
+    outcome, graph = workspaces.detect_dependencies(spec)
+    return dg.MaterializeResult(
+        asset_key=ProjectKeys(spec.name).manifest,
+        metadata=manifest_metadata(spec, outcome, graph),
+        data_version=dg.DataVersion(outcome.scan.commit) if outcome.scan.commit else None,
+    )
 
 
 def verification_freshness(schedule: str | None) -> dg.FreshnessPolicy | None:
@@ -258,9 +384,8 @@ def longest_cron_gap(cron: str) -> timedelta:
 
     Cron's minutes and hours do not depend on the day, so every day with ticks has the same
     times of day: the longest gap is the longest one within a day, or the one from the last
-    tick of a day with ticks to the first of the next such day. Only the days are looked up,
-    one croniter query per day, not every tick (an every-minute cron has half a million a
-    year).
+    tick of a day with ticks to the first of the next such day. Only the days are looked up
+    (`_longest_day_gap`), not every tick (an every-minute cron has half a million a year).
     """
     from croniter import croniter  # the cron library Dagster schedules with
 
@@ -271,6 +396,20 @@ def longest_cron_gap(cron: str) -> timedelta:
         for minute in (range(60) if minutes == ["*"] else minutes)
     )
     longest = max((b - a for a, b in itertools.pairwise(times)), default=0)
+    fields = cron.split()
+    # The days with ticks depend only on the day fields: crons that differ in their minutes
+    # and hours alone (the usual case) share one look-up of the days.
+    days_cron = " ".join(["0", "0", *fields[2:]]) if len(fields) == 5 else cron
+    day_span = times[-1] - times[0]
+    return timedelta(minutes=max(longest, _longest_day_gap(days_cron) * 24 * 60 - day_span))
+
+
+@functools.cache
+def _longest_day_gap(cron: str) -> int:
+    """The most days from one day with ticks of `cron` to the next, over a year of days from
+    the fixed start: one croniter query per day with ticks."""
+    from croniter import croniter
+
     days: list[date] = []
     moment = _CRON_SAMPLE_START - timedelta(minutes=1)
     end = (_CRON_SAMPLE_START + timedelta(days=_CRON_SAMPLE_DAYS)).date()
@@ -278,21 +417,18 @@ def longest_cron_gap(cron: str) -> timedelta:
         tick: datetime = croniter(cron, moment).get_next(datetime)  # strictly after `moment`
         days.append(tick.date())
         moment = datetime.combine(tick.date(), datetime.max.time(), UTC)  # skip the rest of it
-    day_span = times[-1] - times[0]
-    longest = max(
-        longest, *((b - a).days * 24 * 60 - day_span for a, b in itertools.pairwise(days))
-    )
-    return timedelta(minutes=longest)
+    return max((b - a).days for a, b in itertools.pairwise(days))
 
 
 def _verification_results(
     context: dg.AssetExecutionContext,
     keys: ProjectKeys,
-    workspaces: ProjectWorkspaces,
     spec: ProjectSpec,
     has_check: bool,
+    result: VerificationResult | None,
 ) -> Iterable[dg.MaterializeResult | dg.AssetCheckResult]:
-    if not spec.verify:
+    """The events of one project's verification; `result` is None when it has no `verify`."""
+    if result is None:
         yield dg.MaterializeResult(asset_key=keys.verification, metadata={"configured": False})
         if has_check:  # `verify` was removed after these definitions loaded
             yield dg.AssetCheckResult(
@@ -302,54 +438,51 @@ def _verification_results(
                 description=f"{spec.name} has no verify command now",
             )
         return
-    result = workspaces.verify(spec)
     context.log.info(
         f"{spec.name}: verify {'passed' if result.passed else 'FAILED'} "
         f"({result.tests_passed} passed, {result.tests_failed} failed)"
     )
     yield dg.MaterializeResult(asset_key=keys.verification, metadata=verification_metadata(result))
-    yield dg.AssetCheckResult(
-        asset_key=keys.verification,
-        check_name="verify_passed",
-        passed=result.passed,
-        metadata={"passed": result.tests_passed, "failed": result.tests_failed},
-        description=None if result.passed else result.output_tail[-500:],
-    )
+    if has_check:
+        yield dg.AssetCheckResult(
+            asset_key=keys.verification,
+            check_name="verify_passed",
+            passed=result.passed,
+            metadata={"passed": result.tests_passed, "failed": result.tests_failed},
+            description=None if result.passed else result.output_tail[-500:],
+        )
 
 
-def _tasks_asset(
-    spec: ProjectSpec, keys: ProjectKeys, profile: AgentProfile | None
-) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
-    """The task asset and its check.
+def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
+    """Every project's `tasks` asset, in one subsettable multi-asset: a task run selects one
+    project's asset and the partition of its task. Each asset keeps its own dynamic
+    partitions (`<project>_tasks`).
 
-    The agent step holds a slot of the global `agents` pool; the check step holds one of the
-    project's own pool, so a task run needs both before it starts (pool granularity `run`).
-    A profile in another pool (say `heavy`) adds a step that holds that pool's slot too.
+    The agent step holds a slot of the global `agents` pool; the project's `verify_passed`
+    check step holds one of the project's own pool (`_tasks_check`), so a task run needs both
+    before it starts (pool granularity `run`). A profile in another pool (say `heavy`) adds a
+    step that holds that pool's slot too (`_slot_holders`).
     """
-    agent = spec.agent.profile
-    offline = profile is not None and profile.offline
-    common = _common(spec, "tasks")
-    common["tags"] |= {AGENT_PROFILE_TAG: agent} | ({AGENT_TAG: "demo"} if offline else {})
-    partitions = dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name))
 
-    @dg.asset(
-        key=keys.tasks,
-        deps=[keys.source],
-        partitions_def=partitions,
-        description=(
-            f"Coding-agent work on {spec.name}: one partition per task id, run by the "
-            f"`{agent}` agent profile"
-            + (" (offline demo agent: scripted, no paid service)" if offline else "")
-            + " in its own git worktree and branch `orch/<project>/<task-id>`."
-        ),
-        kinds={"agent"},
+    @dg.multi_asset(
+        name="tasks",
+        specs=[_tasks_spec(project) for project in projects],
+        can_subset=True,
         pool=GLOBAL_POOL,
-        **common,
     )
-    def tasks(context: dg.AssetExecutionContext, agent_tasks: AgentTasks) -> dg.MaterializeResult:
+    def tasks(
+        context: dg.AssetExecutionContext, agent_tasks: AgentTasks
+    ) -> Iterator[dg.MaterializeResult]:
+        selected = sorted(context.selected_asset_keys)
+        if len(selected) != 1:
+            raise dg.Failure(
+                description="A task run works on one project's task: select one "
+                f"`<project>/tasks` asset and its task's partition, not {len(selected)}."
+            )
+        (key,) = selected
         try:
             outcome = agent_tasks.execute(
-                spec.name, context.partition_key, context.run_id, context.log
+                key.path[0], context.partition_key, context.run_id, context.log
             )
         except ProviderLimited as exc:
             # Closed now rather than at the next dispatch tick, so that no queued run on the
@@ -361,7 +494,37 @@ def _tasks_asset(
         metadata = task_metadata(outcome)
         if outcome.task.status is TaskStatus.FAILED and outcome.verification is None:
             raise dg.Failure(description=outcome.task.reason, metadata=metadata)
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+
+    return tasks
+
+
+def _tasks_spec(project: ProjectInputs) -> dg.AssetSpec:
+    """One project's `tasks` asset: the agent work, one partition per task id."""
+    spec, profile = project.spec, project.profile
+    agent = spec.agent.profile
+    offline = profile is not None and profile.offline
+    common = _common(spec, "tasks")
+    common["tags"] |= {AGENT_PROFILE_TAG: agent} | ({AGENT_TAG: "demo"} if offline else {})
+    keys = ProjectKeys(spec.name)
+    return dg.AssetSpec(
+        keys.tasks,
+        deps=[keys.source],
+        partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
+        description=(
+            f"Coding-agent work on {spec.name}: one partition per task id, run by the "
+            f"`{agent}` agent profile"
+            + (" (offline demo agent: scripted, no paid service)" if offline else "")
+            + " in its own git worktree and branch `orch/<project>/<task-id>`."
+        ),
+        kinds={"agent"},
+        **common,
+    )
+
+
+def _tasks_check(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetChecksDefinition:
+    """The `verify_passed` check of a project's task, in a step that holds a slot of the
+    project's pool."""
 
     @dg.asset_check(
         asset=keys.tasks,
@@ -387,8 +550,7 @@ def _tasks_asset(
             description=task.reason,
         )
 
-    definitions: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = [tasks, verify_passed]
-    return definitions + [_holds_slot(keys, pool) for pool in _extra_pools(profile)]
+    return verify_passed
 
 
 def _extra_pools(profile: AgentProfile | None) -> list[str]:
@@ -400,17 +562,36 @@ def _extra_pools(profile: AgentProfile | None) -> list[str]:
     return pools + ([provider_pool(profile.provider_pool)] if profile.provider_pool else [])
 
 
-def _holds_slot(keys: ProjectKeys, pool: str) -> dg.AssetChecksDefinition:
+def _slot_holders(projects: Sequence[ProjectInputs]) -> list[dg.AssetChecksDefinition]:
+    """Per extra pool (`_extra_pools`), one subsettable op holding the check
+    `holds_<pool>_slot` of every project whose profile needs that pool: a task run selects its
+    project's check only, so its step holds one slot of the pool for the run."""
+    by_pool: dict[str, list[dg.AssetKey]] = {}
+    for project in projects:
+        for pool in _extra_pools(project.profile):
+            by_pool.setdefault(pool, []).append(ProjectKeys(project.spec.name).tasks)
+    return [_holds_slot(pool, assets) for pool, assets in sorted(by_pool.items())]
+
+
+def _holds_slot(pool: str, assets: Sequence[dg.AssetKey]) -> dg.AssetChecksDefinition:
     """A check step that only holds a slot of `pool` for the task's run."""
 
-    @dg.asset_check(
-        asset=keys.tasks,
+    @dg.multi_asset_check(
         name=f"holds_{pool}_slot",
+        specs=[
+            dg.AssetCheckSpec(
+                f"holds_{pool}_slot",
+                asset=asset,
+                description=f"Holds a slot of the `{pool}` pool for the task's run.",
+            )
+            for asset in assets
+        ],
+        can_subset=True,
         pool=pool,
-        description=f"Holds a slot of the `{pool}` pool for the task's run.",
     )
-    def holds_slot() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(passed=True)
+    def holds_slot(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        for key in sorted(context.selected_asset_check_keys):
+            yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True)
 
     return holds_slot
 
