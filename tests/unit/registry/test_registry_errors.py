@@ -352,6 +352,38 @@ def test_unknown_key_in_agent_profile(registry_dir: RegistryDir) -> None:
     assert "output" in error.message and "resume_args" in error.message
 
 
+def test_set_env_may_not_take_the_agents_home(registry_dir: RegistryDir) -> None:
+    agents = registry_dir.write(
+        "config/agents.yaml",
+        """
+        profiles:
+          demo:
+            argv: [demo]
+            output: text
+            config_dir_env: DEMO_HOME
+            set_env: {TZ: UTC, HOME: /tmp/elsewhere, DEMO_HOME: /tmp/x}
+        """,
+    )
+    error = only_error(registry_dir.load())
+    assert same_file(error.file, agents) and error.key.startswith("profiles.demo")
+    assert "set_env: DEMO_HOME, HOME cannot be set here" in error.message
+
+
+def test_provider_pool_must_be_a_slug(registry_dir: RegistryDir) -> None:
+    agents = registry_dir.write(
+        "config/agents.yaml",
+        """
+        profiles:
+          demo:
+            argv: [demo]
+            output: text
+            provider_pool: "../Anthropic Max"
+        """,
+    )
+    error = only_error(registry_dir.load())
+    assert_at(error, agents, "profiles.demo.provider_pool", 5)
+
+
 def test_pools_without_the_global_pool(registry_dir: RegistryDir) -> None:
     pools = registry_dir.write("config/pools.yaml", "heavy:\n  slots: 1\n")
     registry = registry_dir.load()
