@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1050,10 +1051,9 @@ def nx_edges(graph_json: Mapping[str, Any]) -> tuple[set[tuple[str, str]], int]:
 # The whole benchmark
 
 
-def run_benchmark(
-    count: int, *, nx: bool, profile: bool, workdir: Path | None, seed: int
-) -> dict[str, Any]:
-    results: dict[str, Any] = {
+def _record(count: int, seed: int) -> dict[str, Any]:
+    """The head of a results record: the machine and tool versions, the size and the seed."""
+    return {
         "machine": machine(
             git=_version("git"),
             node=_version("node") if shutil.which("node") else None,
@@ -1062,11 +1062,24 @@ def run_benchmark(
         "repositories": count,
         "seed": seed,
     }
-    with tempfile.TemporaryDirectory(prefix="orch-bench-deps-") as tmp:
-        root = workdir or Path(tmp)
+
+
+@contextmanager
+def _root(prefix: str, workdir: Path | None) -> Iterator[Path]:
+    """Where the generated input goes: `workdir` (emptied first, kept after), else a temporary
+    directory removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir(parents=True)
+        yield workdir or Path(tmp)
+
+
+def run_benchmark(
+    count: int, *, nx: bool, profile: bool, workdir: Path | None, seed: int
+) -> dict[str, Any]:
+    results: dict[str, Any] = _record(count, seed)
+    with _root("orch-bench-deps-", workdir) as root:
         plans = plan_repositories(count, seed)
         expected = expected_edges(plans)
         progress(f"generating {count} git repositories under {root}")
@@ -1393,21 +1406,8 @@ def run_npm_single(
 ) -> dict[str, Any]:
     """`orch deps detect` over `count` one-package npm repositories against Nx over the same
     packages as one workspace (cold, whole processes, medians), then one commit at a time."""
-    results: dict[str, Any] = {
-        "mode": "npm-single",
-        "machine": machine(
-            git=_version("git"),
-            node=_version("node") if shutil.which("node") else None,
-            pygit2=_pygit2_version(),
-        ),
-        "repositories": count,
-        "seed": seed,
-    }
-    with tempfile.TemporaryDirectory(prefix="orch-bench-npm-") as tmp:
-        root = workdir or Path(tmp)
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
+    results: dict[str, Any] = {"mode": "npm-single", **_record(count, seed)}
+    with _root("orch-bench-npm-", workdir) as root:
         plans = plan_single_npm(count, seed)
         expected = expected_edges(plans)
         progress(f"generating {count} one-package npm repositories under {root}")
