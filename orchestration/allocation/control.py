@@ -26,7 +26,12 @@ from orchestration.allocation.policy import (
     QueuedTask,
     allocate,
 )
-from orchestration.allocation.providers import ProviderState, ProviderStates, provider_pools
+from orchestration.allocation.providers import (
+    ProviderState,
+    ProviderStates,
+    provider_pools,
+    provider_slots,
+)
 from orchestration.control.store import ProjectStates
 from orchestration.registry.loader import Registry
 from orchestration.tags import (
@@ -136,14 +141,11 @@ def effective_settings(
     pools = {
         name: pool.slots for name, pool in (registry.pools.pools if registry.pools else {}).items()
     }
-    # A provider account's pool: its own entry in pools.yaml, else as many slots as the global
-    # pool has now (so only a usage limit ever holds it back).
     slots = overrides.get("slots", pools.get(GLOBAL_POOL, 0))
     for account in provider_pools(registry.agents.profiles if registry.agents else {}):
-        pool = provider_pool(account)
-        configured = pools.get(pool, slots)
+        configured = provider_slots(registry.pools, account, slots)
         state = (providers or {}).get(account)
-        pools[pool] = state.limit(configured) if state is not None else configured
+        pools[provider_pool(account)] = state.limit(configured) if state is not None else configured
     ageing = DEFAULT_AGEING_S
     if registry.pools and GLOBAL_POOL in registry.pools.pools:
         ageing = float(registry.pools.pools[GLOBAL_POOL].ageing_seconds)

@@ -321,6 +321,13 @@ def provider_pools(profiles: Mapping[str, Any]) -> list[str]:
     return sorted({p.provider_pool for p in profiles.values() if p.provider_pool})
 
 
+def provider_slots(pools: PoolsFile | None, account: str, global_slots: int) -> int:
+    """How many slots an account's pool has when open: its own entry in pools.yaml, else as
+    many as the global pool (`global_slots`), so that only a usage limit ever holds it back."""
+    pool = pools.pools.get(provider_pool(account)) if pools else None
+    return pool.slots if pool is not None else global_slots
+
+
 def grace_seconds(pools: PoolsFile | None, account: str) -> float:
     """How long after a reset the account's pool stays closed: its pool's `grace_seconds` in
     pools.yaml, else DEFAULT_GRACE_S."""

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 from collections.abc import Mapping
 
 from orchestration.settings import WEBSERVER_URL_VAR
+from orchestration.webserver import WebserverError, post_graphql
 
 RELOAD_MUTATION = (
     "mutation { reloadWorkspace { __typename "
@@ -57,19 +57,13 @@ def request_reload(environ: Mapping[str, str], *, wait: bool = False) -> str:
 
 def _post(endpoint: str) -> str | None:
     """Post the mutation; None when the webserver reloaded, else what went wrong."""
-    request = urllib.request.Request(
-        endpoint,
-        data=json.dumps({"query": RELOAD_MUTATION}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT_S) as response:
-            body = json.loads(response.read() or b"{}")
-    except (OSError, ValueError) as exc:
+        data = post_graphql(endpoint, RELOAD_MUTATION, None, RELOAD_TIMEOUT_S)
+    except WebserverError as exc:
         return str(exc)  # a sensor's next tick asks again while the change is still missing
-    result = (body.get("data") or {}).get("reloadWorkspace") if isinstance(body, dict) else None
+    result = data.get("reloadWorkspace")
     if isinstance(result, dict) and result.get("__typename") == "Workspace":
         return None
     if isinstance(result, dict) and result.get("message"):
         return f"{result.get('__typename')}: {result['message']}"
-    return f"unexpected answer {json.dumps(body)[:300]}"
+    return f"unexpected answer {json.dumps(data)[:300]}"

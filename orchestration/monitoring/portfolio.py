@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from orchestration.allocation.providers import ProviderState, ProviderStates, provider_pools
+from orchestration.allocation.providers import (
+    ProviderState,
+    ProviderStates,
+    provider_pools,
+    provider_slots,
+)
 from orchestration.allocation.providers import ProviderStatus as AccountStatus
 from orchestration.control.budget import BudgetCheck, BudgetLevel, check_budget
 from orchestration.control.states import ProjectState
@@ -418,19 +423,15 @@ def read_providers(registry: Registry, store: TaskStore) -> tuple[ProviderStatus
     database only: no Dagster."""
     states = ProviderStates(store).all()
     named = provider_pools(registry.agents.profiles if registry.agents else {})
+    pools = registry.pools
+    global_pool = pools.pools.get(GLOBAL_POOL) if pools else None
+    global_slots = global_pool.slots if global_pool is not None else 0
     return tuple(
-        ProviderStatus.of(states.get(name, ProviderState(name)), configured_limit(registry, name))
+        ProviderStatus.of(
+            states.get(name, ProviderState(name)), provider_slots(pools, name, global_slots)
+        )
         for name in sorted({*named, *states})
     )
-
-
-def configured_limit(registry: Registry, account: str) -> int:
-    """How many slots an account's pool has when open: its own entry in pools.yaml, else as
-    many as the global pool (as the allocation sets it)."""
-    pools = registry.pools.pools if registry.pools else {}
-    pool = pools.get(provider_pool(account))
-    pool = pool if pool is not None else pools.get(GLOBAL_POOL)
-    return pool.slots if pool is not None else 0
 
 
 def read_pools_in_use(instance: dg.DagsterInstance) -> dict[str, int]:

@@ -22,9 +22,7 @@ PATH. Anything else is left to the sensor and the allocation policy.
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +36,7 @@ from orchestration.tags import RUN_KEY_TAG, tasks_partitions_name
 from orchestration.tasks.dispatch import task_run_tags
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
+from orchestration.webserver import WebserverError, post_graphql
 
 #: The code location and repository that hold the projects' assets (workspace.yaml).
 LOCATION = "orchestration"
@@ -180,16 +179,7 @@ def _launch(endpoint: str, task: Task, tags: Mapping[str, str]) -> str:
 
 
 def _post(endpoint: str, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        endpoint,
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=SUBMIT_TIMEOUT_S) as response:
-            body = json.loads(response.read() or b"{}")
-    except (OSError, ValueError) as exc:
-        raise SubmitError(f"{endpoint}: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise SubmitError(f"unexpected answer {json.dumps(body)[:300]}")
-    return body["data"]
+        return post_graphql(endpoint, query, variables, SUBMIT_TIMEOUT_S)
+    except WebserverError as exc:
+        raise SubmitError(str(exc)) from None
