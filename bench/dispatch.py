@@ -270,48 +270,12 @@ def running_daemon(root: Path) -> Iterator[Bench]:
 def running_webserver(root: Path, workspace: Path, env: Mapping[str, str]) -> Iterator[str]:
     """The webserver on the same workspace and instance (the UI `orch task add` submits a
     task's run through); its URL."""
-    import socket
-    import urllib.request
+    from tests.support.webserver import serving
 
-    from tests.support.daemon import stop
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port)]
-    with (root / "webserver.log").open("wb") as log:
-        process = subprocess.Popen(
-            [*argv, "-w", str(workspace)],
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    query = json.dumps(
-        {"query": "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }"}
-    ).encode()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "webserver.log").read_text(errors="replace")[-3000:]
-                raise click.ClickException(f"the webserver did not come up:\n{tail}")
-            try:
-                request = urllib.request.Request(
-                    f"{url}/graphql", data=query, headers={"Content-Type": "application/json"}
-                )
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    entries = json.load(response)["data"]["workspaceOrError"]["locationEntries"]
-                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    break
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(process)
+    with serving(
+        ["-w", str(workspace)], env, root / "webserver.log", timeout_s=STARTUP_TIMEOUT_S
+    ) as served:
+        yield served.url
 
 
 # --------------------------------------------------------------------------------------------

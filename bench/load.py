@@ -20,8 +20,6 @@ import os
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -96,20 +94,6 @@ query AssetList {
     jobNames
     dependencyKeys { path }
     repository { id name location { id name } }
-  }
-}
-"""
-WORKSPACE_QUERY = """
-query Workspace {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
   }
 }
 """
@@ -452,12 +436,6 @@ def time_validate(factory: str, root: Path) -> dict[str, float]:
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _post_graphql(url: str, query: str, timeout: float = 600.0) -> dict[str, Any]:
     request = urllib.request.Request(
         url,
@@ -474,32 +452,28 @@ def _post_graphql(url: str, query: str, timeout: float = 600.0) -> dict[str, Any
 def time_asset_list(root: Path, count: int, repeat: int) -> dict[str, Any]:
     """Serve ours over the registry at `root` with `dagster-webserver`, wait until the code
     location is loaded, then time the asset-list query `repeat` times after one untimed."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/graphql"
-    argv = [str(Path(sys.executable).parent / "dagster-webserver")]
-    argv += [*code_location_args("ours", root), "-h", "127.0.0.1", "-p", str(port)]
-    log = (root / "webserver.log").open("w")
-    began = time.perf_counter()
-    server = subprocess.Popen(
-        argv,
-        env=registry_env(root),
+    from tests.support.webserver import WORKSPACE_QUERY, serving
+
+    target = [*code_location_args("ours", root)]
+    with serving(
+        target,
+        registry_env(root),
+        root / "webserver.log",
         cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its code server too is stopped with its process group
-    )
-    try:
-        loaded_s = _wait_until_loaded(url, server, began)
+        timeout_s=WEBSERVER_LOAD_TIMEOUT_S,
+    ) as served:
+        url = f"{served.url}/graphql"
+        workspace = _post_graphql(url, WORKSPACE_QUERY, timeout=10)["workspaceOrError"]
+        errors = [
+            entry
+            for entry in workspace.get("locationEntries") or []
+            if entry["locationOrLoadError"]["__typename"] == "PythonError"
+        ]
+        if errors:
+            raise click.ClickException(f"the code location did not load: {errors}")
+        loaded_s = served.loaded_s
         first = _timed_query(url)
         samples = [_timed_query(url) for _ in range(repeat)]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
     nodes = first["nodes"]
     if any(sample["nodes"] != nodes for sample in samples) or nodes < 4 * count:
         raise click.ClickException(f"the asset list had {nodes} assets for {count} projects")
@@ -512,26 +486,6 @@ def time_asset_list(root: Path, count: int, repeat: int) -> dict[str, Any]:
         "response_bytes": first["bytes"],
         "asset_nodes": nodes,
     }
-
-
-def _wait_until_loaded(url: str, server: subprocess.Popen[bytes], began: float) -> float:
-    """Seconds from the webserver's start until its code location is loaded."""
-    while time.perf_counter() - began < WEBSERVER_LOAD_TIMEOUT_S:
-        if server.poll() is not None:
-            raise click.ClickException("dagster-webserver exited; see webserver.log")
-        try:
-            data = _post_graphql(url, WORKSPACE_QUERY, timeout=10)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.25)
-            continue
-        entries = data["workspaceOrError"].get("locationEntries") or []
-        if entries and all(entry["loadStatus"] == "LOADED" for entry in entries):
-            errors = [e for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
-            if errors:
-                raise click.ClickException(f"the code location did not load: {errors}")
-            return time.perf_counter() - began
-        time.sleep(0.25)
-    raise click.ClickException("the code location did not load in time; see webserver.log")
 
 
 def _timed_query(url: str) -> dict[str, Any]:

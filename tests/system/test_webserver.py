@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from tests.support.daemon import evaluate_sensor, stop, write_instance
 from tests.support.git import commit, git
 from tests.support.paths import REPO_ROOT
+from tests.support.webserver import WORKSPACE_QUERY, free_port, serving
 
 pytestmark = pytest.mark.slow
 
@@ -47,21 +47,6 @@ STARTUP_TIMEOUT_S = 90.0
 REQUEST_TIMEOUT_S = 10.0
 ROLES = ("source", "manifest", "verification", "tasks", "usage")
 
-WORKSPACE_QUERY = """
-query {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
 
 ASSETS_QUERY = """
 query {
@@ -111,12 +96,6 @@ class Webserver:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_up(
     server: Webserver, process: subprocess.Popen[bytes], deadline: float
 ) -> dict[str, Any]:
@@ -148,7 +127,6 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     dagster_home = write_instance(root, {"nux": {"enabled": False}})
     orch_home = root / "orch_home"
     ensure_sample_repos(orch_home / "samples")
-    port = free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
@@ -159,33 +137,10 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     # As `orch up` does on a fresh ORCH_HOME: detect before serving, so the first load draws
     # the cross-project lineage.
     detect_before_serving(Settings.from_env(env))
-    server = Webserver(url=f"http://127.0.0.1:{port}", log=root / "webserver.log", env=env)
-    argv = [
-        sys.executable,
-        "-m",
-        "dagster_webserver",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-w",
-        str(REPO_ROOT / "workspace.yaml"),
-    ]
-    with server.log.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until_up(server, process, time.monotonic() + STARTUP_TIMEOUT_S)
-        yield server
-    finally:
-        stop(process)  # its whole process group: it starts a code server of its own
+    log = root / "webserver.log"
+    target = ["-w", str(REPO_ROOT / "workspace.yaml")]
+    with serving(target, env, log, cwd=root, timeout_s=STARTUP_TIMEOUT_S) as served:
+        yield Webserver(url=served.url, log=log, env=env)
 
 
 def test_workspace_location_loads(webserver: Webserver) -> None:
