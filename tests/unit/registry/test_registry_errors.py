@@ -384,6 +384,20 @@ def test_provider_pool_must_be_a_slug(registry_dir: RegistryDir) -> None:
     assert_at(error, agents, "profiles.demo.provider_pool", 5)
 
 
+def test_a_provider_pool_grace_may_not_be_negative(registry_dir: RegistryDir) -> None:
+    pools = registry_dir.write(
+        "config/pools.yaml",
+        """
+        agents: {slots: 4}
+        provider_anthropic: {slots: 2, grace_seconds: -5}
+        """,
+    )
+    error = only_error(registry_dir.load())
+    assert same_file(error.file, pools)
+    assert error.key == "provider_anthropic.grace_seconds"
+    assert "greater than or equal to 0" in error.message
+
+
 def test_pools_without_the_global_pool(registry_dir: RegistryDir) -> None:
     pools = registry_dir.write("config/pools.yaml", "heavy:\n  slots: 1\n")
     registry = registry_dir.load()
