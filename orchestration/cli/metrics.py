@@ -4,6 +4,10 @@ every scrape."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -12,6 +16,9 @@ import click
 from orchestration.cli.state import current_registry, current_settings, dagster_instance, task_store
 
 if TYPE_CHECKING:
+    from socketserver import BaseServer
+    from types import FrameType
+
     from orchestration.monitoring.portfolio import Portfolio
 
 #: The exporter's defaults (orchestration.monitoring.exporter holds the same; importing it here
@@ -35,8 +42,8 @@ def metrics() -> None:
     help="The port to listen on (0: any free port; the URL printed says which).",
 )
 def serve(host: str, port: int) -> None:
-    """Serve Prometheus metrics until Ctrl-C; every scrape reads the task database and the
-    Dagster instance then (no background polling)."""
+    """Serve Prometheus metrics until Ctrl-C or SIGTERM; every scrape reads the task database
+    and the Dagster instance then (no background polling)."""
     from orchestration.monitoring.exporter import make_metrics_server
     from orchestration.monitoring.portfolio import read_portfolio
 
@@ -60,12 +67,30 @@ def serve(host: str, port: int) -> None:
 
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     click.echo(f"serving metrics on http://{host}:{server.server_port}/metrics", err=True)
-    try:
+    with _stopped_by_signals(server):
         server.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+    server.server_close()
+    store.dispose()
+    if instance is not None:
+        instance.dispose()
+    click.echo("stopped", err=True)
+
+
+@contextmanager
+def _stopped_by_signals(server: BaseServer) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM stops `server.serve_forever()` after the request in hand.
+
+    A KeyboardInterrupt would not do: raised while wsgiref writes a response, its handler's
+    bare `except` swallows it and the server serves on. `shutdown()` waits for the loop to end,
+    so it is called from a thread of its own.
+    """
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        server.server_close()
-        store.dispose()
-        if instance is not None:
-            instance.dispose()
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -165,6 +165,14 @@ def test_scrape_then_ctrl_c(
     assert "Traceback" not in stderr.read_text()
 
 
+def test_sigterm_stops_it_too(server: tuple[subprocess.Popen[bytes], str, Path]) -> None:
+    process, url, stderr = server
+    assert any(line.startswith("orch_tasks") for line in scrape(url))
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, stderr.read_text()
+    assert "stopped" in stderr.read_text()
+
+
 def test_a_provider_paused_by_a_usage_limit(
     server: tuple[subprocess.Popen[bytes], str, Path], store: TaskStore
 ) -> None:
