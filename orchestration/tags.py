@@ -52,6 +52,20 @@ def provider_pool(account: str) -> str:
     return f"{PROVIDER_POOL_PREFIX}{account}"
 
 
+#: A lease channel's pool name begins so: `lease_<publisher>_<channel>`.
+LEASE_POOL_PREFIX = "lease_"
+
+
+def lease_pool(publisher: str, channel: str) -> str:
+    """The pool of a `lease` channel, which every task run of a subscriber holds."""
+    return f"{LEASE_POOL_PREFIX}{publisher}_{channel}"
+
+
+def channel_asset_name(channel: str) -> str:
+    """The last part of a published channel's asset key, `<publisher>/channel_<name>`."""
+    return f"channel_{channel}"
+
+
 def tasks_partitions_name(project: str) -> str:
     """The dynamic partitions definition holding a project's task ids."""
     return f"{project}_tasks"

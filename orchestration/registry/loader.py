@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from orchestration.registry.channels import check_channels
 from orchestration.registry.errors import (
     MISSING_MESSAGE,
     RegistryError,
@@ -349,6 +350,11 @@ class _ProjectLoader:
             if project is not None:
                 seen[project.name] = found.path
                 projects.append(project)
+        projects, channel_errors, channel_warnings = check_channels(
+            projects, all_names, self.archived
+        )
+        errors += channel_errors
+        self.warnings += channel_warnings
         return projects
 
     def _read(self, path: Path) -> Layer:

@@ -290,6 +290,40 @@ Dollars = Annotated[float, Field(gt=0, le=1_000_000)]
 EnvValue = Annotated[str, AfterValidator(_argument)]
 
 
+def _channel_path(value: str) -> str:
+    """A glob over the publisher's files, relative to its repository root: matched against the
+    paths in git's tree (fnmatch, `*` crossing `/`), never given to git or a shell."""
+    parts = value.split("/")
+    if (
+        not value
+        or _CONTROL.search(value)
+        or value.startswith(("/", "-"))
+        or "\\" in value
+        or any(part in ("", ".", "..") for part in parts)
+        or parts[0] in (".git", ".orch")
+    ):
+        raise ValueError(
+            f"{value!r} is not a channel path: a glob relative to the repository root "
+            "(such as 'openapi.yaml' or 'src/pkg/*.pyi'), without '..', a leading '/' or '-', "
+            "empty parts, control characters, or .git/ or .orch/"
+        )
+    return value
+
+
+def _channel_ref(value: str) -> str:
+    publisher, dot, channel = value.partition(".")
+    if not dot:
+        raise ValueError(f"{value!r} is not a channel: write PUBLISHER.CHANNEL (acme_core.api)")
+    validate_project_name(publisher)
+    _slug(channel)
+    return value
+
+
+ChannelPath = Annotated[str, Field(max_length=512), AfterValidator(_channel_path)]
+ChannelRef = Annotated[str, AfterValidator(_channel_ref)]
+ChannelKind = Literal["contract", "messages", "lease"]
+
+
 class FrozenModel(BaseModel):
     """Base of every registry model: immutable, unknown keys rejected."""
 
@@ -316,6 +350,58 @@ class Budget(FrozenModel):
     monthly_usd: Dollars | None = None
 
 
+class ChannelSpec(FrozenModel):
+    """One channel a project publishes: files its subscribers' agents get read-only
+    (`contract`), notes posted to them (`messages`), or a shared resource at most `slots`
+    of their task runs use at once (`lease`)."""
+
+    name: Slug
+    kind: ChannelKind
+    paths: tuple[ChannelPath, ...] = ()
+    """`contract` only: globs of the files that cross, relative to the repository root."""
+    slots: int | None = Field(default=None, ge=1, le=1000)
+    """`lease` only: how many subscribers' task runs may hold it at once (default 1)."""
+    allow: tuple[ProjectName, ...] | None = None
+    """The projects that may subscribe; unset: any project."""
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ChannelSpec:
+        if self.kind == "contract" and not self.paths:
+            raise ValueError(f"contract channel {self.name!r} needs paths: the files that cross")
+        if self.kind != "contract" and self.paths:
+            raise ValueError(f"paths are for contract channels; {self.name!r} is {self.kind}")
+        if self.kind != "lease" and self.slots is not None:
+            raise ValueError(f"slots are for lease channels; {self.name!r} is {self.kind}")
+        return self
+
+    @property
+    def lease_slots(self) -> int:
+        return self.slots or 1
+
+
+class Channels(FrozenModel):
+    """What a project offers other projects (`publish`) and takes from them (`subscribe`:
+    `PUBLISHER.CHANNEL` names); checked across files by the loader."""
+
+    publish: tuple[ChannelSpec, ...] = ()
+    subscribe: tuple[ChannelRef, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Channels:
+        for what, names in (
+            ("published channel", [channel.name for channel in self.publish]),
+            ("subscription", list(self.subscribe)),
+        ):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                raise ValueError(f"{what} {', '.join(map(repr, repeated))} is listed twice")
+        return self
+
+    def published(self, name: str) -> ChannelSpec | None:
+        return next((channel for channel in self.publish if channel.name == name), None)
+
+
 class ProjectSpec(FrozenModel):
     """One project (a git repository) as the registry resolved it."""
 
@@ -339,6 +425,8 @@ class ProjectSpec(FrozenModel):
     passed: nowhere, the user's own repository (`local`), or the project's remote (`origin`)."""
     budget: Budget | None = None
     """What the project's agents may spend a day and a month; none: no limit."""
+    channels: Channels = Channels()
+    """The channels it publishes and those of other projects it subscribes to."""
 
     @property
     def is_remote(self) -> bool:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from orchestration.allocation.control import AllocationOverrides, allocation_table
 from orchestration.allocation.providers import providers_table
+from orchestration.channels.log import events_table
 from orchestration.control.store import log_table, states_table
 from orchestration.tasks import migrations
 from orchestration.tasks.migrations import HEAD, VERSION_TABLE, SchemaError
@@ -37,6 +38,7 @@ TABLES = (
     "orch_project_states",
     "orch_project_state_log",
     "orch_providers",
+    "orch_channel_events",
 )
 state_tables = (states_table, log_table)
 OPENERS = 5
@@ -229,6 +231,7 @@ def differences_from_the_code(url: str) -> list[Any]:
         allocation_table,
         *state_tables,
         providers_table,
+        events_table,
     ):
         table.to_metadata(declared)
     store = TaskStore(url)
