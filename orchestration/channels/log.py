@@ -100,7 +100,8 @@ class ChannelLog:
         now: datetime | None = None,
     ) -> ChannelEvent:
         """Record a message on `publisher.channel`; MessageTooLong over MAX_MESSAGE_BYTES, and
-        ValueError for an empty one. Whether `project` may post is the caller's check."""
+        ValueError for an empty one or one with a NUL character (PostgreSQL cannot store it in
+        text). Whether `project` may post is the caller's check."""
         size = len(body.encode("utf-8"))
         if size > MAX_MESSAGE_BYTES:
             raise MessageTooLong(
@@ -109,6 +110,8 @@ class ChannelLog:
             )
         if not body.strip():
             raise ValueError("the message is empty")
+        if "\x00" in body:
+            raise ValueError("the message contains a NUL character")
         return self._add(EventKind.POST, publisher, channel, project, task, body=body, now=now)
 
     def delivered(
@@ -196,6 +199,30 @@ class ChannelLog:
                 ).group_by(table.c.publisher, table.c.channel)
             ).all()
         return {(row[0], row[1]): _aware(row[2]) for row in rows}
+
+    def message_counts(self) -> dict[tuple[str, str], int]:
+        """How many messages each channel holds, by (publisher, channel); none: not listed."""
+        table = events_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.publisher, table.c.channel, sa.func.count())
+                .where(table.c.kind == EventKind.POST.value)
+                .group_by(table.c.publisher, table.c.channel)
+            ).all()
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    def forget_project(self, project: str) -> int:
+        """Delete every entry of `project`'s channels and every entry it made (it is being
+        removed); how many."""
+        table = events_table
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    table.delete().where(
+                        sa.or_(table.c.publisher == project, table.c.project == project)
+                    )
+                ).rowcount
+            )
 
     def _add(
         self,

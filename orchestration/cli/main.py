@@ -23,6 +23,7 @@ COMMANDS = {
     "affected": "orchestration.cli.deps:affected",
     "allocation": "orchestration.cli.allocation:allocation",
     "providers": "orchestration.cli.providers:providers",
+    "channel": "orchestration.cli.channels:channel",
     "backup": "orchestration.cli.backup:backup",
     "status": "orchestration.cli.status:status",
     "metrics": "orchestration.cli.metrics:metrics",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -21,6 +22,17 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None
         click.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def text_argument(value: str, what: str) -> str:
+    """A text argument as given, or standard input when it is `-` (as `orch task add` reads a
+    PROMPT); `what` names it in the error for input that is not UTF-8."""
+    if value != "-":
+        return value
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        fail(f"the {what} is not valid UTF-8 text")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

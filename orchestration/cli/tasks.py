@@ -5,12 +5,11 @@ itself."""
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from orchestration.cli.output import echo_json, echo_table, fail
+from orchestration.cli.output import echo_json, echo_table, fail, text_argument
 from orchestration.cli.state import (
     current_registry,
     current_settings,
@@ -55,11 +54,7 @@ def add(
     (with --propagate, one line per task: id and project)."""
     from orchestration.registry.rules import ProfileError, resolve_profile
 
-    if prompt == "-":
-        try:
-            prompt = sys.stdin.read()
-        except UnicodeDecodeError:
-            fail("the prompt is not valid UTF-8 text")
+    prompt = text_argument(prompt, "prompt")
     problem = prompt_problem(prompt)
     if problem:
         fail(problem)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestration.channels.log import ChannelLog
 from orchestration.control.states import RULES, Action, ProjectState, TransitionError, check
 from orchestration.control.store import ProjectStates, StateChanged, default_actor
 from orchestration.registry.loader import Registry
@@ -285,4 +286,7 @@ class _Step:
                 "deleted from Dagster: " + ", ".join(f"{v} {k}" for k, v in counts.items())
             )
         tasks = self.store.delete_project(self.project)
-        self.notes.append(f"deleted {tasks} task(s) and {len(deleted)} path(s)")
+        entries = ChannelLog(self.store).forget_project(self.project)
+        self.notes.append(
+            f"deleted {tasks} task(s), {entries} channel ledger entries and {len(deleted)} path(s)"
+        )

@@ -17,6 +17,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,11 @@ SECTIONS = (
     "lifecycle",
     "overrides",
     "clones",
+    "channels",
 )
+#: Sections a digest has only when they hold something, so that a backup made before they
+#: existed still verifies.
+OPTIONAL_SECTIONS = frozenset({"channels"})
 #: How many materializations are read per query.
 PAGE = 1000
 #: A task's fields left out of the digest: when the row was last written, and when its run last
@@ -147,8 +152,10 @@ def state_digest(
         "lifecycle": lifecycle,
         "overrides": _overrides(store),
         "clones": clones,
+        "channels": _channel_events(store),
     }
-    sections = {name: sha256_text(canonical_json(content[name])) for name in SECTIONS}
+    shown = [name for name in SECTIONS if content[name] or name not in OPTIONAL_SECTIONS]
+    sections = {name: sha256_text(canonical_json(content[name])) for name in shown}
     counts = {
         "runs": len(run_section),
         "events": sum(sum(per_run.values()) for per_run in events.values()),
@@ -164,6 +171,8 @@ def state_digest(
         "clones": len(clones),
         "refs": sum(len(refs) for refs in clones.values()),
     }
+    if "channels" in sections:
+        counts["channels"] = len(content["channels"])
     return StateDigest(sha256_text(canonical_json(sections)), sections, counts)
 
 
@@ -350,6 +359,16 @@ def _overrides(store: TaskStore) -> dict[str, Any]:
     return AllocationOverrides(store).all() | {
         f"provider:{name}": state.to_dict() for name, state in providers.items()
     }
+
+
+def _channel_events(store: TaskStore) -> list[dict[str, Any]]:
+    """The channels' ledger (every post, delivery and refusal), oldest first, its times in UTC."""
+    from orchestration.channels.log import ChannelLog
+
+    return [
+        event.as_json() | {"created_at": event.created_at.astimezone(UTC).isoformat()}
+        for event in ChannelLog(store).events()
+    ]
 
 
 def workspace_names(home: Path) -> list[str]:

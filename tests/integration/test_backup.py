@@ -34,6 +34,7 @@ from orchestration.allocation.control import (
     apply_pool_limits,
     settings_now,
 )
+from orchestration.channels.log import ChannelLog
 from orchestration.cli.main import main
 from orchestration.control.archive import archive_project
 from orchestration.control.states import ProjectState
@@ -49,7 +50,7 @@ from orchestration.state.backup import (
     verify_backup,
 )
 from orchestration.state.copies import sha256_file
-from orchestration.state.digest import ShardCounts, StateDigest, state_digest
+from orchestration.state.digest import SECTIONS, ShardCounts, StateDigest, state_digest
 from orchestration.state.reconcile import RESTORE_MESSAGE
 from orchestration.tags import PROJECT_TAG, TASK_TAG, tasks_partitions_name
 from orchestration.tasks.models import TaskStatus
@@ -242,6 +243,35 @@ def test_the_digest_covers_every_kind_of_state(world: World) -> None:
     world.store.add("alpha", "one more")
     changed = world.digest()
     assert digest.differing(changed) == ["partitions", "pools", "tasks"]
+
+
+def test_the_digest_covers_the_channels_ledger_only_when_it_holds_entries(
+    world: World, tmp_path: Path
+) -> None:
+    # No entries, no section: a backup made before the ledger existed still verifies.
+    before = world.digest()
+    assert list(before.sections) == [name for name in SECTIONS if name != "channels"]
+    assert "channels" not in before.counts
+    log = ChannelLog(world.store)
+    posted = log.post("alpha", "notes", "the API moves to v2", project="alpha")
+    with_post = world.digest()
+    assert before.differing(with_post) == ["channels"] and with_post.counts["channels"] == 1
+    log.delivered("alpha", "notes", project="beta", task=world.succeeded["beta"], upto=posted.id)
+    with_delivery = world.digest()
+    assert with_post.differing(with_delivery) == ["channels"]
+    assert with_delivery.counts["channels"] == 2
+    events = log.events()
+
+    manifest = world.backup(tmp_path)
+    assert manifest.state_digest.differing(with_delivery) == ["overrides", "pools"]
+    world.wipe()
+    restored = restore_backup(manifest.path, world.settings, dagster_home=world.dagster_home)
+
+    assert restored.digest == manifest.state_digest.digest
+    world.reopen()
+    assert world.digest() == with_delivery
+    assert ChannelLog(world.store).events() == events
+    assert [e.id for e in ChannelLog(world.store).unread("alpha", "notes", "beta")] == []
 
 
 def test_backup_verify_wipe_restore_gives_the_same_state(world: World, tmp_path: Path) -> None:
