@@ -24,6 +24,7 @@ COMMANDS = {
     "allocation": "orchestration.cli.allocation:allocation",
     "providers": "orchestration.cli.providers:providers",
     "channel": "orchestration.cli.channels:channel",
+    "change": "orchestration.cli.changes:change",
     "backup": "orchestration.cli.backup:backup",
     "status": "orchestration.cli.status:status",
     "metrics": "orchestration.cli.metrics:metrics",

@@ -40,7 +40,7 @@ def task() -> None:
     "--propagate",
     is_flag=True,
     help="Also queue follow-up tasks in every project that depends on PROJECT, each after its "
-    "providers' tasks, linked by one session.",
+    "providers' tasks: one change set (`orch change`), verified together.",
 )
 def add(
     project: str,
@@ -78,8 +78,9 @@ def add(
     session_id = None
     if propagate:
         # The dependency graph's modules (packaging, semantic_version, git): only when needed.
+        from orchestration.changes.sets import ChangeSets
         from orchestration.cli.deps import current_graph
-        from orchestration.tasks.propagate import follow_up_tasks, new_session_id
+        from orchestration.tasks.propagate import new_session_id
 
         session_id = new_session_id()
     created = store.add(
@@ -97,12 +98,19 @@ def add(
         click.echo(f"queued; the dispatch sensor starts it ({submitted.why_not})", err=True)
     queued = [created]
     if propagate:
-        queued += follow_up_tasks(store, current_graph(settings), created, registry.names)
-    _add_partitions([task for task in queued if task.id != created.id or not submitted.run_id])
+        # One change set: the follow-ups start on this task's work and are verified with it.
+        _change, follow_ups = ChangeSets(store).propagate(
+            created, current_graph(settings), registry.names
+        )
+        queued += follow_ups
+    add_partitions([task for task in queued if task.id != created.id or not submitted.run_id])
     if propagate:
         for item in queued:
             click.echo(f"{item.id}  {item.project}")
-        click.echo(f"linked session {session_id}: {len(queued)} task(s)", err=True)
+        click.echo(
+            f"change set {session_id}: {len(queued)} task(s) (`orch change show {session_id}`)",
+            err=True,
+        )
     else:
         click.echo(created.id)
 
@@ -268,7 +276,7 @@ def import_tasks(project: str) -> None:
         store,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
     )
-    _add_partitions(added)
+    add_partitions(added)
     for new in added:
         click.echo(f"{new.id}  {_short(new.prompt, 70)}")
     click.echo(f"imported {len(added)} new task(s) for {project}", err=True)
@@ -313,7 +321,7 @@ def _task_spec(settings: Settings, found: Task) -> ProjectSpec:
         fail(f"task {found.id}: {exc.args[0]}")
 
 
-def _add_partitions(tasks: list[Task]) -> None:
+def add_partitions(tasks: list[Task]) -> None:
     """Give new tasks their partitions now, when there is an instance (else the dispatch sensor
     adds them)."""
     instance = dagster_instance(current_settings()) if tasks else None

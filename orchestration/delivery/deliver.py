@@ -38,7 +38,7 @@ def task_diff(home: Path, spec: ProjectSpec, task: Task, *, stat: bool = False) 
         raise DeliveryError(f"could not read the change of task {task.id}: {exc}") from None
 
 
-def deliver(home: Path, spec: ProjectSpec, task: Task, to: str) -> str:
+def deliver(home: Path, spec: ProjectSpec, task: Task, to: str, *, check_only: bool = False) -> str:
     """Deliver the task's branch `orch/<project>/<task-id>` and say in one line what was done.
 
     `local`: fetched from the private clone into the user's repository (`spec.repo`), where
@@ -47,6 +47,8 @@ def deliver(home: Path, spec: ProjectSpec, task: Task, to: str) -> str:
     a remote project, the user's repository's `origin` for a local one). Never by force:
     DeliveryError when the branch there has commits the task's branch does not have, or when
     anything else stands in the way. Delivering again what is already there does nothing.
+    With `check_only`, everything is checked (the branch there, the remote reachable) and
+    nothing delivered.
     """
     if to not in DELIVERY_TARGETS:
         raise DeliveryError(
@@ -64,8 +66,8 @@ def deliver(home: Path, spec: ProjectSpec, task: Task, to: str) -> str:
                 f"(its commit {tip} is still there): nothing to deliver"
             )
         if to == "local":
-            return _deliver_local(spec, workspace, clone, branch, tip)
-        return _deliver_origin(spec, clone, branch, tip)
+            return _deliver_local(spec, workspace, clone, branch, tip, check_only)
+        return _deliver_origin(spec, clone, branch, tip, check_only)
     except (GitError, IsolationError) as exc:
         raise DeliveryError(_shown(f"could not deliver task {task.id} to {to}: {exc}")) from None
 
@@ -145,7 +147,12 @@ def _task_base(clone: GitRepo, spec: ProjectSpec, task: Task, tip: str) -> str:
 
 
 def _deliver_local(
-    spec: ProjectSpec, workspace: ProjectWorkspace, clone: GitRepo, branch: str, tip: str
+    spec: ProjectSpec,
+    workspace: ProjectWorkspace,
+    clone: GitRepo,
+    branch: str,
+    tip: str,
+    check_only: bool,
 ) -> str:
     if spec.is_remote:
         raise DeliveryError(
@@ -172,12 +179,16 @@ def _deliver_local(
                 f"at {current}: switch to another branch there, then deliver again to move it "
                 f"to {tip}"
             )
+    if check_only:
+        return f"{branch} can be fetched into {target_path}"
     target.fetch_branch(workspace.clone_path, branch)
     moved = f"from {current[:12]} " if current else ""
     return f"fetched {branch} into {target_path} ({moved}at {tip[:12]})"
 
 
-def _deliver_origin(spec: ProjectSpec, clone: GitRepo, branch: str, tip: str) -> str:
+def _deliver_origin(
+    spec: ProjectSpec, clone: GitRepo, branch: str, tip: str, check_only: bool
+) -> str:
     url = _origin_url(spec)
     current = remote_head(url, branch)
     shown = _shown(url)
@@ -189,6 +200,8 @@ def _deliver_origin(spec: ProjectSpec, clone: GitRepo, branch: str, tip: str) ->
             f"(at {tip}) does not: left as it is. Rename or delete that branch there, or merge "
             "it yourself, then deliver again"
         )
+    if check_only:
+        return f"{branch} can be pushed to {shown}"
     clone.push_branch(url, branch)
     moved = f"from {current[:12]} " if current else ""
     return f"pushed {branch} to {shown} ({moved}at {tip[:12]})"

@@ -415,6 +415,9 @@ class ProjectSpec(FrozenModel):
     depends_on: tuple[ProjectName, ...] = ()
     ignore_dependencies: tuple[ProjectName, ...] = ()
     verify: tuple[NonEmptyText, ...] = ()
+    verify_in_change: tuple[NonEmptyText, ...] = ()
+    """The argv that verifies the project inside a change set, with ORCH_CHANGE_<PROJECT>
+    naming the other members' checkouts; empty: `verify`."""
     verify_timeout: Seconds = 1800
     secrets: tuple[EnvName, ...] = ()
     schedule: Cron | None = None

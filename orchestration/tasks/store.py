@@ -257,6 +257,16 @@ class TaskStore:
             raise TaskError(f"no task with id {task_id!r}")
         return task
 
+    def tasks_of_session(self, session: str) -> list[Task]:
+        """The tasks linked by `session` (a change set's members), oldest first."""
+        query = (
+            sa.select(tasks_table)
+            .where(tasks_table.c.session == session)
+            .order_by(tasks_table.c.created_at, tasks_table.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_task(row._mapping) for row in conn.execute(query).all()]
+
     def tasks(
         self,
         *,

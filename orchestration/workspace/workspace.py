@@ -87,14 +87,15 @@ class ProjectWorkspace:
         tree.restore_worktree_links()
 
     @contextmanager
-    def checkout(self, purpose: str) -> Iterator[GitRepo]:
-        """A fresh worktree of the branch tip, removed afterwards whatever happens."""
+    def checkout(self, purpose: str, commit: str | None = None) -> Iterator[GitRepo]:
+        """A fresh worktree of the branch tip (or detached at `commit`, a full sha of the
+        clone), removed afterwards whatever happens."""
         worktrees = self.root / "worktrees"
         path = path_inside(worktrees, f"{purpose}-{uuid.uuid4().hex[:12]}")
         with self._exclusive():
             repo = self._sync()
             worktrees.mkdir(parents=True, exist_ok=True)
-            tree = repo.add_worktree(path, self.upstream_ref)
+            tree = repo.add_worktree(path, commit or self.upstream_ref)
         try:
             yield tree
         finally:
@@ -153,6 +154,7 @@ class ProjectWorkspace:
         network: bool = True,
         config_dir: Path | None = None,
         also_hidden: Sequence[Path] = (),
+        also_readable: Sequence[Path] = (),
     ) -> Sandbox:
         """The sandbox of a command run in `tree`, a worktree of this project's clone made by
         `open_task_worktree` or `checkout` (so its administrative directory is the one git
@@ -162,7 +164,8 @@ class ProjectWorkspace:
         directory), and of the clone what committing writes (objects, refs, logs, the worktree's
         administrative directory). Read-only: the rest of the clone (its `config`, `hooks/`,
         `info/` and `objects/info/`, where alternate object stores are named). Hidden: the rest
-        of ORCH_HOME, `private_paths` and `also_hidden` (the other projects' checkouts).
+        of ORCH_HOME, `private_paths` and `also_hidden` (the other projects' checkouts), but for
+        `also_readable`, read-only (the other members' checkouts in a change set).
         """
         clone = self.clone_path
         committing = [clone / "objects", clone / "refs", clone / "logs"]
@@ -178,7 +181,12 @@ class ProjectWorkspace:
             program,
             hidden=hidden,
             writable=tuple(path.resolve() for path in writable),
-            readable=(clone, clone / "objects" / "info", *visible_again(hidden, network=network)),
+            readable=(
+                clone,
+                clone / "objects" / "info",
+                *visible_again(hidden, network=network),
+                *(path.resolve() for path in also_readable),
+            ),
             network=network,
         )
 

@@ -5,7 +5,7 @@ The revisions are in `versions/`: `0001` is the schema as of commit c1fae76 (orc
 orch_sessions, orch_allocation, then made with `create_all`), `0002` adds orch_holds, `0003`
 the project states, their log and the task's delivery columns, `0004` the task's heartbeat
 (`heartbeat_at`), `0005` the provider accounts' pauses (`orch_providers`), `0006` the
-channels' ledger (`orch_channel_events`). To change the
+channels' ledger (`orch_channel_events`), `0007` the change sets (`orch_changes`). To change the
 schema, add a revision there (copy the newest file, set
 `down_revision` to its id) and set HEAD to the new id; the tests check that HEAD is the
 scripts' head and that the tables the code queries match the migrated database. The version is
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 VERSION_TABLE = "orch_alembic_version"
 #: The newest revision in `versions/`; a database whose version table says this needs nothing.
-HEAD = "0006"
+HEAD = "0007"
 #: The revision a database made by `create_all` (before migrations) is stamped with, by the
 #: newest table it has: the tables came in this order and were never changed.
 LEGACY_REVISIONS = (("orch_holds", "0002"), ("orch_tasks", "0001"))

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from orchestration.allocation.control import AllocationOverrides, allocation_table
 from orchestration.allocation.providers import providers_table
+from orchestration.changes.sets import changes_table
 from orchestration.channels.log import events_table
 from orchestration.control.store import log_table, states_table
 from orchestration.tasks import migrations
@@ -39,6 +40,7 @@ TABLES = (
     "orch_project_state_log",
     "orch_providers",
     "orch_channel_events",
+    "orch_changes",
 )
 state_tables = (states_table, log_table)
 OPENERS = 5
@@ -232,6 +234,7 @@ def differences_from_the_code(url: str) -> list[Any]:
         *state_tables,
         providers_table,
         events_table,
+        changes_table,
     ):
         table.to_metadata(declared)
     store = TaskStore(url)
