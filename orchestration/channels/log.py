@@ -144,19 +144,28 @@ class ChannelLog:
         """Record that `project` (its `task`) was refused on `publisher.channel`, and why."""
         return self._add(EventKind.REFUSAL, publisher, channel, project, task, body=reason, now=now)
 
+    def cursor(self, publisher: str, channel: str, subscriber: str) -> int | None:
+        """The newest message id of `publisher.channel` `subscriber` was handed so far; None
+        before its first delivery of messages."""
+        table = events_table
+        with self.engine.connect() as conn:
+            seen = conn.execute(
+                sa.select(sa.func.max(table.c.upto)).where(
+                    table.c.publisher == publisher,
+                    table.c.channel == channel,
+                    table.c.kind == EventKind.DELIVERY.value,
+                    table.c.project == subscriber,
+                )
+            ).scalar()
+        return None if seen is None else int(seen)
+
     def unread(self, publisher: str, channel: str, subscriber: str) -> list[ChannelEvent]:
         """The messages of `publisher.channel` posted after the last ones `subscriber` was
         handed (all of them before its first delivery), oldest first."""
         table = events_table
         on_channel = sa.and_(table.c.publisher == publisher, table.c.channel == channel)
+        seen = self.cursor(publisher, channel, subscriber)
         with self.engine.connect() as conn:
-            seen = conn.execute(
-                sa.select(sa.func.max(table.c.upto)).where(
-                    on_channel,
-                    table.c.kind == EventKind.DELIVERY.value,
-                    table.c.project == subscriber,
-                )
-            ).scalar()
             rows = conn.execute(
                 sa.select(table)
                 .where(

@@ -120,6 +120,8 @@ def task_metadata(outcome: TaskOutcome) -> dict[str, Any]:
         metadata["times_preempted"] = task.times_preempted
     if task.extra.get("preempted_others"):
         metadata["preempted_others"] = dg.MetadataValue.json(task.extra["preempted_others"])
+    if task.extra.get("channels_read"):
+        metadata["channels_read"] = dg.MetadataValue.json(task.extra["channels_read"])
     return metadata
 
 

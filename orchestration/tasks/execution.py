@@ -24,6 +24,16 @@ from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.limits import LimitKind
 from orchestration.agents.result import AgentResult, AgentStatus
 from orchestration.allocation.providers import DEFAULT_GRACE_S, ProviderStates, grace_seconds
+from orchestration.channels.delivery import (
+    ChannelSource,
+    OutboxNote,
+    channel_sources,
+    deliver_channels,
+    post_outbox,
+    remove_orch_dir,
+    take_outbox,
+)
+from orchestration.channels.log import ChannelLog
 from orchestration.control.budget import budget_now
 from orchestration.delivery.deliver import DeliveryError, deliver_task
 from orchestration.delivery.transcript import append_transcript
@@ -206,6 +216,7 @@ def _carry_out(
             provider_grace_s=grace_seconds(registry.pools, profile.provider_pool)
             if profile.provider_pool
             else DEFAULT_GRACE_S,
+            channels=channel_sources({p.name: p.spec for p in registry.projects}, spec, home, log),
         )
     except ProviderLimited:
         raise  # the task is queued again, to continue once the account reopens
@@ -307,6 +318,7 @@ def execute_task(
     heartbeat: TaskHeartbeat | None = None,
     budget_usd: float | None = None,
     provider_grace_s: float = DEFAULT_GRACE_S,
+    channels: Sequence[ChannelSource] = (),
 ) -> TaskOutcome:
     """Run a claimed (running) task to its end and record the outcome in the store.
 
@@ -316,6 +328,9 @@ def execute_task(
     task is no longer this run's by the time its agent ends (taken back because its heartbeat
     had stopped, or cancelled): the agent's work is then kept as work so far (trailer
     `Orch-Interrupted`), never committed as the task's result, and nothing is recorded.
+
+    The agent finds the `channels` its project subscribes to in `.orch/channels/`; the notes it
+    leaves in `.orch/outbox/` are posted when the task succeeds; `.orch/` is never committed.
     """
     # What the agent and the tests print may hold the project's secrets: never recorded as is.
     redact = Redactor.for_secrets(spec.secrets, parent_env)
@@ -334,6 +349,9 @@ def execute_task(
     # an agent interrupted before it answered can be continued.
     new_session = str(uuid.uuid4()) if session is None and profile.session_args else None
     try:
+        channels_read = deliver_channels(
+            workspace, Path(tree.path), channels, ChannelLog(store), task=task.id, log=log
+        )
         home = str(workspace.prepare_home())
         config_dir = workspace.agent_config_dir(profile_name) if profile.config_dir_env else None
         agent_env = child_environment(
@@ -394,6 +412,10 @@ def execute_task(
             error=redact.optional(agent.error),
             output=redact.text(agent.output),
         )
+        outbox = [
+            replace(note, text=redact.optional(note.text))
+            for note in take_outbox(Path(tree.path), log, task.id)
+        ]
         transcript = append_transcript(
             workspace.orch_home,
             spec.name,
@@ -459,6 +481,7 @@ def execute_task(
             )
         raise
     finally:
+        remove_orch_dir(Path(tree.path))
         workspace.close_task_worktree(task.id)
 
     status, reason = _status(agent, verification)
@@ -481,6 +504,7 @@ def execute_task(
             "base": base,
             "verify_passed": verification.tests_passed if verification else None,
             "verify_failed": verification.tests_failed if verification else None,
+            **({"channels_read": channels_read} if channels_read else {}),
         },
     }
     saved = (spec.name, profile_name, agent.session_id) if agent.session_id else None
@@ -502,6 +526,7 @@ def execute_task(
         )
         log.error(f"task {task.id}: could not record the outcome ({exc}); kept it in {kept}")
         raise
+    _hand_over_outbox(outbox, final, spec, store, log)
     return TaskOutcome(
         task=final,
         profile=profile_name,
@@ -524,6 +549,22 @@ class ProviderLimited(TaskError):
     def __init__(self, message: str, account: str) -> None:
         super().__init__(message)
         self.account = account
+
+
+def _hand_over_outbox(
+    notes: Sequence[OutboxNote], task: Task, spec: ProjectSpec, store: TaskStore, log: Logger
+) -> None:
+    """Post the notes the agent left when its task succeeded; drop them otherwise. Never
+    raises: the task's outcome is recorded."""
+    if not notes:
+        return
+    if task.status is not TaskStatus.SUCCEEDED:
+        log.warning(f"task {task.id}: {len(notes)} note(s) of its outbox dropped: it {task.status}")
+        return
+    try:
+        post_outbox(notes, spec, ChannelLog(store), task=task.id, log=log)
+    except Exception as exc:
+        log.error(f"task {task.id}: could not post its outbox: {type(exc).__name__}: {exc}")
 
 
 def _stopped_by_limit(agent: AgentResult, profile: AgentProfile) -> bool:
@@ -663,6 +704,7 @@ def _commit_work_so_far(
     trailer `Orch-Interrupted: true` (never taken for the task's result); the branch's tip, or
     None when the clone is unusable. Never raises."""
     try:
+        remove_orch_dir(Path(tree.path))
         workspace.reclaim(tree)
         title = " ".join(task.prompt.split())[:60] or task.id
         return git_tree.commit_all(
