@@ -33,6 +33,7 @@ from orchestration.allocation.providers import (
     provider_slots,
 )
 from orchestration.control.store import ProjectStates
+from orchestration.registry.channels import lease_pools
 from orchestration.registry.loader import Registry
 from orchestration.tags import (
     GLOBAL_POOL,
@@ -137,7 +138,8 @@ def effective_settings(
 ) -> AllocationSettings:
     """YAML values with the live overrides on top; the projects in `held` (paused or stopped)
     get no slot at all (their pool's limit is 0, which holds their queued runs), nor do the
-    provider accounts `providers` says are paused (one while a canary tries)."""
+    provider accounts `providers` says are paused (one while a canary tries). Each lease
+    channel's pool gets the lease's `slots`."""
     pools = {
         name: pool.slots for name, pool in (registry.pools.pools if registry.pools else {}).items()
     }
@@ -146,6 +148,7 @@ def effective_settings(
         configured = provider_slots(registry.pools, account, slots)
         state = (providers or {}).get(account)
         pools[provider_pool(account)] = state.limit(configured) if state is not None else configured
+    pools.update(lease_pools({p.name: p.spec for p in registry.projects}))
     ageing = DEFAULT_AGEING_S
     if registry.pools and GLOBAL_POOL in registry.pools.pools:
         ageing = float(registry.pools.pools[GLOBAL_POOL].ageing_seconds)

@@ -5,7 +5,8 @@ Every command here talks to the Dagster instance, so each imports `orchestration
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +20,7 @@ from orchestration.cli.state import (
 from orchestration.registry import PRIORITY_CLASSES
 from orchestration.registry.models import parse_priority
 from orchestration.settings import Settings
-from orchestration.tags import PROJECT_TAG, TASK_TAG
+from orchestration.tags import PROJECT_TAG, TASK_TAG, lease_pool
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import dagster as dg
 
     from orchestration.allocation.control import AllocationSettings
+    from orchestration.registry.loader import Registry
 
 
 @click.group()
@@ -72,11 +74,11 @@ def _apply(instance: dg.DagsterInstance, store: TaskStore, current: AllocationSe
 )
 def show(as_json: bool, next_count: int) -> None:
     """Slots, who holds them, queue depth, target and actual share per project, the queued
-    tasks in the order they will start, and each provider account's pool (paused by a usage
-    limit, until when)."""
+    tasks in the order they will start, each provider account's pool (paused by a usage
+    limit, until when), and each lease channel's pool (its slots in use, its subscribers)."""
     from orchestration.allocation.control import current_allocation, settings_now
     from orchestration.control.store import ProjectStates
-    from orchestration.monitoring.portfolio import read_providers
+    from orchestration.monitoring.portfolio import read_pools_in_use, read_providers
 
     settings, instance, store = _context()
     registry = current_registry(settings)
@@ -105,6 +107,7 @@ def show(as_json: bool, next_count: int) -> None:
     ]
     project_of = {task.task_id: load.name for load in loads for task in load.queued}
     upcoming = sorted(result.priorities.items(), key=lambda item: -item[1])[:next_count]
+    leases = _leases(registry, current.pool_limits(), read_pools_in_use(instance))
     next_up = [
         {"task": task_id, "project": project_of[task_id], "priority": priority}
         for task_id, priority in upcoming
@@ -120,6 +123,7 @@ def show(as_json: bool, next_count: int) -> None:
                 "projects": projects,
                 "next": next_up,
                 "providers": [account.to_dict() for account in accounts],
+                "leases": leases,
             }
         )
         return
@@ -144,12 +148,44 @@ def show(as_json: bool, next_count: int) -> None:
     if next_up:
         listed = ", ".join(f"{n['task']} ({n['project']})" for n in next_up)
         click.echo(f"next in the queue (as pool limits allow): {listed}")
-    width = max((len(account.pool) for account in accounts), default=0)
+    width = max(
+        (len(pool) for pool in [a.pool for a in accounts] + [x["pool"] for x in leases]), default=0
+    )
     for account in accounts:
         click.echo(
             f"{account.pool.ljust(width)}  {account.limit}/{account.configured}  "
             f"{account.describe()}"
         )
+    for lease in leases:
+        click.echo(
+            f"{lease['pool'].ljust(width)}  {lease['in_use']}/{lease['limit']} in use  "
+            f"lease {lease['channel']}, subscribers: {', '.join(lease['subscribers']) or 'none'}"
+        )
+
+
+def _leases(
+    registry: Registry, limits: Mapping[str, int], in_use: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """Each lease channel's pool: its channel, limit, slots held by task runs now, and the
+    projects whose task runs hold it."""
+    from orchestration.registry.channels import published, subscribers
+
+    specs = {project.name: project.spec for project in registry.projects}
+    rows = []
+    for publisher, channel in published(specs):
+        if channel.kind != "lease":
+            continue
+        pool = lease_pool(publisher, channel.name)
+        rows.append(
+            {
+                "pool": pool,
+                "channel": f"{publisher}.{channel.name}",
+                "limit": limits.get(pool, channel.lease_slots),
+                "in_use": in_use.get(pool, 0),
+                "subscribers": subscribers(specs, publisher, channel.name),
+            }
+        )
+    return rows
 
 
 @allocation.command("set")

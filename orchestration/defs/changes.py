@@ -17,6 +17,7 @@ import dagster as dg
 from orchestration.changes.sets import Change, ChangeError, ChangeSets, ChangeStatus
 from orchestration.changes.verify import verify_change
 from orchestration.defs.resources import AgentTasks
+from orchestration.tags import ROLE_TAG
 
 CHANGES_KEY = dg.AssetKey(["orchestration", "changes"])
 CHANGES_PARTITIONS = "changes"
@@ -41,6 +42,7 @@ def build_change_defs() -> dg.Definitions:
             )
         ],
         kinds={"git"},
+        tags={ROLE_TAG: "change"},
         description="Change sets: one change across several projects (`orch change create`, "
         "`orch task add --propagate`), one partition per change set. A run verifies the "
         "change together: each member's `verify_in_change` (else `verify`) in a fresh "

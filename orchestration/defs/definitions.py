@@ -11,6 +11,8 @@ import dagster as dg
 
 from orchestration.defs.alerts import alerts_configured, build_alerts_defs
 from orchestration.defs.backup import build_backup_defs
+from orchestration.defs.changes import build_change_defs
+from orchestration.defs.channels import build_channel_defs
 from orchestration.defs.control import project_control_job
 from orchestration.defs.factory import ProjectInputs, build_projects_defs
 from orchestration.defs.monitoring import build_monitoring_defs
@@ -19,6 +21,7 @@ from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
 from orchestration.defs.sensors import build_dispatch_sensor, build_import_sensor
 from orchestration.dependencies.detection import DetectionCache
 from orchestration.dependencies.graph import DependencyGraph
+from orchestration.registry.channels import published, subscriptions
 from orchestration.registry.live import LiveRegistry
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import ProjectSpec
@@ -35,12 +38,15 @@ def build_definitions(registry: Registry) -> dg.Definitions:
 def _build(registry: Registry, graph: DependencyGraph | None) -> dg.Definitions:
     profiles = registry.agents.profiles if registry.agents else {}
     names = set(registry.names)
+    specs = {project.name: project.spec for project in registry.projects}
+    channels = [(publisher, channel.name) for publisher, channel in published(specs)]
     project_defs = build_projects_defs(
         [
             ProjectInputs(
                 project.spec,
                 profiles.get(project.spec.agent.profile),
                 tuple(_providers(project.spec, graph, names)),
+                tuple(subscriptions(specs, project.spec)),
             )
             for project in registry.projects
         ]
@@ -72,6 +78,8 @@ def _build(registry: Registry, graph: DependencyGraph | None) -> dg.Definitions:
         *([build_backup_defs(registry.backup)] if registry.backup else []),
         *([build_alerts_defs()] if alerts_configured(registry) else []),
         *([build_monitoring_defs(names)] if names else []),
+        *([build_channel_defs(channels)] if channels else []),
+        *([build_change_defs()] if names else []),
         shared,
     )
 

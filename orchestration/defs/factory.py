@@ -7,7 +7,10 @@ Per project `<p>`, the group `<p>` holds:
   - `<p>/tasks`: the agent work, dynamically partitioned by task id; every project's is an
     asset of the one `tasks` multi-asset (each with its own partitions), and its check
     `verify_passed` is the project's own op, which holds a slot of the project's pool;
-  - `<p>/usage`: what its agents spent, recorded by the `monitoring` sensor.
+  - `<p>/usage`: what its agents spent, recorded by the `monitoring` sensor;
+  - `<p>/channel_<name>`: each channel it publishes, with lineage to each subscriber's `tasks`;
+    its posts, deliveries and refusals are recorded by the `channels` sensor.
+A subscriber's task run also holds a slot of each `lease` channel's pool it subscribes to.
 A project that depends on another gets lineage from its `verification` to the other's `source`:
 when a provider's code changes, its consumers' tests are what must be re-run. A project with a
 `schedule` gets a freshness policy on `verification` (see `verification_freshness`), so tests
@@ -21,7 +24,7 @@ import functools
 import itertools
 import os
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -37,7 +40,8 @@ from orchestration.defs.metadata import (
     verification_metadata,
 )
 from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
-from orchestration.registry.models import AgentProfile, ProjectSpec
+from orchestration.registry.channels import Subscription
+from orchestration.registry.models import AgentProfile, ChannelSpec, ProjectSpec
 from orchestration.tags import (
     AGENT_PROFILE_TAG,
     AGENT_TAG,
@@ -46,6 +50,8 @@ from orchestration.tags import (
     PRIORITY_TAG,
     PROJECT_TAG,
     ROLE_TAG,
+    channel_asset_name,
+    lease_pool,
     project_pool,
     provider_pool,
     tasks_partitions_name,
@@ -78,6 +84,10 @@ class ProjectKeys:
         self.tasks = dg.AssetKey([project, "tasks"])
         self.usage = dg.AssetKey([project, "usage"])
 
+    def channel(self, name: str) -> dg.AssetKey:
+        """The asset of a channel this project publishes."""
+        return dg.AssetKey([self.project, channel_asset_name(name)])
+
     @property
     def repository(self) -> list[dg.AssetKey]:
         return [self.source, self.manifest, self.verification]
@@ -86,12 +96,15 @@ class ProjectKeys:
 @dataclass(frozen=True)
 class ProjectInputs:
     """What the factory builds one project's definitions from: its spec, the agent profile its
-    tasks run with (None when the agents file does not define it), and the projects it depends
-    on (detected or declared), which become lineage from its `verification` to their `source`."""
+    tasks run with (None when the agents file does not define it), the projects it depends
+    on (detected or declared), which become lineage from its `verification` to their `source`,
+    and the channels it subscribes to, resolved against their publishers: lineage from their
+    assets to its `tasks`, and a slot of each lease's pool held by its task runs."""
 
     spec: ProjectSpec
     profile: AgentProfile | None = None
     providers: tuple[str, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
 
 
 def build_projects_defs(projects: Sequence[ProjectInputs]) -> dg.Definitions:
@@ -99,7 +112,8 @@ def build_projects_defs(projects: Sequence[ProjectInputs]) -> dg.Definitions:
 
     Their repository assets share one subsettable multi-asset, their `tasks` assets another
     (each with its own partitions); each project keeps its own `verify_passed` check of its
-    tasks (in its own pool), `usage` asset and schedule.
+    tasks (in its own pool), `usage` asset, channel assets and schedule. A subscription's
+    lineage is drawn only when its publisher is among `projects`.
     """
     assets: list[dg.AssetsDefinition | dg.AssetChecksDefinition | dg.AssetSpec] = (
         [_repository_assets(projects), _tasks_assets(projects)] if projects else []
@@ -110,6 +124,9 @@ def build_projects_defs(projects: Sequence[ProjectInputs]) -> dg.Definitions:
         keys = ProjectKeys(project.spec.name)
         assets.append(_tasks_check(project.spec, keys))
         assets.append(_usage_asset(project.spec, keys))
+        assets += [
+            _channel_asset(project.spec, channel) for channel in project.spec.channels.publish
+        ]
         if project.spec.schedule:
             schedules.append(_schedule(project.spec, keys))
     return dg.Definitions(assets=assets, schedules=schedules)
@@ -119,13 +136,17 @@ def build_project_defs(
     spec: ProjectSpec,
     profile: AgentProfile | None = None,
     providers: Sequence[str] = (),
+    subscriptions: Sequence[Subscription] = (),
 ) -> dg.Definitions:
     """All definitions of one project. Pure: reads nothing but its arguments.
 
     `providers` are the projects this one depends on (detected or declared); they become
-    lineage from this project's `verification` to their `source`.
+    lineage from this project's `verification` to their `source`. `subscriptions`' leases are
+    held by its task runs (their publishers are not among these definitions: no lineage).
     """
-    return build_projects_defs([ProjectInputs(spec, profile, tuple(providers))])
+    return build_projects_defs(
+        [ProjectInputs(spec, profile, tuple(providers), tuple(subscriptions))]
+    )
 
 
 def _usage_asset(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetSpec:
@@ -156,6 +177,46 @@ def _usage_asset(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetSpec:
         kinds={"cost"},
         deps=[keys.tasks],
         **_common(spec, "usage"),
+    )
+
+
+#: What each kind of channel carries, for its asset's description.
+_CHANNEL_KINDS = {
+    "contract": "files of {publisher} that its subscribers' agents get read-only at each task "
+    "start",
+    "messages": "notes from {publisher} that its subscribers' agents get at their next task "
+    "(`orch channel post {publisher}.{name} TEXT`)",
+    "lease": "a shared resource of {publisher}: at most {slots} of its subscribers' task runs "
+    "hold it at once (pool `{pool}`)",
+}
+
+
+def _channel_asset(spec: ProjectSpec, channel: ChannelSpec) -> dg.AssetSpec:
+    """A channel the project publishes: no op; its posts, deliveries to subscribers' tasks and
+    refusals are observations recorded by the `channels` sensor."""
+    pool = lease_pool(spec.name, channel.name)
+    what = _CHANNEL_KINDS[channel.kind].format(
+        publisher=spec.name, name=channel.name, slots=channel.lease_slots, pool=pool
+    )
+    metadata: dict[str, Any] = {"kind": channel.kind}
+    if channel.kind == "contract":
+        metadata["paths"] = ", ".join(channel.paths)
+    if channel.kind == "lease":
+        metadata |= {"slots": channel.lease_slots, "pool": pool}
+    metadata["allow"] = (
+        (", ".join(channel.allow) or "no project") if channel.allow is not None else "any project"
+    )
+    return dg.AssetSpec(
+        ProjectKeys(spec.name).channel(channel.name),
+        description=(
+            (f"{channel.description}\n\n" if channel.description else "")
+            + f"Channel `{spec.name}.{channel.name}` ({channel.kind}): {what}. Every post, "
+            "delivery to a task and refusal is recorded here by the `channels` sensor "
+            f"(`orch channel log {spec.name}.{channel.name}`)."
+        ),
+        kinds={"channel", channel.kind},
+        metadata=metadata,
+        **_common(spec, "channel"),
     )
 
 
@@ -461,12 +522,14 @@ def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
     The agent step holds a slot of the global `agents` pool; the project's `verify_passed`
     check step holds one of the project's own pool (`_tasks_check`), so a task run needs both
     before it starts (pool granularity `run`). A profile in another pool (say `heavy`) adds a
-    step that holds that pool's slot too (`_slot_holders`).
+    step that holds that pool's slot too (`_slot_holders`), and so does each lease channel a
+    project subscribes to.
     """
+    loaded = {project.spec.name for project in projects}
 
     @dg.multi_asset(
         name="tasks",
-        specs=[_tasks_spec(project) for project in projects],
+        specs=[_tasks_spec(project, loaded) for project in projects],
         can_subset=True,
         pool=GLOBAL_POOL,
     )
@@ -499,8 +562,9 @@ def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
     return tasks
 
 
-def _tasks_spec(project: ProjectInputs) -> dg.AssetSpec:
-    """One project's `tasks` asset: the agent work, one partition per task id."""
+def _tasks_spec(project: ProjectInputs, loaded: Collection[str]) -> dg.AssetSpec:
+    """One project's `tasks` asset: the agent work, one partition per task id, downstream of
+    its source and of the channels it subscribes to whose publishers are `loaded`."""
     spec, profile = project.spec, project.profile
     agent = spec.agent.profile
     offline = profile is not None and profile.offline
@@ -509,7 +573,14 @@ def _tasks_spec(project: ProjectInputs) -> dg.AssetSpec:
     keys = ProjectKeys(spec.name)
     return dg.AssetSpec(
         keys.tasks,
-        deps=[keys.source],
+        deps=[
+            keys.source,
+            *(
+                ProjectKeys(sub.publisher).channel(sub.channel.name)
+                for sub in project.subscriptions
+                if sub.publisher in loaded
+            ),
+        ],
         partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
         description=(
             f"Coding-agent work on {spec.name}: one partition per task id, run by the "
@@ -553,22 +624,29 @@ def _tasks_check(spec: ProjectSpec, keys: ProjectKeys) -> dg.AssetChecksDefiniti
     return verify_passed
 
 
-def _extra_pools(profile: AgentProfile | None) -> list[str]:
-    """The pools a task run of the profile holds besides the global and the project's: the
-    profile's own (say `heavy`) and its provider account's."""
-    if profile is None:
-        return []
-    pools = [profile.pool] if profile.pool != GLOBAL_POOL else []
-    return pools + ([provider_pool(profile.provider_pool)] if profile.provider_pool else [])
+def _extra_pools(project: ProjectInputs) -> list[str]:
+    """The pools a task run of the project holds besides the global and the project's: its
+    profile's own (say `heavy`), its provider account's, and each lease channel's it subscribes
+    to (`lease_<publisher>_<channel>`)."""
+    profile = project.profile
+    pools = []
+    if profile is not None:
+        pools += [profile.pool] if profile.pool != GLOBAL_POOL else []
+        pools += [provider_pool(profile.provider_pool)] if profile.provider_pool else []
+    return pools + [
+        lease_pool(sub.publisher, sub.channel.name)
+        for sub in project.subscriptions
+        if sub.channel.kind == "lease"
+    ]
 
 
 def _slot_holders(projects: Sequence[ProjectInputs]) -> list[dg.AssetChecksDefinition]:
     """Per extra pool (`_extra_pools`), one subsettable op holding the check
-    `holds_<pool>_slot` of every project whose profile needs that pool: a task run selects its
+    `holds_<pool>_slot` of every project whose task runs need that pool: a task run selects its
     project's check only, so its step holds one slot of the pool for the run."""
     by_pool: dict[str, list[dg.AssetKey]] = {}
     for project in projects:
-        for pool in _extra_pools(project.profile):
+        for pool in _extra_pools(project):
             by_pool.setdefault(pool, []).append(ProjectKeys(project.spec.name).tasks)
     return [_holds_slot(pool, assets) for pool, assets in sorted(by_pool.items())]
 

@@ -37,7 +37,10 @@ def refresh_job():
     """The main job: every project's source, manifest and verification, and the registry."""
     return dg.define_asset_job(
         REFRESH_JOB,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.tag(ROLE_TAG, "tasks"),
+        # Task runs and a change set's joint verification are runs of their own, by partition.
+        selection=dg.AssetSelection.all()
+        - dg.AssetSelection.tag(ROLE_TAG, "tasks")
+        - dg.AssetSelection.tag(ROLE_TAG, "change"),
         description="Observe every project's repository, scan its manifests and run its tests.",
         executor_def=dg.multiprocess_executor,
     )

@@ -35,7 +35,8 @@ KIND_TAG_PREFIX = "dagster/kind/"
 
 def write_snapshot_registry(registry_dir: RegistryDir) -> None:
     """Four projects covering the factory's branches: a template chain, a dependency, a
-    schedule, a project with and without `verify`, a local and a remote repository."""
+    schedule, a project with and without `verify`, a local and a remote repository, channels
+    (a contract and a lease) and their subscribers."""
     registry_dir.write(
         "projects/_defaults.yaml",
         """
@@ -58,6 +59,10 @@ def write_snapshot_registry(registry_dir: RegistryDir) -> None:
         owners: [team:core]
         tags:
           layer: library
+        channels:
+          publish:
+            - {name: api, kind: contract, paths: ["core/*.py"], allow: [api]}
+            - {name: db, kind: lease, description: The shared test database.}
         """,
     )
     registry_dir.project(
@@ -70,6 +75,8 @@ def write_snapshot_registry(registry_dir: RegistryDir) -> None:
         owners: [team:backend, api-lead@example.com]
         tags:
           domain: api
+        channels:
+          subscribe: [core.api, core.db]
         """,
     )
     registry_dir.project(
@@ -80,6 +87,8 @@ def write_snapshot_registry(registry_dir: RegistryDir) -> None:
           profile: codex
         tags:
           language: javascript
+        channels:
+          subscribe: [core.db]
         """,
     )
     registry_dir.project(

@@ -102,7 +102,7 @@ def wrong_type_cases() -> list[Case]:
     """A wrong type for every key of a project and of its `agent` mapping."""
     cases = []
     for key in ProjectSpec.model_fields:
-        value = "[1, 2]" if key in ("agent", "tags", "budget") else "{x: 1}"
+        value = "[1, 2]" if key in ("agent", "tags", "budget", "channels") else "{x: 1}"
         body = {"name": f"name: {value}\nrepo: ../plain\n", "repo": f"name: w\nrepo: {value}\n"}
         file = f"projects/wrong_{key}.yaml"
         cases.append(
