@@ -46,7 +46,8 @@ def build_change_defs() -> dg.Definitions:
         description="Change sets: one change across several projects (`orch change create`, "
         "`orch task add --propagate`), one partition per change set. A run verifies the "
         "change together: each member's `verify_in_change` (else `verify`) in a fresh "
-        "checkout of its task's commit, ORCH_CHANGE_<PROJECT> naming the other members'.",
+        "checkout of its task's commit, with a variable ORCH_CHANGE_ and the project's name "
+        "upper-cased naming each member's.",
     )
     def changes(
         context: dg.AssetExecutionContext, agent_tasks: AgentTasks

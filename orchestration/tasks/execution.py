@@ -24,6 +24,7 @@ from orchestration.agents.invocation import AgentRequest, run_agent
 from orchestration.agents.limits import LimitKind
 from orchestration.agents.result import AgentResult, AgentStatus
 from orchestration.allocation.providers import DEFAULT_GRACE_S, ProviderStates, grace_seconds
+from orchestration.changes.handoff import Handoff, change_handoff, handoff_paths
 from orchestration.channels.delivery import (
     ChannelSource,
     OutboxNote,
@@ -195,29 +196,32 @@ def _carry_out(
         # the project is held; the task waits in the queue, this dispatch not counted.
         store.requeue(task_id, held, uncount=True, run_id=run_id)
         raise TaskError(f"task {task_id}: {held}; it is queued again")
+    specs = {p.name: p.spec for p in registry.projects}
     try:
-        outcome = execute_task(
-            task=task,
-            spec=spec,
-            profile_name=profile_name,
-            profile=profile,
-            base_env=base_env,
-            workspace=ProjectWorkspace(home, spec),
-            store=store,
-            parent_env=parent_env,
-            log=log,
-            hidden=other_checkouts(
-                [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
-            ),
-            heartbeat=heartbeat,
-            budget_usd=_task_cap(registry, spec, store, parent_env)
-            if profile.budget_args
-            else None,
-            provider_grace_s=grace_seconds(registry.pools, profile.provider_pool)
-            if profile.provider_pool
-            else DEFAULT_GRACE_S,
-            channels=channel_sources({p.name: p.spec for p in registry.projects}, spec, home, log),
-        )
+        with change_handoff(store, specs, home, task, log) as handoff:
+            outcome = execute_task(
+                task=task,
+                spec=spec,
+                profile_name=profile_name,
+                profile=profile,
+                base_env=base_env,
+                workspace=ProjectWorkspace(home, spec),
+                store=store,
+                parent_env=parent_env,
+                log=log,
+                hidden=other_checkouts(
+                    [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
+                ),
+                heartbeat=heartbeat,
+                budget_usd=_task_cap(registry, spec, store, parent_env)
+                if profile.budget_args
+                else None,
+                provider_grace_s=grace_seconds(registry.pools, profile.provider_pool)
+                if profile.provider_pool
+                else DEFAULT_GRACE_S,
+                channels=channel_sources(specs, spec, home, log),
+                handoff=handoff,
+            )
     except ProviderLimited:
         raise  # the task is queued again, to continue once the account reopens
     except Exception as exc:
@@ -319,6 +323,7 @@ def execute_task(
     budget_usd: float | None = None,
     provider_grace_s: float = DEFAULT_GRACE_S,
     channels: Sequence[ChannelSource] = (),
+    handoff: Handoff | None = None,
 ) -> TaskOutcome:
     """Run a claimed (running) task to its end and record the outcome in the store.
 
@@ -331,6 +336,8 @@ def execute_task(
 
     The agent finds the `channels` its project subscribes to in `.orch/channels/`; the notes it
     leaves in `.orch/outbox/` are posted when the task succeeds; `.orch/` is never committed.
+    In a change set, the `handoff` of its providers' work goes to `.orch/change/` and, as
+    ORCH_CHANGE_<PROJECT> variables naming read-only checkouts, to the agent.
     """
     # What the agent and the tests print may hold the project's secrets: never recorded as is.
     redact = Redactor.for_secrets(spec.secrets, parent_env)
@@ -352,13 +359,16 @@ def execute_task(
         channels_read = deliver_channels(
             workspace, Path(tree.path), channels, ChannelLog(store), task=task.id, log=log
         )
+        if handoff is not None:
+            handoff.write(Path(tree.path))
         home = str(workspace.prepare_home())
         config_dir = workspace.agent_config_dir(profile_name) if profile.config_dir_env else None
         agent_env = child_environment(
             parent_env,
             [*base_env, *profile.env, *spec.secrets],
             overrides={"HOME": home}
-            | ({profile.config_dir_env: str(config_dir)} if profile.config_dir_env else {}),
+            | ({profile.config_dir_env: str(config_dir)} if profile.config_dir_env else {})
+            | (handoff.environment if handoff else {}),
         )
         agent_sandbox: list[str] = []
         verify_sandbox: list[str] = []
@@ -370,6 +380,7 @@ def execute_task(
                 network=profile.network,
                 config_dir=config_dir,
                 also_hidden=hidden,
+                also_readable=handoff_paths(handoff),
             ).prefix(tree.path)
             verify_sandbox = workspace.sandbox(
                 tree, program=program, environ=parent_env, also_hidden=hidden

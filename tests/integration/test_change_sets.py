@@ -6,6 +6,7 @@ nothing."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -75,6 +76,17 @@ def store(registry: RegistryDir) -> Iterator[TaskStore]:
     opened.dispose()
 
 
+def agent_starts(registry: RegistryDir) -> dict[str, dict]:
+    """The stand-in agent's start line of each project's (last) task, by project."""
+    found = {}
+    for log in registry.settings.home.glob("workspaces/*/agents/*/fake_claude.jsonl"):
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["event"] == "start":
+                found[log.parts[-4]] = entry
+    return found
+
+
 def run_all(store: TaskStore, change_id: str) -> None:
     """Each member's task in the order the change set queued them, as the asset runs it."""
     for task in store.tasks_of_session(change_id):
@@ -105,6 +117,32 @@ def test_a_change_set_is_made_verified_together_and_delivered_all_or_none(
     run_all(store, change.id)
     change = changes.require(change.id)
     assert change.status is ChangeStatus.VERIFYING
+
+    # Each consumer's agent read its providers' work: diffs and summaries under .orch/change/,
+    # and read-only checkouts of their commits named by ORCH_CHANGE_<PROJECT>.
+    seen = agent_starts(registry)
+    assert seen["lib"]["orch_files"] == {} and seen["lib"]["change_checkouts"] == {}
+    svc = seen["svc"]
+    assert sorted(svc["orch_files"]) == ["change/lib.diff", "change/lib.md"]
+    assert "+VALUE = 2" in svc["orch_files"]["change/lib.diff"]["text"]
+    assert not svc["orch_files"]["change/lib.diff"]["writable"]
+    assert lib_task.id in svc["orch_files"]["change/lib.md"]["text"]
+    (checkout,) = svc["change_checkouts"].values()
+    assert list(svc["change_checkouts"]) == ["ORCH_CHANGE_LIB"]
+    assert checkout["names"] == [".git", "lib.py"] and not checkout["writable"]
+    app = seen["app"]
+    assert sorted(app["orch_files"]) == [
+        "change/lib.diff",
+        "change/lib.md",
+        "change/svc.diff",
+        "change/svc.md",
+    ]
+    assert sorted(app["change_checkouts"]) == ["ORCH_CHANGE_LIB", "ORCH_CHANGE_SVC"]
+    # Nothing of it was committed, and the checkouts are gone.
+    clone = registry.settings.home / "workspaces" / "svc" / "repo.git"
+    files = git(clone, "ls-tree", "-r", "--name-only", f"orch/svc/{svc_task.id}")
+    assert ".orch" not in files
+    assert not list(registry.settings.home.glob("workspaces/*/worktrees/handoff-*"))
 
     # svc's check fails against lib's main ...
     lib_main = registry.root / "repos" / "lib"

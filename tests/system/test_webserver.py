@@ -160,9 +160,11 @@ def test_sample_projects_are_asset_groups(webserver: Webserver) -> None:
         for repository in repositories["nodes"]
         for group in repository["assetGroups"]
     }
+    channels = {"acme_core": {"acme_core/channel_api", "acme_core/channel_notes"}}
     for project in SAMPLE_PROJECTS:
-        assert groups.get(project) == {f"{project}/{role}" for role in ROLES}
-    assert "orchestration/registry" in groups.get("orchestration", set())
+        expected = {f"{project}/{role}" for role in ROLES} | channels.get(project, set())
+        assert groups.get(project) == expected
+    assert {"orchestration/registry", "orchestration/changes"} <= groups.get("orchestration", set())
 
     nodes = {"/".join(node["assetKey"]["path"]): node for node in data["assetNodes"]}
     assert nodes["orchestration/registry"]["hasAssetChecks"] is True
@@ -662,9 +664,9 @@ query Lineage($key: AssetKeyInput!) {
 """
 
 
-def upstream(server: Webserver, project: str) -> set[str]:
-    """What the webserver's asset graph has upstream of `project`'s verification."""
-    variables = {"key": {"path": [project, "verification"]}}
+def upstream(server: Webserver, project: str, asset: str = "verification") -> set[str]:
+    """What the webserver's asset graph has upstream of `project`'s `asset`."""
+    variables = {"key": {"path": [project, asset]}}
     request = urllib.request.Request(
         f"{server.url}/graphql",
         data=json.dumps({"query": LINEAGE_QUERY, "variables": variables}).encode(),
@@ -714,6 +716,38 @@ def test_a_fresh_start_shows_the_cross_project_lineage(webserver: Webserver, bro
         "verification",
     )
     save_result(browser, "lineage-fresh-start-graph.png")
+
+
+def test_the_channels_and_their_subscribers_show_in_the_asset_graph(
+    webserver: Webserver, browser: Any
+) -> None:
+    """acme_core's channels are assets of its group, upstream of acme_api's `tasks` (which
+    subscribes to both) and not of acme_web's; the lineage view draws them, and
+    `orchestration/changes` is there with its `all_verified` check."""
+    assert upstream(webserver, "acme_api", "tasks") == {
+        "acme_api/source",
+        "acme_core/channel_api",
+        "acme_core/channel_notes",
+    }
+    assert upstream(webserver, "acme_web", "tasks") == {"acme_web/source"}
+    text = page_text(
+        browser,
+        f"{webserver.url}/assets/acme_core/channel_api",
+        "Channel acme_core.api (contract)",
+        "Downstream assets",
+    )
+    lines = [line.strip() for line in text.splitlines()]
+    assert "acme_api / tasks" in lines[lines.index("Downstream assets") :]
+    save_result(browser, "channel-asset-page.png")
+    page_text(
+        browser,
+        f"{webserver.url}/assets/acme_core/channel_api?view=lineage",
+        "channel_api",
+        "tasks",
+    )
+    save_result(browser, "channel-lineage.png")
+    page_text(browser, f"{webserver.url}/assets/orchestration/changes?view=checks", "all_verified")
+    save_result(browser, "changes-asset-page.png")
 
 
 def test_the_asset_graph_follows_a_new_dependency_without_a_manual_reload(
