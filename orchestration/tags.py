@@ -33,6 +33,9 @@ PRIORITY_CLASS_TAG = "priority"
 AGENT_PROFILE_TAG = "agent_profile"
 AGENT_TAG = "agent"
 
+#: The Celery queue a run is sent to (read by dagster_celery's CeleryRunLauncher).
+CELERY_QUEUE_TAG = "dagster-celery/queue"
+
 #: The global pool: every agent run holds one of its slots.
 GLOBAL_POOL = "agents"
 

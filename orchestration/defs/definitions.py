@@ -68,8 +68,9 @@ def _build(registry: Registry, graph: DependencyGraph | None) -> dg.Definitions:
         if names
         else [],
         resources={"workspaces": ProjectWorkspaces(), "agent_tasks": AgentTasks()},
-        # Task runs have two light steps; running them in the run's own process saves a
-        # process start per step (the `refresh` job keeps the multiprocess executor).
+        # Every job runs its steps in the run's own process: task runs have two light steps
+        # (a process start per step saved), and a Celery run worker (deploy/) runs a run
+        # inside its pool process, where the multiprocess executor may not start children.
         executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(

@@ -40,6 +40,7 @@ from orchestration.defs.metadata import (
     verification_metadata,
 )
 from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
+from orchestration.placement import placement_tags
 from orchestration.registry.channels import Subscription
 from orchestration.registry.models import AgentProfile, ChannelSpec, ProjectSpec
 from orchestration.tags import (
@@ -699,7 +700,8 @@ def _schedule(spec: ProjectSpec, keys: ProjectKeys) -> dg.ScheduleDefinition:
             )
         return dg.RunRequest(
             asset_selection=keys.repository,
-            tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(current.priority)},
+            tags={PROJECT_TAG: spec.name, PRIORITY_TAG: str(current.priority)}
+            | placement_tags(current),
         )
 
     return refresh_schedule

@@ -42,7 +42,10 @@ def refresh_job():
         - dg.AssetSelection.tag(ROLE_TAG, "tasks")
         - dg.AssetSelection.tag(ROLE_TAG, "change"),
         description="Observe every project's repository, scan its manifests and run its tests.",
-        executor_def=dg.multiprocess_executor,
+        # In the run's own process: a Celery run worker (deploy/) runs it inside its pool
+        # process, where the multiprocess executor may not start children; the repositories
+        # op spreads the work over threads itself.
+        executor_def=dg.in_process_executor,
     )
 
 

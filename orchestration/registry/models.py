@@ -290,6 +290,19 @@ Dollars = Annotated[float, Field(gt=0, le=1_000_000)]
 EnvValue = Annotated[str, AfterValidator(_argument)]
 
 
+def validate_queue_name(value: str) -> str:
+    """A Celery queue name (it becomes a routing key); ValueError saying what is wrong."""
+    if not SLUG_PATTERN.fullmatch(value.replace("-", "_")) or len(value) > 63:
+        raise ValueError(
+            f"{value!r} is not a queue name: 1-63 letters, digits, '_' and '-', starting with "
+            "a lowercase letter"
+        )
+    return value
+
+
+QueueName = Annotated[str, AfterValidator(validate_queue_name)]
+
+
 def _channel_path(value: str) -> str:
     """A glob over the publisher's files, relative to its repository root: matched against the
     paths in git's tree (fnmatch, `*` crossing `/`), never given to git or a shell."""
@@ -428,6 +441,9 @@ class ProjectSpec(FrozenModel):
     passed: nowhere, the user's own repository (`local`), or the project's remote (`origin`)."""
     budget: Budget | None = None
     """What the project's agents may spend a day and a month; none: no limit."""
+    placement: QueueName | None = None
+    """The Celery queue (so the host) the project's runs go to; none: one chosen by a stable
+    hash of its name among ORCH_CELERY_QUEUES."""
     channels: Channels = Channels()
     """The channels it publishes and those of other projects it subscribes to."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from orchestration.placement import placement_tags
 from orchestration.registry.models import ProjectSpec
 from orchestration.tags import (
     MAX_RETRIES_TAG,
@@ -84,8 +85,15 @@ def run_priority(project_priority: int, task_priority: int) -> int:
     return project_priority * 1000 + task_priority
 
 
-def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) -> dict[str, str]:
-    """The tags every run of a task carries, however it was launched."""
+def task_run_tags(
+    task: Task,
+    spec: ProjectSpec,
+    priority: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The tags every run of a task carries, however it was launched: among them the Celery
+    queue of its project (`placement`, with ORCH_CELERY_QUEUES from `environ`, default this
+    process's environment)."""
     tags = {
         PROJECT_TAG: spec.name,
         TASK_TAG: task.id,
@@ -99,4 +107,4 @@ def task_run_tags(task: Task, spec: ProjectSpec, priority: int | None = None) ->
     }
     if task.session:
         tags[SESSION_TAG] = task.session
-    return tags
+    return tags | placement_tags(spec, environ)
