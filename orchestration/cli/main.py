@@ -25,6 +25,7 @@ COMMANDS = {
     "providers": "orchestration.cli.providers:providers",
     "channel": "orchestration.cli.channels:channel",
     "change": "orchestration.cli.changes:change",
+    "worker": "orchestration.cli.worker:worker",
     "backup": "orchestration.cli.backup:backup",
     "status": "orchestration.cli.status:status",
     "metrics": "orchestration.cli.metrics:metrics",
