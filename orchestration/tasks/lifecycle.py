@@ -49,6 +49,8 @@ IN_PROGRESS = frozenset(
 )
 #: What a run whose task heartbeat stopped is failed with, and the task's interruption says.
 NO_HEARTBEAT = "no heartbeat from worker"
+#: What Dagster's run monitoring says when it fails a run whose worker it found dead.
+RUN_WORKER_DIED = "Detected run worker status"
 #: A task whose runs are lost this many times fails rather than being continued once more (its
 #: work may be what kills them).
 LOST_LIMIT = 3
@@ -319,6 +321,20 @@ def reconcile_ended_runs(
                 if requeued:
                     log.warning(f"task {task.id}: {requeued}; queued again")
                 continue
+            if task.status is TaskStatus.RUNNING and RUN_WORKER_DIED in cause:
+                # Run monitoring saw the run's worker die (a Celery pool process killed, say):
+                # nothing the agent did ended it, so it continues, as after a lost heartbeat.
+                taken = store.reap(
+                    task.id,
+                    latest.run_id,
+                    stale_before=datetime.now(UTC) + timedelta(seconds=1),
+                    reason=f"its run worker died ({cause})",
+                    give_up_after=LOST_LIMIT,
+                )
+                if taken is not None:
+                    log.warning(f"task {task.id}: run {latest.run_id} lost; {taken.reason}")
+                    _stop_agent(task, log)
+                    continue
             reason = f"run {latest.run_id} ended ({latest.status.value}) without recording the task"
             if cause:
                 reason += f": {cause}"
@@ -327,9 +343,8 @@ def reconcile_ended_runs(
                 log.warning(f"task {task.id}: {reason}")
         else:
             ended = False
-        pgid = task.extra.get("agent_pgid")
-        if ended and pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
-            log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
+        if ended:
+            _stop_agent(task, log)
     fail_silent_runs(store, instance, stale_s, log)
 
 
@@ -429,10 +444,15 @@ def reap_lost_run(
         f"{taken.reason}"
     )
     _end_dead_run(instance, run.run_id, NO_HEARTBEAT, log)
+    _stop_agent(task, log)
+    return taken
+
+
+def _stop_agent(task: Task, log: logging.Logger | dg.DagsterLogManager) -> None:
+    """Kill the agent's process group a dead run left behind, if it is still on this host."""
     pgid = task.extra.get("agent_pgid")
     if pgid and kill_process_group(int(pgid), task.extra.get("agent_started")):
         log.warning(f"task {task.id}: stopped its agent's process group {pgid}")
-    return taken
 
 
 def _end_silent_unclaimed_run(

@@ -6,10 +6,12 @@ daemon's run queue and pools deciding when."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ from click.testing import CliRunner
 from psycopg2 import sql
 
 from orchestration.cli import main
+from orchestration.settings import HEARTBEAT_STALE_VAR, HEARTBEAT_VAR
 from orchestration.tags import CELERY_QUEUE_TAG
+from orchestration.tasks.lifecycle import NO_HEARTBEAT, RUN_WORKER_DIED
 from orchestration.tasks.models import TaskStatus
 from tests.support.daemon import daemon_environment, running_daemon, write_workspace
 from tests.support.orchestrator import LOG_VAR, Orchestrator, write_registry
@@ -34,6 +38,10 @@ CELERY_CONFIG = REPO_ROOT / "deploy" / "dagster.celery.yaml"
 WORKER_CONFIG = REPO_ROOT / "deploy" / "celery-worker.yaml"
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 BACKEND = "redis://127.0.0.1:6379/5"
+#: A fast task heartbeat, so that a dead worker's run is caught in seconds.
+HEARTBEAT = {HEARTBEAT_VAR: "2", HEARTBEAT_STALE_VAR: "10"}
+#: Run monitoring's poll interval in these tests (seconds).
+MONITORING_S = 3
 
 
 @pytest.fixture
@@ -96,7 +104,7 @@ def test_the_celery_instance_loads_against_the_installed_dagster(
     try:
         launcher = instance.run_launcher
         assert type(launcher).__name__ == "CeleryRunLauncher"
-        assert launcher.broker == BROKER and launcher.backend == BACKEND
+        assert (launcher.broker, launcher.backend) == (BROKER, BACKEND)  # type: ignore[attr-defined]
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     finally:
         instance.dispose()
@@ -157,6 +165,34 @@ def test_the_shipped_worker_config_passes_with_the_services_up() -> None:
     assert "broker and backend answer" in result.output
 
 
+def start_worker(
+    env: dict[str, str], log: Path, name: str, *queues: str
+) -> subprocess.Popen[bytes]:
+    """`orch worker start` in a process group of its own (the worker and its pool)."""
+    argv = [str(Path(sys.executable).parent / "orch"), "worker", "start", "--concurrency", "2"]
+    for queue in queues:
+        argv += ["--queue", queue]
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [*argv, "--name", name],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_task_runs_are_carried_out_inside_a_celery_worker(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -175,23 +211,7 @@ def test_task_runs_are_carried_out_inside_a_celery_worker(
     daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]), sandbox=False)
     worker_log = tmp_path / "worker.log"
     with running_daemon(tmp_path, write_workspace(tmp_path), daemon_env) as (daemon, log):
-        with worker_log.open("wb") as sink:
-            worker = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "orch"),
-                    "worker",
-                    "start",
-                    "--queue",
-                    queue,
-                    "--concurrency",
-                    "2",
-                ],
-                cwd=REPO_ROOT,
-                env=daemon_env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = start_worker(daemon_env, worker_log, "worker-a@%h", queue)
         system = Orchestrator(tmp_path, env, daemon, log)
         try:
             tasks = [system.add(p, f"SLEEP1 step {i}") for p in ("alpha", "beta") for i in range(2)]
@@ -206,11 +226,8 @@ def test_task_runs_are_carried_out_inside_a_celery_worker(
             system.wait_idle()
         finally:
             system.close()
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop_worker(worker)
     # Each agent ran below a Celery worker's pool process, not the daemon's code server.
-    import json
-
     starts = [
         json.loads(line)
         for line in Path(env[LOG_VAR]).read_text().splitlines()
@@ -220,3 +237,95 @@ def test_task_runs_are_carried_out_inside_a_celery_worker(
     for start in starts:
         commands = [" ".join(a["cmdline"]) for a in start["ancestors"]]
         assert any("celery" in c and "worker" in c for c in commands), commands
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", ["whole worker", "pool process"])
+def test_a_killed_worker_is_caught_and_its_task_resumes_on_the_other(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: str
+) -> None:
+    """A whole Celery worker killed goes unnoticed by Dagster (its task stays STARTED in the
+    backend): the task heartbeat catches it, and the run fails `no heartbeat from worker`. A
+    killed pool process is seen by run monitoring (Celery reports the worker lost). Either way
+    the run's slots are freed and the task (an unpinned project's, on the shared queue) is
+    queued again and succeeds on the other worker, continuing its session."""
+    shared = f"shared-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "agents" / "release").mkdir(parents=True)
+    env = write_registry(tmp_path, {"alpha": ("normal", 1)}, slots=2)
+    instance = instance_env(tmp_path / "dagster_home", database)
+    for name, value in instance.items():
+        monkeypatch.setenv(name, value)
+    env |= instance | HEARTBEAT
+    env[LOG_VAR] = str(tmp_path / "agents" / "fake_claude.jsonl")
+    daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]), sandbox=False)
+    # The launcher sends an unpinned project's runs to its default queue: both workers take it.
+    config = yaml.safe_load(CELERY_CONFIG.read_text())
+    config["run_launcher"]["config"]["default_queue"] = shared
+    config["run_monitoring"]["poll_interval_seconds"] = MONITORING_S
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text(yaml.safe_dump(config))
+    logs = {name: tmp_path / f"worker-{name}.log" for name in ("a", "b")}
+    with running_daemon(tmp_path, write_workspace(tmp_path), daemon_env) as (daemon, log):
+        workers = {
+            name: start_worker(daemon_env, logs[name], f"worker-{name}@%h", shared)
+            for name in ("a", "b")
+        }
+        system = Orchestrator(tmp_path, env, daemon, log)
+        try:
+            task = system.add("alpha", "HOLDafterkill work")
+            system.wait_started(task, timeout_s=180)
+            (first,) = system.task_runs(task)
+            start = [
+                entry
+                for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines())
+                if entry["event"] == "start"
+            ][0]
+            chain = " ".join(" ".join(a["cmdline"]) for a in start["ancestors"])
+            victim = "a" if "worker-a@" in chain else "b"
+            assert f"worker-{victim}@" in chain, chain
+            killed_at = time.monotonic()
+            if kill == "whole worker":
+                os.killpg(workers[victim].pid, signal.SIGKILL)
+                workers[victim].wait(timeout=30)
+            else:  # the pool process the run works in: the first celery ancestor
+                pool = next(a for a in start["ancestors"] if "celery" in " ".join(a["cmdline"]))
+                os.kill(int(pool["pid"]), signal.SIGKILL)
+            system.release("afterkill")
+
+            def reaped() -> bool:
+                run = system.instance.get_run_by_id(first.run_id)
+                return run is not None and run.status is dg.DagsterRunStatus.FAILURE
+
+            system.wait_for("the dead worker's run failed", reaped, timeout_s=120)
+            caught_s = time.monotonic() - killed_at
+            print(f"dead worker's run failed {caught_s:.1f} s after the kill")
+            records = system.instance.get_records_for_run(
+                first.run_id, of_type=dg.DagsterEventType.RUN_FAILURE
+            ).records
+            messages = [r.event_log_entry.dagster_event.message or "" for r in records]  # type: ignore[union-attr]
+            if kill == "whole worker":
+                assert any(NO_HEARTBEAT in m for m in messages), messages
+                # within the stale bound plus two dispatch ticks
+                assert caught_s < float(HEARTBEAT[HEARTBEAT_STALE_VAR]) + 30, caught_s
+            else:
+                assert any(RUN_WORKER_DIED in m for m in messages), messages
+                assert caught_s < 2 * MONITORING_S + 10, caught_s
+
+            (done,) = system.wait_finished(task, timeout_s=180)
+            assert done.status is TaskStatus.SUCCEEDED, system.explain("resume")
+            runs = system.task_runs(task)
+            assert len(runs) == 2
+            survivor = "b" if victim == "a" else "a"
+            second = [
+                entry
+                for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines())
+                if entry["event"] == "start"
+            ][-1]
+            chain = " ".join(" ".join(a["cmdline"]) for a in second["ancestors"])
+            if kill == "whole worker":
+                assert f"worker-{survivor}@" in chain, chain
+            assert second["options"].get("resume") == start["session_id"]
+            system.wait_idle()
+        finally:
+            system.close()
+            for worker in workers.values():
+                stop_worker(worker)
