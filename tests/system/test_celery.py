@@ -23,12 +23,14 @@ from click.testing import CliRunner
 from psycopg2 import sql
 
 from orchestration.cli import main
+from orchestration.placement import QUEUES_VAR, run_queue
+from orchestration.registry.models import ProjectSpec
 from orchestration.settings import HEARTBEAT_STALE_VAR, HEARTBEAT_VAR
 from orchestration.tags import CELERY_QUEUE_TAG
 from orchestration.tasks.lifecycle import NO_HEARTBEAT, RUN_WORKER_DIED
 from orchestration.tasks.models import TaskStatus
 from tests.support.daemon import daemon_environment, running_daemon, write_workspace
-from tests.support.orchestrator import LOG_VAR, Orchestrator, write_registry
+from tests.support.orchestrator import LOG_VAR, Monitor, Orchestrator, write_registry
 from tests.support.paths import REPO_ROOT, path_with_fakes
 from tests.system.test_postgres import DEPLOY_CONFIG, PG_HOST, PG_PORT, Database, admin_connection
 
@@ -329,3 +331,74 @@ def test_a_killed_worker_is_caught_and_its_task_resumes_on_the_other(
             system.close()
             for worker in workers.values():
                 stop_worker(worker)
+
+
+@pytest.mark.slow
+def test_two_workers_on_two_queues_keep_slots_priorities_and_placement(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, each on its own queue; 3 agent slots; 12 tasks over 3 projects: one pinned
+    to each queue, one placed by the hash over ORCH_CELERY_QUEUES. All succeed, no sample sees
+    more than 3 runs in progress, the critical project's tasks start first, and each project's runs
+    carry its queue and are carried out by that queue's worker."""
+    tag = uuid.uuid4().hex[:6]
+    queues = {"a": f"host-a-{tag}", "b": f"host-b-{tag}"}
+    projects = {"urgent": ("critical", 3), "normal": ("normal", 3), "later": ("low", 3)}
+    (tmp_path / "agents").mkdir()
+    env = write_registry(tmp_path, projects, slots=3)
+    for project, queue in (("urgent", queues["a"]), ("normal", queues["b"])):
+        path = Path(env["ORCH_PROJECTS_DIR"]) / f"{project}.yaml"
+        path.write_text(path.read_text() + f"placement: {queue}\n")
+    instance = instance_env(tmp_path / "dagster_home", database)
+    for name, value in instance.items():
+        monkeypatch.setenv(name, value)
+    env |= instance | {QUEUES_VAR: f"{queues['a']},{queues['b']}"}
+    env[LOG_VAR] = str(tmp_path / "agents" / "fake_claude.jsonl")
+    daemon_env = daemon_environment(env, path=path_with_fakes(os.environ["PATH"]), sandbox=False)
+    hashed = "a" if run_queue(spec_of(env, "later"), tuple(queues.values())) == queues["a"] else "b"
+    expected_worker = {"urgent": "a", "normal": "b", "later": hashed}
+    with running_daemon(tmp_path, write_workspace(tmp_path), daemon_env) as (daemon, log):
+        workers = {
+            name: start_worker(
+                daemon_env, tmp_path / f"worker-{name}.log", f"worker-{name}@%h", queue
+            )
+            for name, queue in queues.items()
+        }
+        system = Orchestrator(tmp_path, env, daemon, log)
+        try:
+            with Monitor(system) as monitor:
+                tasks = {
+                    project: [system.add(project, f"SLEEP2 {project} {i}") for i in range(4)]
+                    for project in projects
+                }
+                every = [t for ids in tasks.values() for t in ids]
+                done = system.wait_finished(*every, timeout_s=300)
+            assert all(t.status is TaskStatus.SUCCEEDED for t in done), system.explain("queues")
+            peak = max(sample.in_use for sample in monitor.samples)
+            assert 1 <= peak <= 3, peak
+            calls = system.calls()
+            starts = {p: sorted(calls[t].start for t in ids) for p, ids in tasks.items()}
+            # The critical project's tasks all start before the others' (below it, the policy's
+            # fair share may let a waiting low project in between normal tasks, by design).
+            assert starts["urgent"][-1] < min(starts["normal"][0], starts["later"][0]), starts
+            assert starts["normal"][0] < starts["later"][0], starts
+            for project, ids in tasks.items():
+                for task in ids:
+                    (run,) = system.task_runs(task)
+                    assert run.tags[CELERY_QUEUE_TAG] == queues[expected_worker[project]]
+            system.wait_idle()
+        finally:
+            system.close()
+            for worker in workers.values():
+                stop_worker(worker)
+    for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines()):
+        if entry["event"] != "start":
+            continue
+        project = Path(entry["cwd"]).parent.parent.name
+        chain = " ".join(" ".join(a["cmdline"]) for a in entry["ancestors"])
+        assert f"worker-{expected_worker[project]}@" in chain, (project, chain)
+
+
+def spec_of(env: dict[str, str], project: str) -> ProjectSpec:
+    data = yaml.safe_load((Path(env["ORCH_PROJECTS_DIR"]) / f"{project}.yaml").read_text())
+    return ProjectSpec.model_validate(data)
