@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestration.delivery.results import ResultsRemoteError, fetch_result
 from orchestration.registry.models import ProjectSpec, is_remote_url, repo_problem
 from orchestration.tasks.models import Task
 from orchestration.tasks.store import TaskStore
@@ -104,6 +105,12 @@ def _task_tip(home: Path, spec: ProjectSpec, task: Task) -> tuple[GitRepo, str]:
     the commit recorded on the task. DeliveryError when neither is there (it never ran)."""
     if task.project != spec.name:
         raise DeliveryError(f"task {task.id} belongs to project {task.project}, not {spec.name}")
+    if task.started_at is not None:
+        try:
+            # Run on another host: its branch is in the results remote, not in this clone.
+            fetch_result(home, spec, task)
+        except ResultsRemoteError as exc:
+            raise DeliveryError(str(exc)) from None
     workspace = ProjectWorkspace(home, spec)
     branch = workspace.task_branch(task.id)
     clone = GitRepo.private_clone(workspace.clone_path)

@@ -37,6 +37,7 @@ from orchestration.channels.delivery import (
 from orchestration.channels.log import ChannelLog
 from orchestration.control.budget import budget_now
 from orchestration.delivery.deliver import DeliveryError, deliver_task
+from orchestration.delivery.results import publish_result
 from orchestration.delivery.transcript import append_transcript
 from orchestration.process import interrupts_deferred, process_start_time
 from orchestration.redaction import Redactor
@@ -228,6 +229,7 @@ def _carry_out(
         cause = Redactor.for_secrets(spec.secrets, parent_env).text(f"{type(exc).__name__}: {exc}")
         _end_failed_run(store, task_id, run_id, cause, retry=not isinstance(exc, SandboxError))
         raise
+    publish_result(ProjectWorkspace(home, spec), outcome.task, parent_env, log)
     if outcome.task.status is TaskStatus.SUCCEEDED and spec.deliver != "none":
         outcome = replace(outcome, task=_deliver(store, home, spec, outcome.task, log))
     return outcome

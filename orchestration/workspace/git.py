@@ -300,11 +300,12 @@ class GitRepo:
 
     # Delivering (the private clone's branches to the user's repositories) ---------------------
 
-    def fetch_branch(self, source: Path, branch: str) -> None:
+    def fetch_branch(self, source: Path | str, branch: str, *, force: bool = False) -> None:
         """Create or fast-forward `refs/heads/<branch>` here from the same branch of the
-        repository at `source` (a private clone): never by force, no tags, no FETCH_HEAD; git
-        refuses to move a branch checked out here, and nothing else of this repository (its
-        HEAD, index or work tree) is touched."""
+        repository at `source` (a private clone, or the results remote's URL): never by force
+        unless `force`, no tags, no FETCH_HEAD; git refuses to move a branch checked out here,
+        and nothing else of this repository (its HEAD, index or work tree) is touched."""
+        _check_url(str(source), f"fetch {branch}")
         ref = f"refs/heads/{_plain_branch(branch)}"
         self.run(
             "fetch",
@@ -313,15 +314,15 @@ class GitRepo:
             "--no-write-fetch-head",
             "--",
             str(source),
-            f"{ref}:{ref}",
+            f"{'+' if force else ''}{ref}:{ref}",
             what=f"fetch {branch} from {source}",
         )
 
-    def push_branch(self, url: str, branch: str) -> str:
+    def push_branch(self, url: str, branch: str, *, force: bool = False) -> str:
         """Push `refs/heads/<branch>` to the same branch of the repository at `url`, never by
-        force and nothing else (no tags, no submodules); git's `--porcelain` report."""
-        if url.startswith("-") or any(char in url for char in "\n\r\x00"):
-            raise GitError(f"git could not push {branch}: {url!r} is not a repository URL")
+        force unless `force` (the results remote, the orchestrator's own), and nothing else
+        (no tags, no submodules); git's `--porcelain` report."""
+        _check_url(url, f"push {branch}")
         ref = f"refs/heads/{_plain_branch(branch)}"
         return self.run(
             "push",
@@ -330,7 +331,7 @@ class GitRepo:
             "--recurse-submodules=no",
             "--",
             url,
-            f"{ref}:{ref}",
+            f"{'+' if force else ''}{ref}:{ref}",
             what=f"push {branch} to {url}",
         )
 
@@ -691,6 +692,12 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     process.communicate()
+
+
+def _check_url(url: str, what: str) -> None:
+    """GitError for a URL git would read as an option or that holds a line break or NUL."""
+    if url.startswith("-") or any(char in url for char in "\n\r\x00"):
+        raise GitError(f"git could not {what}: {url!r} is not a repository URL")
 
 
 def _plain_branch(branch: str) -> str:
