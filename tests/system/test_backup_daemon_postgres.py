@@ -40,8 +40,9 @@ from tests.support.orchestrator import (
     write_registry,
 )
 from tests.support.paths import path_with_fakes
+from tests.support.postgres import PG_HOST, PG_PORT, admin_connection
 from tests.system.test_backup_postgres import Server
-from tests.system.test_postgres import DEPLOY_CONFIG, PG_HOST, PG_PORT, admin_connection
+from tests.system.test_postgres import DEPLOY_CONFIG
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -26,8 +26,9 @@ from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from orchestration.workspace.workspace import ProjectWorkspace
 from tests.support.git import git
+from tests.support.postgres import PG_HOST, PG_PORT, admin_connection
 from tests.support.registry import RegistryDir
-from tests.system.test_postgres import DEPLOY_CONFIG, PG_HOST, PG_PORT, admin_connection
+from tests.system.test_postgres import DEPLOY_CONFIG
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

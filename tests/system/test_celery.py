@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,6 @@ import dagster as dg
 import pytest
 import yaml
 from click.testing import CliRunner
-from psycopg2 import sql
 
 from orchestration.cli import main
 from orchestration.placement import QUEUES_VAR, run_queue
@@ -29,17 +26,23 @@ from orchestration.settings import HEARTBEAT_STALE_VAR, HEARTBEAT_VAR
 from orchestration.tags import CELERY_QUEUE_TAG
 from orchestration.tasks.lifecycle import NO_HEARTBEAT, RUN_WORKER_DIED
 from orchestration.tasks.models import TaskStatus
+from tests.support.celery import (
+    BACKEND,
+    BROKER,
+    CELERY_CONFIG,
+    WORKER_CONFIG,
+    instance_env,
+    start_worker,
+    stop_worker,
+)
 from tests.support.daemon import daemon_environment, running_daemon, write_workspace
 from tests.support.orchestrator import LOG_VAR, Monitor, Orchestrator, write_registry
-from tests.support.paths import REPO_ROOT, path_with_fakes
-from tests.system.test_postgres import DEPLOY_CONFIG, PG_HOST, PG_PORT, Database, admin_connection
+from tests.support.paths import path_with_fakes
+from tests.support.postgres import Database, throwaway_database
+from tests.system.test_postgres import DEPLOY_CONFIG
 
 pytestmark = pytest.mark.postgres
 
-CELERY_CONFIG = REPO_ROOT / "deploy" / "dagster.celery.yaml"
-WORKER_CONFIG = REPO_ROOT / "deploy" / "celery-worker.yaml"
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-BACKEND = "redis://127.0.0.1:6379/5"
 #: A fast task heartbeat, so that a dead worker's run is caught in seconds.
 HEARTBEAT = {HEARTBEAT_VAR: "2", HEARTBEAT_STALE_VAR: "10"}
 #: Run monitoring's poll interval in these tests (seconds).
@@ -48,34 +51,8 @@ MONITORING_S = 3
 
 @pytest.fixture
 def database() -> Iterator[Database]:
-    user, admin = admin_connection()
-    name = f"orch_celery_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield Database(name, user)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
-
-
-def instance_env(home: Path, database: Database) -> dict[str, str]:
-    """DAGSTER_HOME holding deploy/dagster.celery.yaml, and the variables it reads."""
-    home.mkdir()
-    (home / "dagster.yaml").write_text(CELERY_CONFIG.read_text())
-    return {
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": PG_HOST,
-        "DAGSTER_PG_PORT": str(PG_PORT),
-        "DAGSTER_PG_USER": database.user,
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": database.name,
-        "ORCH_CELERY_BROKER": BROKER,
-        "ORCH_CELERY_BACKEND": BACKEND,
-    }
+    with throwaway_database("orch_celery") as made:
+        yield made
 
 
 def test_the_celery_config_is_the_deploy_config_with_a_celery_launcher() -> None:
@@ -165,34 +142,6 @@ def test_the_shipped_worker_config_passes_with_the_services_up() -> None:
     result = CliRunner().invoke(main, ["worker", "check"], env=env)
     assert result.exit_code == 0, result.output
     assert "broker and backend answer" in result.output
-
-
-def start_worker(
-    env: dict[str, str], log: Path, name: str, *queues: str
-) -> subprocess.Popen[bytes]:
-    """`orch worker start` in a process group of its own (the worker and its pool)."""
-    argv = [str(Path(sys.executable).parent / "orch"), "worker", "start", "--concurrency", "2"]
-    for queue in queues:
-        argv += ["--queue", queue]
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [*argv, "--name", name],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -7,17 +7,12 @@ test environment (CI starts it), so a server that does not answer fails the test
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
-import psycopg2.extensions
 import pytest
 import yaml
-from psycopg2 import sql
 
 from orchestration.defs.definitions import build_definitions
 from orchestration.defs.factory import REFRESH_JOB, ProjectKeys
@@ -25,65 +20,18 @@ from orchestration.defs.orchestration_assets import DEPENDENCIES_KEY, REGISTRY_K
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from tests.support.git import make_git_repo
 from tests.support.paths import REPO_ROOT
+from tests.support.postgres import PG_HOST, PG_PORT, Database, throwaway_database
 from tests.support.registry import RegistryDir
 
 DEPLOY_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-# Trust authentication on loopback; which role exists depends on how the server was set up.
-PG_USERS = ("postgres", "root")
-PG_MAINTENANCE_DB = "postgres"
 PG_VARIABLES = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD")
 PROJECT = "calc"
 
 
-@dataclass(frozen=True)
-class Database:
-    """A throwaway database and the role that owns it."""
-
-    name: str
-    user: str
-
-    def connect(self) -> psycopg2.extensions.connection:
-        return psycopg2.connect(
-            host=PG_HOST, port=PG_PORT, user=self.user, dbname=self.name, connect_timeout=5
-        )
-
-
-def admin_connection() -> tuple[str, psycopg2.extensions.connection]:
-    """A connection to the maintenance database with the first role the server accepts."""
-    problems = []
-    for user in PG_USERS:
-        try:
-            connection = psycopg2.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname=PG_MAINTENANCE_DB, connect_timeout=5
-            )
-        except psycopg2.OperationalError as exc:
-            problems.append(f"as {user!r}: {str(exc).strip()}")
-            continue
-        connection.autocommit = True
-        return user, connection
-    pytest.fail(
-        f"PostgreSQL on {PG_HOST}:{PG_PORT} is not usable ({'; '.join(problems)}). "
-        "These tests need the server running with trust authentication for one of "
-        f"{', '.join(PG_USERS)}; CI starts it, locally start it (e.g. `service postgresql start`)."
-    )
-
-
 @pytest.fixture
 def database() -> Iterator[Database]:
-    user, admin = admin_connection()
-    name = f"orch_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield Database(name, user)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
+    with throwaway_database("orch_test") as made:
+        yield made
 
 
 @pytest.fixture
