@@ -12,7 +12,7 @@ from logging import Logger
 from pathlib import Path
 
 from orchestration.changes.sets import Change, ChangeError, ChangeSets
-from orchestration.changes.verify import change_variable, member_checkouts, member_commits
+from orchestration.changes.verify import change_variable, member_checkouts, member_commit
 from orchestration.channels.delivery import ORCH_DIR, write_files
 from orchestration.delivery.deliver import DeliveryError, task_diff
 from orchestration.registry.models import ProjectSpec
@@ -88,7 +88,7 @@ def change_handoff(
         spec = specs[provider.project]
         try:
             diff = task_diff(home, spec, provider)
-            commits |= member_commits(_only(change, provider.project), home, specs)
+            commits[provider.project] = member_commit(home, spec, provider)
         except (DeliveryError, ChangeError, GitError, OSError) as exc:
             log.warning(
                 f"task {task.id}: the work of {provider.project} in change {change.id} is not "
@@ -101,11 +101,6 @@ def change_handoff(
         yield Handoff(
             change.id, files, {project: Path(tree.path) for project, tree in trees.items()}
         )
-
-
-def _only(change: Change, project: str) -> Change:
-    """`change` with its member `project` alone (to read one member's commit)."""
-    return Change(change.id, change.prompt, (change.member(project),), change.created_at)
 
 
 def _summary(change: Change, provider: Task, commit: str) -> bytes:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from orchestration.dependencies.graph import DependencyGraph
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.propagate import follow_up_tasks, new_session_id
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.store import TaskStore, as_utc, as_utc_or_none
 
 _metadata = sa.MetaData()
 #: Made by the task database's migrations (orchestration.tasks.migrations, revision 0007).
@@ -290,10 +290,10 @@ class ChangeSets:
                 Member(project, by_project.get(project), checks.get(project))
                 for project in projects
             ),
-            created_at=_aware(row["created_at"]) or datetime.now(UTC),
-            verified_at=_aware(row["verified_at"]),
+            created_at=as_utc(row["created_at"]),
+            verified_at=as_utc_or_none(row["verified_at"]),
             delivered_to=row["delivered_to"],
-            delivered_at=_aware(row["delivered_at"]),
+            delivered_at=as_utc_or_none(row["delivered_at"]),
             delivery_error=row["delivery_error"],
             checks=checks,
         )
@@ -309,13 +309,6 @@ def member_prompt(prompt: str, project: str, members: Sequence[str], change_id: 
         f"their changes are under .orch/change/ in your worktree when there are any "
         f"(others in the set: {', '.join(others)})."
     )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime | None) -> str | None:

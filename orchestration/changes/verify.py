@@ -16,6 +16,7 @@ from orchestration.redaction import Redactor
 from orchestration.registry.loader import Registry
 from orchestration.registry.models import ProjectSpec
 from orchestration.settings import sandbox_enabled
+from orchestration.tasks.models import Task
 from orchestration.verification import run_verification
 from orchestration.workspace.git import GitRepo
 from orchestration.workspace.isolation import child_environment
@@ -31,27 +32,31 @@ def change_variable(project: str) -> str:
 
 
 def member_commits(change: Change, home: Path, specs: Mapping[str, ProjectSpec]) -> dict[str, str]:
-    """Each member's work as a commit of its private clone: its task branch's tip (the commit
-    recorded on the task when the branch is gone). ChangeError for a member with neither."""
+    """Each member's work as a commit of its private clone (`member_commit`)."""
     commits = {}
     for member in change.members:
-        task = member.task
-        if task is None:
+        if member.task is None:
             raise ChangeError(f"change {change.id}: {member.project} has no task")
-        workspace = ProjectWorkspace(home, specs[member.project])
-        clone = GitRepo.private_clone(workspace.clone_path)
-        commit = None
-        if clone.is_repository():
-            commit = clone.resolve(f"refs/heads/{workspace.task_branch(task.id)}") or (
-                clone.resolve(task.commit) if task.commit else None
-            )
-        if commit is None:
-            raise ChangeError(
-                f"change {change.id}: task {task.id} of {member.project} ({task.status}) has no "
-                "branch or commit in the project's private clone"
-            )
-        commits[member.project] = commit
+        commits[member.project] = member_commit(home, specs[member.project], member.task)
     return commits
+
+
+def member_commit(home: Path, spec: ProjectSpec, task: Task) -> str:
+    """The task's work as a commit of its project's private clone: its branch's tip (the
+    commit recorded on the task when the branch is gone). ChangeError when it has neither."""
+    workspace = ProjectWorkspace(home, spec)
+    clone = GitRepo.private_clone(workspace.clone_path)
+    commit = None
+    if clone.is_repository():
+        commit = clone.resolve(f"refs/heads/{workspace.task_branch(task.id)}") or (
+            clone.resolve(task.commit) if task.commit else None
+        )
+    if commit is None:
+        raise ChangeError(
+            f"task {task.id} of {spec.name} ({task.status}) has no branch or commit in the "
+            "project's private clone"
+        )
+    return commit
 
 
 @contextmanager

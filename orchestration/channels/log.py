@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from orchestration.tasks.store import as_utc
+
 if TYPE_CHECKING:
     from orchestration.tasks.store import TaskStore
 
@@ -207,7 +209,7 @@ class ChannelLog:
                     table.c.publisher, table.c.channel, sa.func.max(table.c.created_at)
                 ).group_by(table.c.publisher, table.c.channel)
             ).all()
-        return {(row[0], row[1]): _aware(row[2]) for row in rows}
+        return {(row[0], row[1]): as_utc(row[2]) for row in rows}
 
     def message_counts(self) -> dict[tuple[str, str], int]:
         """How many messages each channel holds, by (publisher, channel); none: not listed."""
@@ -263,11 +265,6 @@ class ChannelLog:
         return _event({**row, "id": new_id})
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _event(row: Any) -> ChannelEvent:
     return ChannelEvent(
         id=int(row["id"]),
@@ -279,7 +276,7 @@ def _event(row: Any) -> ChannelEvent:
         commit=row["commit"],
         body=row["body"],
         upto=row["upto"],
-        created_at=_aware(row["created_at"]),
+        created_at=as_utc(row["created_at"]),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from orchestration.control.states import ProjectState
-from orchestration.tasks.store import TaskStore
+from orchestration.tasks.store import TaskStore, as_utc
 
 _metadata = sa.MetaData()
 #: Made by the task database's migrations (orchestration.tasks.migrations, revision 0003).
@@ -182,7 +182,7 @@ class ProjectStates:
                     row.to_state,
                     row.reason,
                     row.actor,
-                    _aware(row.at),
+                    as_utc(row.at),
                 )
                 for row in conn.execute(query)
             ]
@@ -194,9 +194,5 @@ def _record(row: Any) -> StateRecord:
         ProjectState(row["state"]),
         row["reason"],
         row["actor"],
-        _aware(row["since"]),
+        as_utc(row["since"]),
     )
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

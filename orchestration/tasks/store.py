@@ -809,7 +809,7 @@ class TaskStore:
         )
         with self.engine.connect() as conn:
             return [
-                (str(row.project), _aware(row.started_at), _utc(row.finished_at))
+                (str(row.project), as_utc(row.started_at), as_utc_or_none(row.finished_at))
                 for row in conn.execute(query)
             ]
 
@@ -897,13 +897,14 @@ def _sqlite_pragmas(dbapi_connection: Any, busy_timeout_ms: int) -> None:
     cursor.close()
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time the store writes is UTC."""
+def as_utc(value: datetime) -> datetime:
+    """A time read back from the task database: SQLite hands back naive datetimes, and every
+    time written there is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _aware(value)
+def as_utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
 
 
 def _task(row: sa.RowMapping | Mapping[str, Any]) -> Task:
