@@ -10,10 +10,10 @@ queues listed (one host, the default launcher), a run gets no queue tag.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 
 from orchestration.registry.models import ProjectSpec, validate_queue_name
+from orchestration.sharding import stable_bucket
 from orchestration.tags import CELERY_QUEUE_TAG
 
 QUEUES_VAR = "ORCH_CELERY_QUEUES"
@@ -43,7 +43,7 @@ def run_queue(spec: ProjectSpec, queues: Sequence[str]) -> str | None:
         return spec.placement
     if not queues:
         return None
-    return queues[zlib.crc32(spec.name.encode("utf-8")) % len(queues)]
+    return queues[stable_bucket(spec.name, len(queues))]
 
 
 def placement_tags(spec: ProjectSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -43,6 +43,7 @@ from orchestration.defs.resources import AgentTasks, ProjectWorkspaces
 from orchestration.placement import placement_tags
 from orchestration.registry.channels import Subscription
 from orchestration.registry.models import AgentProfile, ChannelSpec, ProjectSpec
+from orchestration.sharding import split_evenly
 from orchestration.tags import (
     AGENT_PROFILE_TAG,
     AGENT_TAG,
@@ -108,16 +109,21 @@ class ProjectInputs:
     subscriptions: tuple[Subscription, ...] = ()
 
 
-def build_projects_defs(projects: Sequence[ProjectInputs]) -> dg.Definitions:
+def build_projects_defs(
+    projects: Sequence[ProjectInputs], known: Collection[str] | None = None
+) -> dg.Definitions:
     """All definitions of these projects. Pure: reads nothing but its arguments.
 
     Their repository assets share one subsettable multi-asset, their `tasks` assets another
     (each with its own partitions); each project keeps its own `verify_passed` check of its
     tasks (in its own pool), `usage` asset, channel assets and schedule. A subscription's
-    lineage is drawn only when its publisher is among `projects`.
+    lineage is drawn only when its publisher is `known` (by default: among `projects`; a
+    shard knows every project of the registry, whichever code location defines it).
     """
+    if known is None:
+        known = {project.spec.name for project in projects}
     assets: list[dg.AssetsDefinition | dg.AssetChecksDefinition | dg.AssetSpec] = (
-        [_repository_assets(projects), _tasks_assets(projects)] if projects else []
+        [_repository_assets(projects), _tasks_assets(projects, known)] if projects else []
     )
     assets += _slot_holders(projects)
     schedules = []
@@ -515,7 +521,7 @@ def _verification_results(
         )
 
 
-def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
+def _tasks_assets(projects: Sequence[ProjectInputs], known: Collection[str]) -> dg.AssetsDefinition:
     """Every project's `tasks` asset, in one subsettable multi-asset: a task run selects one
     project's asset and the partition of its task. Each asset keeps its own dynamic
     partitions (`<project>_tasks`).
@@ -526,11 +532,10 @@ def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
     step that holds that pool's slot too (`_slot_holders`), and so does each lease channel a
     project subscribes to.
     """
-    loaded = {project.spec.name for project in projects}
 
     @dg.multi_asset(
         name="tasks",
-        specs=[_tasks_spec(project, loaded) for project in projects],
+        specs=[_tasks_spec(project, known) for project in projects],
         can_subset=True,
         pool=GLOBAL_POOL,
     )
@@ -563,9 +568,9 @@ def _tasks_assets(projects: Sequence[ProjectInputs]) -> dg.AssetsDefinition:
     return tasks
 
 
-def _tasks_spec(project: ProjectInputs, loaded: Collection[str]) -> dg.AssetSpec:
+def _tasks_spec(project: ProjectInputs, known: Collection[str]) -> dg.AssetSpec:
     """One project's `tasks` asset: the agent work, one partition per task id, downstream of
-    its source and of the channels it subscribes to whose publishers are `loaded`."""
+    its source and of the channels it subscribes to whose publishers are `known`."""
     spec, profile = project.spec, project.profile
     agent = spec.agent.profile
     offline = profile is not None and profile.offline
@@ -579,7 +584,7 @@ def _tasks_spec(project: ProjectInputs, loaded: Collection[str]) -> dg.AssetSpec
             *(
                 ProjectKeys(sub.publisher).channel(sub.channel.name)
                 for sub in project.subscriptions
-                if sub.publisher in loaded
+                if sub.publisher in known
             ),
         ],
         partitions_def=dg.DynamicPartitionsDefinition(name=tasks_partitions_name(spec.name)),
@@ -642,21 +647,30 @@ def _extra_pools(project: ProjectInputs) -> list[str]:
 
 
 def _slot_holders(projects: Sequence[ProjectInputs]) -> list[dg.AssetChecksDefinition]:
-    """Per extra pool (`_extra_pools`), one subsettable op holding the check
-    `holds_<pool>_slot` of every project whose task runs need that pool: a task run selects its
-    project's check only, so its step holds one slot of the pool for the run."""
-    by_pool: dict[str, list[dg.AssetKey]] = {}
+    """Per extra pool (`_extra_pools`), one subsettable op (per `MOST_PER_OP` projects)
+    holding the check `holds_<pool>_slot` of every project whose task runs need that pool: a
+    task run selects its project's check only, so its step holds one slot of the pool for the
+    run."""
+    by_pool: dict[str, list[str]] = {}
     for project in projects:
         for pool in _extra_pools(project):
-            by_pool.setdefault(pool, []).append(ProjectKeys(project.spec.name).tasks)
-    return [_holds_slot(pool, assets) for pool, assets in sorted(by_pool.items())]
+            by_pool.setdefault(pool, []).append(project.spec.name)
+    return [
+        _holds_slot(
+            pool,
+            [ProjectKeys(name).tasks for name in group],
+            f"holds_{pool}_slot" + (f"_{number}" if number else ""),
+        )
+        for pool, names in sorted(by_pool.items())
+        for number, group in enumerate(split_evenly(names))
+    ]
 
 
-def _holds_slot(pool: str, assets: Sequence[dg.AssetKey]) -> dg.AssetChecksDefinition:
-    """A check step that only holds a slot of `pool` for the task's run."""
+def _holds_slot(pool: str, assets: Sequence[dg.AssetKey], op: str) -> dg.AssetChecksDefinition:
+    """A check step (op `op`) that only holds a slot of `pool` for the task's run."""
 
     @dg.multi_asset_check(
-        name=f"holds_{pool}_slot",
+        name=op,
         specs=[
             dg.AssetCheckSpec(
                 f"holds_{pool}_slot",

@@ -46,6 +46,7 @@ from orchestration.monitoring.recording import (
     portfolio_mark,
 )
 from orchestration.registry.loader import Registry
+from orchestration.sharding import split_evenly
 from orchestration.tasks.store import TaskStore
 
 MONITORING_SENSOR = "monitoring"
@@ -68,31 +69,14 @@ def build_monitoring_defs(
     projects: Collection[str],
     clock: Callable[[], datetime] | None = None,
     sender: WebhookSender | None = None,
+    checked: Collection[str] | None = None,
 ) -> dg.Definitions:
-    """The portfolio and providers assets, the `within_budget` checks of every project's `usage`
-    and of the portfolio (one definition for all: no op per project), the providers' `available`
-    check, and the `monitoring` sensor.
+    """The portfolio and providers assets, the `within_budget` checks of the portfolio and of
+    the `usage` of every project in `checked` (by default `projects`; a few definitions for
+    all, no op per project), the providers' `available` check, and the `monitoring` sensor,
+    which records all of `projects` (the checks of other code locations' projects included).
     `clock` gives the time (UTC; by default the system's, shifted by ORCH_CLOCK_OFFSET_S);
     tests pass their own to cross a midnight."""
-    keys = [usage_key(name) for name in sorted(projects)] + [PORTFOLIO_KEY]
-
-    @dg.multi_asset_check(
-        name="budget_checks",
-        specs=[
-            dg.AssetCheckSpec(
-                BUDGET_CHECK,
-                asset=key,
-                description="Spend against the budget: warns at 80 %, fails at 100 % (the "
-                "project is then paused until the period ends). Evaluated by the `monitoring` "
-                "sensor when the level changes.",
-            )
-            for key in keys
-        ],
-        can_subset=True,
-    )
-    def budget_checks() -> Iterator[dg.AssetCheckResult]:
-        # A generator: Dagster wants one with several checks (it reads what is yielded).
-        yield from _evaluated_by_the_sensor(BUDGET_CHECK)
 
     @dg.multi_asset_check(
         name="provider_checks",
@@ -131,9 +115,50 @@ def build_monitoring_defs(
     )
     return dg.Definitions(
         assets=[portfolio, providers],
-        asset_checks=[budget_checks, provider_checks],
+        asset_checks=[
+            *build_budget_checks(projects if checked is None else checked, portfolio=True),
+            provider_checks,
+        ],
         sensors=[build_monitoring_sensor(projects, clock, sender)],
     )
+
+
+def build_budget_checks(
+    projects: Collection[str], *, portfolio: bool = False
+) -> list[dg.AssetChecksDefinition]:
+    """The `within_budget` checks of these projects' `usage` (and of the portfolio), evaluated
+    by the `monitoring` sensor: one op per `MOST_PER_OP` projects, never executed."""
+    groups = split_evenly(sorted(projects))
+    keys = [[usage_key(name) for name in group] for group in groups] or [[]]
+    if portfolio:
+        keys[0].append(PORTFOLIO_KEY)
+    return [
+        _budget_checks("budget_checks" + (f"_{number}" if number else ""), group)
+        for number, group in enumerate(keys)
+        if group
+    ]
+
+
+def _budget_checks(op: str, keys: Sequence[dg.AssetKey]) -> dg.AssetChecksDefinition:
+    @dg.multi_asset_check(
+        name=op,
+        specs=[
+            dg.AssetCheckSpec(
+                BUDGET_CHECK,
+                asset=key,
+                description="Spend against the budget: warns at 80 %, fails at 100 % (the "
+                "project is then paused until the period ends). Evaluated by the `monitoring` "
+                "sensor when the level changes.",
+            )
+            for key in keys
+        ],
+        can_subset=True,
+    )
+    def budget_checks() -> Iterator[dg.AssetCheckResult]:
+        # A generator: Dagster wants one with several checks (it reads what is yielded).
+        yield from _evaluated_by_the_sensor(BUDGET_CHECK)
+
+    return budget_checks
 
 
 def _evaluated_by_the_sensor(check: str) -> Iterator[dg.AssetCheckResult]:

@@ -21,6 +21,7 @@ from orchestration.defs.sensors import RELOAD_RETRY_S
 from orchestration.dependencies.detection import DetectionCache
 from orchestration.dependencies.graph import DependencyGraph, lineage_change
 from orchestration.registry.errors import RegistryError
+from orchestration.sharding import WHOLE, Shard
 from orchestration.tags import ROLE_TAG
 
 REGISTRY_GROUP = "orchestration"
@@ -105,11 +106,11 @@ class _LineageWatch:
     asked: float = float("-inf")
 
 
-def lineage_sensor(loaded: DependencyGraph | None) -> dg.SensorDefinition:
+def lineage_sensor(loaded: DependencyGraph | None, shard: Shard = WHOLE) -> dg.SensorDefinition:
     """The sensor that asks the webserver to reload the code location when the last detected
     graph (written by a `manifest` or `orchestration/dependencies` run, or by
     `orch deps detect`) draws other lineage than `loaded`, the graph these definitions were
-    built from."""
+    built from, into a project of `shard` (its code location draws only those)."""
     watch = _LineageWatch()
 
     @dg.sensor(
@@ -126,7 +127,7 @@ def lineage_sensor(loaded: DependencyGraph | None) -> dg.SensorDefinition:
         stamp = cache.graph_stamp()
         if not watch.looked or stamp != watch.stamp:
             watch.looked, watch.stamp = True, stamp
-            change = lineage_change(loaded, cache.load_graph())
+            change = lineage_change(loaded, cache.load_graph()).into(shard.holds)
             watch.differs = change.describe() if change else None
         if watch.differs is None:
             return dg.SkipReason("the asset graph draws the last detected lineage")
@@ -134,7 +135,7 @@ def lineage_sensor(loaded: DependencyGraph | None) -> dg.SensorDefinition:
         if now - watch.asked < RELOAD_RETRY_S:
             return dg.SkipReason(f"waiting for the reload asked for: {watch.differs}")
         watch.asked = now
-        message = request_reload(os.environ)
+        message = request_reload(os.environ, location=None if shard.whole else shard.location)
         context.log.info(f"lineage changed ({watch.differs}): {message}")
         return dg.SkipReason(f"lineage changed ({watch.differs}): {message}")
 
@@ -147,8 +148,7 @@ def build_registry_defs(
     graph: DependencyGraph | None = None,
 ) -> dg.Definitions:
     """The `orchestration/registry` asset, checked against the files as they are when it runs,
-    the `orchestration/dependencies` asset, and the sensor that reloads the code location when
-    the detected lineage is no longer `graph`'s."""
+    and the `orchestration/dependencies` asset (`graph`'s)."""
     listing = "\n".join(f"- `{error}`" for error in errors) or "No errors."
 
     @dg.asset(
@@ -197,6 +197,4 @@ def build_registry_defs(
             description="\n".join(str(e) for e in current.errors) or None,
         )
 
-    return dg.Definitions(
-        assets=[registry, _dependencies_asset(graph)], sensors=[lineage_sensor(graph)]
-    )
+    return dg.Definitions(assets=[registry, _dependencies_asset(graph)])

@@ -15,7 +15,12 @@ from collections.abc import Collection
 
 import dagster as dg
 
-from orchestration.allocation.control import apply_pool_limits, rebalance, settings_now
+from orchestration.allocation.control import (
+    AllocationSettings,
+    apply_pool_limits,
+    rebalance,
+    settings_now,
+)
 from orchestration.allocation.preempting import preempt
 from orchestration.allocation.providers import ProviderStates
 from orchestration.control.budget import budget_now
@@ -23,6 +28,8 @@ from orchestration.control.runs import hold_project_runs
 from orchestration.control.store import ProjectStates
 from orchestration.defs.reload import request_reload
 from orchestration.defs.resources import AgentTasks
+from orchestration.registry.loader import Registry
+from orchestration.sharding import WHOLE, Shard
 from orchestration.tasks.intake import import_task_lists
 from orchestration.tasks.lifecycle import Launch, dispatch, reconcile_ended_runs
 from orchestration.tasks.models import TaskStatus
@@ -39,9 +46,12 @@ RELOAD_RETRY_S = 120
 
 
 def build_dispatch_sensor(
-    loaded: Collection[str], tasks_selection: dg.AssetSelection
+    loaded: Collection[str], tasks_selection: dg.AssetSelection, shard: Shard = WHOLE
 ) -> dg.SensorDefinition:
-    """The `task_dispatch` sensor of definitions that hold the projects `loaded`."""
+    """The `task_dispatch` sensor of definitions that hold the projects `loaded`, of `shard`:
+    it launches that shard's tasks; the primary shard's also keeps the global state (pool
+    limits, provider accounts, holds, priorities of queued runs, preemption, runs that ended
+    without recording their task)."""
     asked_reload: dict[str, float] = {}  # project -> when this code server asked for a reload
 
     @dg.sensor(
@@ -62,32 +72,24 @@ def build_dispatch_sensor(
         registry = live.current()
         store = agent_tasks.store()
         try:
-            reconcile_ended_runs(store, context.instance, context.log, registry.settings.home)
+            if shard.primary:
+                reconcile_ended_runs(store, context.instance, context.log, registry.settings.home)
             if registry.config_errors:
                 # A broken agents or pools file would fail every task it touched: start none.
                 return dg.SkipReason(
                     "nothing dispatched until the config files load: "
                     + "; ".join(str(e) for e in registry.config_errors)
                 )
-            for account in ProviderStates(store).advance(budget_now(os.environ)):
-                context.log.info(
-                    f"provider {account.name}: {account.status} ({account.reason or 'no reason'})"
-                )
+            if shard.primary:  # before the allocation, which reads the accounts' pools
+                for account in ProviderStates(store).advance(budget_now(os.environ)):
+                    context.log.info(
+                        f"provider {account.name}: {account.status} "
+                        f"({account.reason or 'no reason'})"
+                    )
             allocation = settings_now(registry, store)
-            changed = apply_pool_limits(context.instance, allocation.pool_limits())
-            if changed:
-                context.log.info(f"pool limits set: {', '.join(changed)}")
             states = ProjectStates(store)
-            held, released = hold_project_runs(context.instance, states.held())
-            if held or released:
-                context.log.info(
-                    f"queued runs of paused projects: {held} held, {released} released"
-                )
-            reranked = rebalance(context.instance, store, allocation)
-            if reranked:
-                context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
-            if registry.pools is not None and registry.pools.preemption is not None:
-                preempt(context.instance, store, registry, allocation, context.log)
+            if shard.primary:
+                _keep_global_state(context, store, registry, allocation, states)
             outcome = dispatch(
                 store,
                 context.instance,
@@ -95,6 +97,7 @@ def build_dispatch_sensor(
                 fingerprint=live.fingerprint,
                 loaded=loaded,
                 allocation=allocation,
+                holds=None if shard.whole else shard.holds,
             )
             now = time.monotonic()
             # Projects the files have and the loaded definitions lack, or the other way round
@@ -103,9 +106,10 @@ def build_dispatch_sensor(
             due = [p for p in stale if now - asked_reload.get(p, -1e9) > RELOAD_RETRY_S]
             if due:
                 asked_reload.update(dict.fromkeys(due, now))
+                location = None if shard.whole else shard.location
                 context.log.info(
                     f"project(s) {', '.join(due)} differ between the registry and the loaded "
-                    "definitions: " + request_reload(os.environ)
+                    "definitions: " + request_reload(os.environ, location=location)
                 )
             if not outcome.launches:
                 waiting = held_back(store, states)
@@ -118,6 +122,28 @@ def build_dispatch_sensor(
             store.dispose()
 
     return task_dispatch
+
+
+def _keep_global_state(
+    context: dg.SensorEvaluationContext,
+    store: TaskStore,
+    registry: Registry,
+    allocation: AllocationSettings,
+    states: ProjectStates,
+) -> None:
+    """What one dispatch tick keeps in line for every project: pool limits, holds on paused
+    projects' queued runs, queued runs' priorities, preemption."""
+    changed = apply_pool_limits(context.instance, allocation.pool_limits())
+    if changed:
+        context.log.info(f"pool limits set: {', '.join(changed)}")
+    held, released = hold_project_runs(context.instance, states.held())
+    if held or released:
+        context.log.info(f"queued runs of paused projects: {held} held, {released} released")
+    reranked = rebalance(context.instance, store, allocation)
+    if reranked:
+        context.log.info(f"re-prioritised {len(reranked)} queued run(s)")
+    if registry.pools is not None and registry.pools.preemption is not None:
+        preempt(context.instance, store, registry, allocation, context.log)
 
 
 def held_back(store: TaskStore, states: ProjectStates) -> str | None:

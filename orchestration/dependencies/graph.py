@@ -14,7 +14,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -395,6 +395,14 @@ class LineageChange:
         parts += [f"{c} -> {p} removed" for c, p in self.removed]
         more = f"; and {len(parts) - limit} more" if len(parts) > limit else ""
         return "; ".join(parts[:limit]) + more if parts else "no change"
+
+    def into(self, consumers: Callable[[str], bool]) -> LineageChange:
+        """Only the pairs whose consumer `consumers` accepts (the lineage one code location
+        draws: into its projects' verification)."""
+        return LineageChange(
+            added=tuple(pair for pair in self.added if consumers(pair[0])),
+            removed=tuple(pair for pair in self.removed if consumers(pair[0])),
+        )
 
 
 def lineage_change(before: DependencyGraph | None, after: DependencyGraph | None) -> LineageChange:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from orchestration.registry.cache import DiskProjectsCache
 from orchestration.registry.loader import ARCHIVED_DIR, TEMPLATES_DIR, Registry, load_registry
 from orchestration.settings import Settings
 
@@ -53,7 +54,8 @@ class LiveRegistry:
         fingerprint = self._fingerprint_now()
         with self._lock:
             if self._registry is None or fingerprint != self._fingerprint:
-                self._registry = load_registry(self.settings, self.environ)
+                cache = DiskProjectsCache(self.settings.home, (fingerprint, repr(self.settings)))
+                self._registry = load_registry(self.settings, self.environ, cache)
                 self._fingerprint = fingerprint
             return self._registry
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -136,10 +136,32 @@ class Registry:
         raise KeyError(f"no project named {name!r} (known projects: {known})")
 
 
+@dataclass(frozen=True)
+class LoadedProjects:
+    """What reading the project files gave: the valid projects, the errors and warnings, and the
+    local repository directories looked for (whether each existed decided an error)."""
+
+    projects: tuple[LoadedProject, ...]
+    errors: tuple[RegistryError, ...]
+    warnings: tuple[str, ...]
+    checked_dirs: Mapping[str, bool]
+
+
+class ProjectsCache(Protocol):
+    """Where `load_registry` may find the projects already read from the same files."""
+
+    def get(self) -> LoadedProjects | None: ...
+
+    def put(self, loaded: LoadedProjects) -> None: ...
+
+
 def load_registry(
-    settings: Settings | None = None, environ: Mapping[str, str] | None = None
+    settings: Settings | None = None,
+    environ: Mapping[str, str] | None = None,
+    cache: ProjectsCache | None = None,
 ) -> Registry:
-    """Read and validate the whole registry. Never raises for bad input: errors are collected."""
+    """Read and validate the whole registry. Never raises for bad input: errors are collected.
+    The project files are read only when `cache` does not have them (`registry/cache.py`)."""
     env = os.environ if environ is None else environ
     settings = settings or Settings.from_env(env)
     errors: list[RegistryError] = []
@@ -162,17 +184,28 @@ def load_registry(
     )
 
     archived = archived_names(settings.projects_dir)
-    loader = _ProjectLoader(settings, env, agents, archived)
-    projects = loader.load_all(errors)
+    found = cache.get() if cache is not None else None
+    if found is None:
+        loader = _ProjectLoader(settings, env, agents, archived)
+        project_errors: list[RegistryError] = []
+        found = LoadedProjects(
+            tuple(loader.load_all(project_errors)),
+            tuple(project_errors),
+            tuple(loader.warnings),
+            loader.checked_dirs,
+        )
+        if cache is not None:
+            cache.put(found)
+    errors += found.errors
     return Registry(
         settings=settings,
-        projects=tuple(projects),
+        projects=found.projects,
         agents=agents,
         pools=pools,
         errors=tuple(errors),
         warnings=(
             *settings.notices,
-            *loader.warnings,
+            *found.warnings,
             *_unset_alert_variables(alerts, alerts_path, env),
         ),
         archived=archived,
@@ -314,6 +347,8 @@ class _ProjectLoader:
         self.templates_dir = settings.projects_dir / TEMPLATES_DIR
         self._templates: dict[str, Layer | RegistryError | None] = {}
         self.warnings: list[str] = []
+        #: Each local repository directory looked for, and whether it was there.
+        self.checked_dirs: dict[str, bool] = {}
 
     def load_all(self, errors: list[RegistryError]) -> list[LoadedProject]:
         projects_dir = self.settings.projects_dir
@@ -498,6 +533,7 @@ class _ProjectLoader:
             base = _directory_of(origin, self.settings.projects_dir)
             target = resolve_repo_path(repo, self.settings, base)
             exists = target.is_dir()
+            self.checked_dirs[str(target)] = exists
         except (OSError, ValueError, RuntimeError) as exc:  # ~nobody, a path too long
             errors.append(
                 error_at(

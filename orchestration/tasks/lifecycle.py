@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +102,7 @@ def dispatch(
     allocation: AllocationSettings | None = None,
     environ: Mapping[str, str] | None = None,
     limit: int = MAX_NEW_RUNS_PER_TICK,
+    holds: Callable[[str], bool] | None = None,
 ) -> DispatchOutcome:
     """Launches for up to `limit` runnable queued tasks, the highest ranked by the allocation
     policy first.
@@ -111,12 +112,17 @@ def dispatch(
     file, an unknown profile, a project the running definitions do not have yet) stays queued
     with the reason. A task whose agent program is missing fails with the reason, and the next
     ones of that profile wait until the registry or PATH changes (`fingerprint`).
+
+    `holds` says which projects' tasks this dispatch is for (a shard's, `sharding.py`); the
+    others' are another code location's to launch, and left as they are.
     """
     if registry.config_errors:
         return DispatchOutcome(stopped="; ".join(str(error) for error in registry.config_errors))
     assert registry.agents is not None
     env = os.environ if environ is None else environ
     queued = store.tasks(statuses=[TaskStatus.QUEUED])
+    if holds is not None:
+        queued = [task for task in queued if holds(task.project)]
     prerequisites = {p for task in queued for p in task.after}
     known = {task.id: task for task in store.tasks(ids=prerequisites)} if prerequisites else {}
     plan = plan_dispatch(queued, known, registry.names, registry.broken_names)

@@ -32,14 +32,15 @@ from orchestration.control.store import ProjectStates
 from orchestration.registry.loader import Registry
 from orchestration.registry.rules import ProfileError, resolve_profile
 from orchestration.settings import webserver_url
+from orchestration.sharding import LOCATION, location_of
 from orchestration.tags import RUN_KEY_TAG, tasks_partitions_name
 from orchestration.tasks.dispatch import task_run_tags
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from orchestration.webserver import WebserverError, post_graphql
 
-#: The code location and repository that hold the projects' assets (workspace.yaml).
-LOCATION = "orchestration"
+#: The repository of the code location that holds a project's assets (workspace.yaml): the one
+#: location `orchestration`, or the shard that holds the project (`sharding.py`).
 REPOSITORY = "__repository__"
 ASSET_JOB = "__ASSET_JOB"
 PARTITION_TAG = "dagster/partition"
@@ -47,6 +48,10 @@ SUBMIT_TIMEOUT_S = 10.0
 #: Why nothing was submitted when no webserver is known (the usual case without `orch up`).
 NO_WEBSERVER = "no webserver is known (`orch up` not running here)"
 
+LOCATIONS = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries { name } }
+  ... on PythonError { message } } }
+"""
 ADD_PARTITION = """
 mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
   addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
@@ -148,7 +153,10 @@ class SubmitError(Exception):
 def _launch(endpoint: str, task: Task, tags: Mapping[str, str]) -> str:
     """Queue the run of `task` (dispatched `task.dispatches` times) through the webserver at
     `endpoint`; its run id."""
-    repository = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+    repository = {
+        "repositoryLocationName": _location(endpoint, task.project),
+        "repositoryName": REPOSITORY,
+    }
     added = _post(
         endpoint,
         ADD_PARTITION,
@@ -176,6 +184,21 @@ def _launch(endpoint: str, task: Task, tags: Mapping[str, str]) -> str:
         problem = launched.get("message") or launched.get("errors") or launched
         raise SubmitError(f"{launched.get('__typename')}: {str(problem)[:300]}")
     return str(launched["run"]["runId"])
+
+
+def _location(endpoint: str, project: str) -> str:
+    """The code location of the webserver's workspace that holds `project`'s assets."""
+    workspace = _post(endpoint, LOCATIONS, {})["workspaceOrError"]
+    if workspace.get("__typename") != "Workspace":
+        raise SubmitError(f"reading the workspace: {workspace.get('message')}")
+    names = [entry["name"] for entry in workspace["locationEntries"]]
+    location = location_of(project, names)
+    if location is None:
+        raise SubmitError(
+            f"no code location of the workspace holds {project} (locations: "
+            f"{', '.join(names) or 'none'}; expected {LOCATION} or {LOCATION}_<i>_of_<N>)"
+        )
+    return location
 
 
 def _post(endpoint: str, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:

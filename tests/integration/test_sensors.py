@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from orchestration.defs.resources import AgentTasks
 from orchestration.defs.sensors import build_dispatch_sensor
+from orchestration.sharding import WHOLE, Shard
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
 from tests.support.registry import RegistryDir
@@ -37,9 +38,10 @@ class Setup:
     instance: dg.DagsterInstance
     store: TaskStore
 
-    def tick(self, loaded: set[str]) -> dg.SensorResult | dg.SkipReason:
-        """One evaluation of the sensor of definitions that hold the projects `loaded`."""
-        sensor = build_dispatch_sensor(loaded, TASKS)
+    def tick(self, loaded: set[str], shard: Shard = WHOLE) -> dg.SensorResult | dg.SkipReason:
+        """One evaluation of the sensor of definitions that hold the projects `loaded` (of
+        `shard`)."""
+        sensor = build_dispatch_sensor(loaded, TASKS, shard)
         context = dg.build_sensor_context(
             instance=self.instance, resources={"agent_tasks": AgentTasks()}
         )
@@ -47,8 +49,8 @@ class Setup:
         assert isinstance(result, dg.SensorResult | dg.SkipReason), result
         return result
 
-    def requested(self, loaded: set[str]) -> list[str]:
-        result = self.tick(loaded)
+    def requested(self, loaded: set[str], shard: Shard = WHOLE) -> list[str]:
+        result = self.tick(loaded, shard)
         assert isinstance(result, dg.SensorResult), result
         return [request.partition_key for request in result.run_requests or []]
 
@@ -234,3 +236,28 @@ def test_retry_of_a_failed_task_is_a_new_attempt(setup: Setup, tmp_path: Path) -
     assert isinstance(sensor_result, dg.SensorResult)
     (request,) = sensor_result.run_requests or []
     assert request.run_key == f"{task.id}.2"
+
+
+def test_each_shard_launches_its_own_projects_tasks_and_the_primary_keeps_the_pools(
+    setup: Setup,
+) -> None:
+    names = [f"p{i}" for i in range(8)]
+    for name in names:
+        setup.registry.project(name)
+    shards = [Shard(i, 2) for i in range(2)]
+    held = [{n for n in names if shard.holds(n)} for shard in shards]
+    assert all(held)
+    tasks = {name: setup.add(name) for name in names}
+
+    assert set(setup.requested(held[1], shards[1])) == {tasks[n].id for n in held[1]}
+    # Shard 1 launched its own projects' tasks only, left shard 0's alone (not waiting for a
+    # reload), and set no pool limits: the primary keeps them.
+    for name in names:
+        current = setup.task(tasks[name].id)
+        assert current.dispatched == (name in held[1]), name
+        assert "code location" not in (current.reason or "")
+    assert not setup.instance.event_log_storage.get_pool_limits()
+
+    launched = set(setup.requested(held[0], shards[0]))
+    assert launched == {tasks[n].id for n in held[0]}
+    assert {limit.name for limit in setup.instance.event_log_storage.get_pool_limits()}
