@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 SHARD_VAR = "ORCH_SHARD"
+DEFINITIONS_MODULE = "orchestration.defs.definitions"
 #: The code location of an unsplit registry (workspace.yaml), and the prefix of a shard's.
 LOCATION = "orchestration"
 _SHARD_TEXT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -148,3 +149,23 @@ def split_evenly(names: Sequence[str], most: int = MOST_PER_OP) -> list[list[str
     for name in names:
         groups[stable_bucket(name, count)].append(name)
     return [group for group in groups if group]
+
+
+def workspace_document(count: int, working_directory: str = ".") -> dict[str, object]:
+    """A Dagster workspace file's content for `count` shards on this host: one code location per
+    shard (`orchestration_<i>_of_<N>`, the attribute `shard_<i>_of_<N>`), the unsplit
+    `orchestration` location for one."""
+    shards = [Shard(index, count) for index in range(count)]
+    return {
+        "load_from": [
+            {
+                "python_module": {
+                    "module_name": DEFINITIONS_MODULE,
+                    **({} if shard.whole else {"attribute": shard.attribute}),
+                    "working_directory": working_directory,
+                    "location_name": shard.location,
+                }
+            }
+            for shard in shards
+        ]
+    }

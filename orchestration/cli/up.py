@@ -17,6 +17,7 @@ from orchestration.cli.output import fail
 from orchestration.cli.state import current_registry, current_settings
 from orchestration.instance import InstanceError, open_instance
 from orchestration.settings import WEBSERVER_URL_FILE, WEBSERVER_URL_VAR, Settings
+from orchestration.sharding import MAX_SHARDS, workspace_document
 
 if TYPE_CHECKING:
     from orchestration.dependencies.graph import DependencyGraph
@@ -34,7 +35,15 @@ INSTANCE_CONFIG = "dagster.yaml"
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Dagster workspace file.",
 )
-def up(host: str, port: int, workspace: Path) -> None:
+@click.option(
+    "--shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    default=None,
+    help="Split the projects over this many code locations (one code server each), written "
+    "to ORCH_HOME/workspace.yaml and served instead of --workspace: each loads and reloads "
+    "only its share, for registries of thousands of projects.",
+)
+def up(host: str, port: int, workspace: Path, shards: int | None) -> None:
     """Make the sample repositories, detect the dependencies between projects, then run the
     Dagster webserver and daemon.
 
@@ -47,6 +56,8 @@ def up(host: str, port: int, workspace: Path) -> None:
     ensure_sample_repos(settings.samples_dir)
     detect_before_serving(settings)
     dagster_home = prepare_dagster_home(settings, workspace.resolve().parent / INSTANCE_CONFIG)
+    if shards is not None:
+        workspace = write_sharded_workspace(settings.home, shards, workspace.resolve().parent)
     # Create the instance's databases now, under our lock, so the webserver and the daemon,
     # which start together and do not take it, find them made.
     try:
@@ -80,6 +91,17 @@ def up(host: str, port: int, workspace: Path) -> None:
         str(workspace),
     ]
     os.execve(sys.executable, argv, env)
+
+
+def write_sharded_workspace(home: Path, shards: int, checkout: Path) -> Path:
+    """ORCH_HOME/workspace.yaml: `shards` code locations of the package in `checkout`."""
+    import yaml
+
+    path = home / "workspace.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    document = workspace_document(shards, str(checkout))
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
 
 
 @click.group()

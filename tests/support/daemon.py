@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from orchestration.cli import main
 from orchestration.instance import open_instance
 from orchestration.settings import HOME_VAR, SANDBOX_VAR
+from orchestration.sharding import workspace_document
 from orchestration.tasks.store import TASKS_DB_URL_VAR, TaskStore
 from tests.support.paths import REPO_ROOT
 
@@ -64,12 +65,13 @@ def write_instance(
     return dagster_home
 
 
-def write_workspace(root: Path, extra: Mapping[str, str] | None = None) -> Path:
-    """A workspace loading orchestration.defs.definitions from the repository, and the `extra`
-    code locations (location name -> "module:attribute", e.g. a benchmark's baseline)."""
-    locations = {"orchestration": "orchestration.defs.definitions", **(extra or {})}
-    load_from = []
-    for name, target in locations.items():
+def write_workspace(root: Path, extra: Mapping[str, str] | None = None, shards: int = 1) -> Path:
+    """A workspace loading orchestration.defs.definitions from the repository (split over
+    `shards` code locations, as `orch up --shards` does), and the `extra` code locations
+    (location name -> "module:attribute", e.g. a benchmark's baseline)."""
+    load_from = workspace_document(shards, str(REPO_ROOT))["load_from"]
+    assert isinstance(load_from, list)
+    for name, target in (extra or {}).items():
         module, _, attribute = target.partition(":")
         entry = {"module_name": module, "working_directory": str(REPO_ROOT)}
         entry |= {"attribute": attribute} if attribute else {}
