@@ -40,9 +40,13 @@ CELERY_QUEUE_TAG = "dagster-celery/queue"
 GLOBAL_POOL = "agents"
 
 
+#: A project's own pool's name begins so: `project_<name>`.
+PROJECT_POOL_PREFIX = "project_"
+
+
 def project_pool(project: str) -> str:
     """The pool that holds one project's concurrent agents to its `max_parallel`."""
-    return f"project_{project}"
+    return f"{PROJECT_POOL_PREFIX}{project}"
 
 
 #: A provider pool's name begins so: `provider_<account>`.

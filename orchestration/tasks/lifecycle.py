@@ -131,13 +131,15 @@ def dispatch(
     for task, reason in plan.waiting:
         _wait(store, task, reason)
 
+    # A set: `loaded` may be a sequence of thousands of names, looked up once per task.
+    loaded_names = None if loaded is None else frozenset(loaded)
     unloaded: set[str] = set()
     ready: list[Task] = []
     check = _StartCheck(store, registry.agents, fingerprint, env)
     for task in plan.runnable:
         spec = registry.spec(task.project)
         assert spec is not None
-        if loaded is not None and task.project not in loaded:
+        if loaded_names is not None and task.project not in loaded_names:
             unloaded.add(task.project)
             _wait(store, task, WAITING_FOR_RELOAD.format(project=task.project))
         elif check.may_start(task, spec):

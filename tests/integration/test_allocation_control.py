@@ -181,17 +181,36 @@ def test_apply_pool_limits_sets_every_pool_and_then_only_what_changed(
     instance: dg.DagsterInstance, registry: RegistryDir, store: TaskStore
 ) -> None:
     current = effective_settings(registry.load(), {})
-    assert apply_pool_limits(instance, current.pool_limits()) == sorted(YAML_LIMITS)
+    shared = sorted(pool for pool in YAML_LIMITS if not pool.startswith("project_"))
+    assert apply_pool_limits(instance, current.pool_limits()) == [
+        *shared,
+        "project_alpha",
+        "project_beta",
+    ]
     assert pool_limits(instance) == YAML_LIMITS
     assert apply_pool_limits(instance, current.pool_limits()) == []
 
     overrides = AllocationOverrides(store)
     overrides.set({"max_parallel:alpha": 5, "slots": 6})
     current = effective_settings(registry.load(), overrides.all())
-    assert apply_pool_limits(instance, current.pool_limits()) == sorted(
-        [*global_slots(6), "project_alpha"]
-    )
+    assert apply_pool_limits(instance, current.pool_limits()) == [
+        *sorted(global_slots(6)),
+        "project_alpha",
+    ]
     assert pool_limits(instance) == YAML_LIMITS | global_slots(6) | {"project_alpha": 5}
+
+
+def test_apply_pool_limits_writes_at_most_so_many_shared_pools_first(
+    instance: dg.DagsterInstance, registry: RegistryDir
+) -> None:
+    limits = effective_settings(registry.load(), {}).pool_limits()
+    shared = sorted(pool for pool in limits if not pool.startswith("project_"))
+    first = apply_pool_limits(instance, limits, most=len(shared) + 1)
+    assert first == [*shared, "project_alpha"]
+    assert "project_beta" not in pool_limits(instance)
+    assert apply_pool_limits(instance, limits, most=len(shared) + 1) == ["project_beta"]
+    assert pool_limits(instance) == YAML_LIMITS
+    assert apply_pool_limits(instance, limits, most=1) == []
 
 
 # --- runs, loads and rebalancing --------------------------------------------------------------
@@ -476,7 +495,7 @@ def test_apply_clears_overrides_and_restores_the_yaml_limits(
 
     result = orch("allocation", "apply")
     assert result.exit_code == 0, result.output
-    changed = ", ".join(sorted([*global_slots(9), "project_alpha"]))
+    changed = ", ".join([*sorted(global_slots(9)), "project_alpha"])  # shared pools first
     assert f"pool limits changed: {changed}" in result.stderr
     assert AllocationOverrides(store).all() == {}
     assert pool_limits(instance) == YAML_LIMITS

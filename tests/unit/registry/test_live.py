@@ -64,3 +64,13 @@ def test_overrides_and_path_change_the_fingerprint(registry_dir: RegistryDir) ->
 def test_one_live_registry_per_process_and_settings(registry_dir: RegistryDir) -> None:
     settings = registry_dir.settings
     assert LiveRegistry.of(settings) is LiveRegistry.of(settings)
+
+
+def test_a_project_is_found_by_name_as_it_is_listed(registry_dir: RegistryDir) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        registry_dir.project(name)
+    registry = LiveRegistry(registry_dir.settings, environ={}).current()
+    for project in registry.projects:
+        assert registry.spec(project.name) is project.spec
+        assert registry.project(project.name) is project
+    assert registry.spec("delta") is None
