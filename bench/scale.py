@@ -1,15 +1,17 @@
-"""Scale-out benchmark: task throughput on one Celery run worker against two of the same
-concurrency, in the same run, through the real daemon, run queue and pools, the shipped
-deploy/dagster.celery.yaml on the loopback PostgreSQL, RabbitMQ and Redis.
+"""Scale-out benchmarks, one subcommand each (see bench/README.md for the results):
 
-Each configuration gets a fresh instance database, registry and task database; its tasks are
-the stand-in `claude` sleeping S seconds (no CPU), so the ratio says how much a second worker
-adds, not how fast this machine computes. The agent slots are twice the concurrency in both, so
-the pool never limits: one worker's pool does.
+    .venv/bin/python -m bench.scale throughput --quick   # (a) 1 Celery run worker against 2
+    .venv/bin/python -m bench.scale load --quick         # (b) the largest shard of 10,000 projects
+    .venv/bin/python -m bench.scale start --quick        # (c) request -> agent start, 100 vs 10,000
+    .venv/bin/python -m bench.scale tick --quick         # (d) one dispatch tick, 10,000/2,000
 
-    .venv/bin/python -m bench.scale --quick
-
-See bench/README.md for the results and what they mean.
+(a) Task throughput on one Celery run worker against two of the same concurrency, in the same
+run, through the real daemon, run queue and pools, the shipped deploy/dagster.celery.yaml on the
+loopback PostgreSQL, RabbitMQ and Redis. Each configuration gets a fresh instance database,
+registry and task database; its tasks are the stand-in `claude` sleeping S seconds (no CPU), so
+the ratio says how much a second worker adds, not how fast this machine computes. The agent
+slots are twice the concurrency in both, so the pool never limits: one worker's pool does.
+(b), (c) and (d) live in bench/scale_load.py, bench/scale_start.py and bench/tick.py.
 """
 
 from __future__ import annotations
@@ -118,14 +120,14 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command("throughput")
 @click.option("--quick", is_flag=True, help="12 tasks of 2 s (about 2 minutes).")
 @click.option("--tasks", type=click.IntRange(2, 1000), default=None, help="Default 60.")
 @click.option("--seconds", type=click.FloatRange(0.1, 600), default=None, help="Default 5.")
 @click.option("--concurrency", type=click.IntRange(1, 16), default=2, show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), default=RESULTS_FILE, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the temporary directories.")
-def main(
+def throughput_command(
     quick: bool,
     tasks: int | None,
     seconds: float | None,
@@ -157,6 +159,22 @@ def main(
             discard(root, keep)
     finish(results, render_table, output, began)
 
+
+@click.group()
+def main() -> None:
+    """Scale-out benchmarks: (a) throughput, (b) load, (c) start, (d) tick."""
+
+
+def _add_commands() -> None:
+    from bench import scale_load, scale_start, tick
+
+    main.add_command(throughput_command)
+    main.add_command(scale_load.main, "load")
+    main.add_command(scale_start.main, "start")
+    main.add_command(tick.main, "tick")
+
+
+_add_commands()
 
 if __name__ == "__main__":
     main()
