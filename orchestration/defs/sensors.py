@@ -41,6 +41,9 @@ from orchestration.workspace.workspace import ProjectWorkspace
 #: every 5 s whatever their interval (its loop time), so in practice a tick comes every 5 s.
 DISPATCH_INTERVAL_S = 2
 IMPORT_INTERVAL_S = 120
+#: How long one import tick goes on fetching projects' repositories before it leaves the rest
+#: to the next tick (Dagster's sensor timeout is 60 s).
+IMPORT_TICK_BUDGET_S = 30.0
 #: The most pool limits one tick writes (about 13 ms each on SQLite), so that the first tick
 #: over thousands of projects stays well inside the sensor's timeout; the rest follow.
 POOL_WRITES_PER_TICK = 500
@@ -179,7 +182,11 @@ def _run_request(launch: Launch) -> dg.RunRequest:
     )
 
 
-def build_import_sensor() -> dg.SensorDefinition:
+def build_import_sensor(budget_s: float = IMPORT_TICK_BUDGET_S) -> dg.SensorDefinition:
+    """The `task_import` sensor. Each project's import fetches its repository, so a tick takes
+    projects in name order from where the last one stopped (its cursor) until `budget_s` has
+    passed: thousands of projects are gone through over several ticks, each tick short."""
+
     @dg.sensor(
         name="task_import",
         minimum_interval_seconds=IMPORT_INTERVAL_S,
@@ -189,9 +196,17 @@ def build_import_sensor() -> dg.SensorDefinition:
     def task_import(context: dg.SensorEvaluationContext, agent_tasks: AgentTasks) -> dg.SkipReason:
         registry = agent_tasks.registry()
         store = agent_tasks.store()
-        added = 0
+        projects = sorted(registry.projects, key=lambda p: p.name)
+        after = context.cursor or ""
+        turn = [p for p in projects if p.name > after] + [p for p in projects if p.name <= after]
+        deadline = time.monotonic() + budget_s
+        added = looked = 0
         try:
-            for project in registry.projects:
+            for project in turn:
+                if looked and time.monotonic() > deadline:
+                    break
+                looked += 1
+                context.update_cursor(project.name)
                 workspace = ProjectWorkspace(registry.settings.home, project.spec)
                 try:
                     new = import_task_lists(
@@ -207,6 +222,7 @@ def build_import_sensor() -> dg.SensorDefinition:
                         context.log.info(f"task {task.id}: run {submitted.run_id} queued")
         finally:
             store.dispose()
-        return dg.SkipReason(f"imported {added} new task(s)")
+        rest = f"; the other {len(turn) - looked} next tick" if looked < len(turn) else ""
+        return dg.SkipReason(f"imported {added} new task(s) from {looked} project(s){rest}")
 
     return task_import

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from orchestration.cli import main
 from orchestration.defs.resources import AgentTasks
-from orchestration.defs.sensors import build_dispatch_sensor
+from orchestration.defs.sensors import build_dispatch_sensor, build_import_sensor
 from orchestration.sharding import WHOLE, Shard
 from orchestration.tasks.models import Task, TaskStatus
 from orchestration.tasks.store import TaskStore
@@ -261,3 +261,30 @@ def test_each_shard_launches_its_own_projects_tasks_and_the_primary_keeps_the_po
     launched = set(setup.requested(held[0], shards[0]))
     assert launched == {tasks[n].id for n in held[0]}
     assert {limit.name for limit in setup.instance.event_log_storage.get_pool_limits()}
+
+
+def test_the_import_sensor_takes_projects_in_turn_within_its_budget(setup: Setup) -> None:
+    setup.registry.project("beta")
+    setup.registry.project("gamma")
+    sensor = build_import_sensor(budget_s=0)  # one project a tick
+    cursor: str | None = None
+    seen = []
+    for _ in range(4):
+        context = dg.build_sensor_context(
+            instance=setup.instance, resources={"agent_tasks": AgentTasks()}, cursor=cursor
+        )
+        result = sensor(context)
+        assert isinstance(result, dg.SkipReason)
+        assert "from 1 project(s); the other 2 next tick" in (result.skip_message or "")
+        cursor = context.cursor
+        seen.append(cursor)
+    assert seen == ["alpha", "beta", "gamma", "alpha"]
+
+    everything = build_import_sensor()(
+        dg.build_sensor_context(
+            instance=setup.instance, resources={"agent_tasks": AgentTasks()}, cursor="beta"
+        )
+    )
+    assert isinstance(everything, dg.SkipReason)
+    assert "from 3 project(s)" in (everything.skip_message or "")
+    assert "next tick" not in (everything.skip_message or "")
