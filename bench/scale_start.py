@@ -36,7 +36,6 @@ from typing import Any
 
 import click
 import psutil
-import yaml
 
 from bench.dispatch import run_times
 from bench.load import write_registry as write_synthetic_registry
@@ -46,8 +45,7 @@ from orchestration.sharding import Shard
 from orchestration.tags import TASK_TAG
 from orchestration.webserver import WebserverError, post_graphql
 from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
-from tests.support.git import make_git_repo
-from tests.support.orchestrator import LOG_VAR, Orchestrator
+from tests.support.orchestrator import LOG_VAR, Orchestrator, write_runnable_project
 from tests.support.paths import path_with_fakes
 from tests.support.webserver import serving
 
@@ -146,15 +144,7 @@ def write_registry(root: Path, projects: int, measured: Sequence[str]) -> dict[s
         if "\nschedule: " in text:
             path.write_text(re.sub(r"(?m)^schedule: .*$", f"schedule: {NEVER}", text))
     for name in measured:
-        repo = make_git_repo(root / "repos" / name, {"README.md": f"{name}\n"})
-        spec = {
-            "name": name,
-            "repo": str(repo),
-            "priority": "normal",
-            "agent": {"profile": "claude_code", "max_parallel": 1, "timeout": 600},
-            "secrets": [LOG_VAR],
-        }
-        (directory / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        write_runnable_project(root, directory, name)
     return {
         PROJECTS_DIR_VAR: str(directory),
         CONFIG_DIR_VAR: str(root / "config"),

@@ -225,6 +225,23 @@ class Monitor:
         self._thread.join(timeout=10)
 
 
+def write_runnable_project(
+    root: Path, projects: Path, name: str, priority: str = "normal", max_parallel: int = 1
+) -> None:
+    """`projects/<name>.yaml` of a project whose repository is a real git repository under
+    `root/repos` and whose agent is the shipped `claude_code` profile (the stand-in `claude`,
+    first on PATH), its log variable passed as a secret."""
+    repo = make_git_repo(root / "repos" / name, {"README.md": f"{name}\n"})
+    spec = {
+        "name": name,
+        "repo": str(repo),
+        "priority": priority,
+        "agent": {"profile": "claude_code", "max_parallel": max_parallel, "timeout": 600},
+        "secrets": [LOG_VAR],
+    }
+    (projects / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
 def write_registry(
     root: Path, projects_wanted: Mapping[str, tuple[str, int]], slots: int
 ) -> dict[str, str]:
@@ -240,19 +257,7 @@ def write_registry(
     projects = root / "projects"
     (projects / "templates").mkdir(parents=True)
     for name, (priority, max_parallel) in projects_wanted.items():
-        repo = make_git_repo(root / "repos" / name, {"README.md": f"{name}\n"})
-        spec = {
-            "name": name,
-            "repo": str(repo),
-            "priority": priority,
-            "agent": {
-                "profile": "claude_code",
-                "max_parallel": max_parallel,
-                "timeout": 600,
-            },
-            "secrets": [LOG_VAR],
-        }
-        (projects / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        write_runnable_project(root, projects, name, priority, max_parallel)
     return {
         PROJECTS_DIR_VAR: str(projects),
         CONFIG_DIR_VAR: str(root / "config"),
