@@ -303,9 +303,20 @@ def test_timeout_kills_a_child_ignoring_sigterm_and_its_grandchild(
     assert not _is_alive(child_pid)
 
 
+# `sleep`, made to honour SIGTERM whatever it inherits: a disposition of "ignore" and a blocked
+# signal pass through exec, and an earlier test in the same process (Dagster code run in
+# process) may leave SIGTERM so.
+_HONOURS_SIGTERM = """
+    import os, signal
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    os.execvp("sleep", ["sleep", "30"])
+"""
+
+
 def test_timeout_with_a_child_that_honours_sigterm(tmp_path: Path) -> None:
     result = run_process(
-        ["sleep", "30"], cwd=tmp_path, env=_child_env(), timeout_s=0.5, kill_grace_s=5
+        _python(_HONOURS_SIGTERM), cwd=tmp_path, env=_child_env(), timeout_s=0.5, kill_grace_s=5
     )
     assert result.timed_out
     assert result.returncode == -signal.SIGTERM
