@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bench.machine import loadavg, machine, progress
+from bench.machine import loadavg, machine, print_profile, progress
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -628,21 +628,11 @@ def run_benchmark(sizes: Sequence[int], repeat: int, profile: bool) -> dict[str,
                     progress(f"  profiling {factory} N={count} into {target}")
                     run_worker(factory, root, count, target)
                     results.setdefault("profiles", {})[f"{factory}_{count}"] = str(target)
-                    _print_profile(target)
+                    print_profile(target)
     results["machine"]["loadavg_at_end"] = loadavg()
     results["rows"] = _rows(results["cases"], sizes)
     results["goals"] = _goals(results["rows"])
     return results
-
-
-def _print_profile(path: Path, limit: int = 25) -> None:
-    """The costliest calls of one profiled run, on stderr; the full data stays in `path`."""
-    import io
-    import pstats
-
-    out = io.StringIO()
-    pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats(limit)
-    progress(out.getvalue())
 
 
 def _summarise(factory: str, count: int, runs: list[dict[str, Any]]) -> dict[str, Any]:

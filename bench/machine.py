@@ -60,3 +60,13 @@ def finish(
     output.write_text(json.dumps(results, indent=2) + "\n")
     click.echo(table)
     progress(f"done in {results['wall_s']} s; results in {output}")
+
+
+def print_profile(path: Path, limit: int = 25) -> None:
+    """The costliest calls of a cProfile dump, on stderr; the full data stays in `path`."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats(limit)
+    progress(out.getvalue())

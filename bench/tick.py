@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from bench.machine import finish, machine, progress
+from bench.machine import finish, machine, print_profile, progress
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "tick.json"
@@ -274,7 +274,7 @@ def run_benchmark(
             progress(f"profiling {size[0]} projects into {target}")
             run_worker(roots[size[0]], Path(tmp) / "profile", size, ticks, target)
             results["profile"] = str(target)
-            _print_profile(target)
+            print_profile(target, limit=30)
     results["rows"] = _rows(results["runs"], sizes)
     small, large = results["rows"][0], results["rows"][-1]
     ratio = round(large["median_s"] / small["median_s"], 2)
@@ -304,16 +304,6 @@ def _rows(runs: list[dict[str, Any]], sizes: Sequence[tuple[int, int]]) -> list[
             }
         )
     return rows
-
-
-def _print_profile(path: Path, limit: int = 30) -> None:
-    """The costliest calls of the profiled ticks, on stderr; the full data stays in `path`."""
-    import io
-    import pstats
-
-    out = io.StringIO()
-    pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats(limit)
-    progress(out.getvalue())
 
 
 def render_table(results: dict[str, Any]) -> str:
