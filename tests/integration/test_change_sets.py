@@ -6,7 +6,6 @@ nothing."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -30,6 +29,7 @@ from orchestration.defs.resources import AgentTasks
 from orchestration.dependencies.detection import last_or_detect
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
+from tests.support.agent_log import events
 from tests.support.daemon import evaluate_sensor
 from tests.support.git import git, make_git_repo
 from tests.support.paths import path_with_fakes
@@ -80,10 +80,8 @@ def agent_starts(registry: RegistryDir) -> dict[str, dict]:
     """The stand-in agent's start line of each project's (last) task, by project."""
     found = {}
     for log in registry.settings.home.glob("workspaces/*/agents/*/fake_claude.jsonl"):
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if entry["event"] == "start":
-                found[log.parts[-4]] = entry
+        for entry in events("start", log):
+            found[log.parts[-4]] = entry
     return found
 
 

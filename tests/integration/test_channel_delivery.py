@@ -7,7 +7,6 @@ publisher's branch tip and the messages since its last task; the notes an agent 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from orchestration.defs.resources import AgentTasks
 from orchestration.tasks.execution import TaskOutcome
 from orchestration.tasks.models import TaskStatus
 from orchestration.tasks.store import TaskStore
+from tests.support.agent_log import events
 from tests.support.git import commit, git
 from tests.support.paths import path_with_fakes
 from tests.support.registry import RegistryDir
@@ -89,11 +89,8 @@ class Channels:
         """The files the task's agent found under `.orch/` (from the stand-in's start line)."""
         project = outcome.task.project
         logs = self.home.glob(f"workspaces/{project}/agents/*/fake_claude.jsonl")
-        lines = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
         (start,) = [
-            line
-            for line in lines
-            if line["event"] == "start" and line["prompt"] == outcome.task.prompt
+            line for line in events("start", *logs) if line["prompt"] == outcome.task.prompt
         ]
         return start["orch_files"]
 

@@ -7,7 +7,6 @@ fails the task as any agent error."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from orchestration.defs.resources import AgentTasks
 from orchestration.tasks.execution import ProviderLimited
 from orchestration.tasks.models import USAGE_LIMIT, TaskStatus
 from orchestration.tasks.store import TaskStore
+from tests.support.agent_log import events
 from tests.support.git import git
 from tests.support.paths import FAKE_CLAUDE, path_with_fakes
 from tests.support.registry import RegistryDir
@@ -58,8 +58,7 @@ def execute(store: TaskStore, task_id: str, run_id: str) -> None:
 
 def starts(registry: RegistryDir) -> list[dict]:
     logs = sorted(registry.settings.home.glob("workspaces/alpha/agents/*/fake_claude.jsonl"))
-    lines = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
-    return [line for line in lines if line["event"] == "start"]
+    return events("start", *logs)
 
 
 def test_a_usage_limit_queues_the_task_to_continue_after_the_reset(

@@ -26,6 +26,7 @@ from orchestration.tasks.models import TaskStatus, is_task_id, new_task_id
 from orchestration.tasks.store import TaskError, TaskStore
 from orchestration.workspace.isolation import IsolationError, path_inside, project_dir
 from orchestration.workspace.workspace import ProjectWorkspace
+from tests.support.agent_log import events
 from tests.support.git import commit, git
 from tests.support.paths import FAKE_CLAUDE, path_with_fakes
 from tests.support.registry import RegistryDir
@@ -89,10 +90,7 @@ class Harness:
     def calls(self) -> list[dict]:
         """The stand-in's start lines, from every project's log and the `command` one."""
         logs = sorted(self.home.glob("workspaces/*/agents/*/fake_claude.jsonl"))
-        if self.command_log.exists():
-            logs.append(self.command_log)
-        entries = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
-        return [entry for entry in entries if entry["event"] == "start"]
+        return events("start", *logs, self.command_log)
 
     def report(self, name: str) -> dict:
         """What the one agent whose prompt's first line is `name` saw (argv, env, cwd, ...)."""

@@ -23,6 +23,7 @@ from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tags import PRIORITY_TAG, PROJECT_TAG, TASK_TAG
 from orchestration.tasks.execution import INTERRUPTED_TRAILER
 from orchestration.tasks.models import Task, TaskStatus
+from tests.support.agent_log import entries, events
 from tests.support.daemon import DaemonClient
 from tests.support.git import git, make_git_repo
 from tests.support.paths import FAKE_CLAUDE, REPO_ROOT
@@ -89,14 +90,12 @@ class Orchestrator(DaemonClient):
         task's worktree, ORCH_HOME/workspaces/<project>/worktrees/<task id>."""
         starts: dict[str, tuple[str, float, str]] = {}
         ends: dict[str, float] = {}
-        if self.agent_log.exists():
-            for line in self.agent_log.read_text(encoding="utf-8").splitlines():
-                entry = json.loads(line)
-                if entry["event"] == "start":
-                    cwd = Path(entry["cwd"])
-                    starts[cwd.name] = (cwd.parent.parent.name, entry["time"], entry["agent"])
-                elif entry["event"] == "end":
-                    ends[entry["agent"]] = entry["time"]
+        for entry in entries(self.agent_log):
+            if entry["event"] == "start":
+                cwd = Path(entry["cwd"])
+                starts[cwd.name] = (cwd.parent.parent.name, entry["time"], entry["agent"])
+            elif entry["event"] == "end":
+                ends[entry["agent"]] = entry["time"]
         return {
             task: AgentCall(project, task, agent, start, ends.get(agent))
             for task, (project, start, agent) in starts.items()
@@ -267,10 +266,7 @@ def write_registry(
 
 def starts(system: Orchestrator) -> list[dict]:
     """The stand-in's start lines, oldest first."""
-    if not system.agent_log.exists():
-        return []
-    lines = system.agent_log.read_text(encoding="utf-8").splitlines()
-    return [e for e in map(json.loads, lines) if e["event"] == "start"]
+    return events("start", system.agent_log)
 
 
 def agent_groups(agent_log: Path) -> list[int]:
@@ -278,16 +274,11 @@ def agent_groups(agent_log: Path) -> list[int]:
     by a stand-in."""
     started: dict[str, int] = {}
     ended: set[str] = set()
-    if agent_log.exists():
-        for line in agent_log.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if entry["event"] == "start":
-                started[entry["agent"]] = int(entry["pgid"])
-            elif entry["event"] == "end":
-                ended.add(entry["agent"])
+    for entry in entries(agent_log):
+        if entry["event"] == "start":
+            started[entry["agent"]] = int(entry["pgid"])
+        elif entry["event"] == "end":
+            ended.add(entry["agent"])
     groups = []
     for agent, pgid in started.items():
         if agent in ended:

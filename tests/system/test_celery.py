@@ -6,7 +6,6 @@ daemon's run queue and pools deciding when."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -26,6 +25,7 @@ from orchestration.settings import HEARTBEAT_STALE_VAR, HEARTBEAT_VAR
 from orchestration.tags import CELERY_QUEUE_TAG
 from orchestration.tasks.lifecycle import NO_HEARTBEAT, RUN_WORKER_DIED
 from orchestration.tasks.models import TaskStatus
+from tests.support.agent_log import events
 from tests.support.celery import (
     BACKEND,
     BROKER,
@@ -179,11 +179,7 @@ def test_task_runs_are_carried_out_inside_a_celery_worker(
             system.close()
             stop_worker(worker)
     # Each agent ran below a Celery worker's pool process, not the daemon's code server.
-    starts = [
-        json.loads(line)
-        for line in Path(env[LOG_VAR]).read_text().splitlines()
-        if json.loads(line)["event"] == "start"
-    ]
+    starts = events("start", Path(env[LOG_VAR]))
     assert len(starts) == len(tasks)
     for start in starts:
         commands = [" ".join(a["cmdline"]) for a in start["ancestors"]]
@@ -225,11 +221,7 @@ def test_a_killed_worker_is_caught_and_its_task_resumes_on_the_other(
             task = system.add("alpha", "HOLDafterkill work")
             system.wait_started(task, timeout_s=180)
             (first,) = system.task_runs(task)
-            start = [
-                entry
-                for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines())
-                if entry["event"] == "start"
-            ][0]
+            start = events("start", Path(env[LOG_VAR]))[0]
             chain = " ".join(" ".join(a["cmdline"]) for a in start["ancestors"])
             victim = "a" if "worker-a@" in chain else "b"
             assert f"worker-{victim}@" in chain, chain
@@ -266,11 +258,7 @@ def test_a_killed_worker_is_caught_and_its_task_resumes_on_the_other(
             runs = system.task_runs(task)
             assert len(runs) == 2
             survivor = "b" if victim == "a" else "a"
-            second = [
-                entry
-                for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines())
-                if entry["event"] == "start"
-            ][-1]
+            second = events("start", Path(env[LOG_VAR]))[-1]
             chain = " ".join(" ".join(a["cmdline"]) for a in second["ancestors"])
             if kill == "whole worker":
                 assert f"worker-{survivor}@" in chain, chain
@@ -340,9 +328,7 @@ def test_two_workers_on_two_queues_keep_slots_priorities_and_placement(
             system.close()
             for worker in workers.values():
                 stop_worker(worker)
-    for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines()):
-        if entry["event"] != "start":
-            continue
+    for entry in events("start", Path(env[LOG_VAR])):
         project = Path(entry["cwd"]).parent.parent.name
         chain = " ".join(" ".join(a["cmdline"]) for a in entry["ancestors"])
         assert f"worker-{expected_worker[project]}@" in chain, (project, chain)

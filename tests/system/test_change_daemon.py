@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from orchestration.changes.sets import ChangeSets, ChangeStatus
 from orchestration.cli import main
 from orchestration.tasks.models import TaskStatus
+from tests.support.agent_log import events
 from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
 from tests.support.git import git
 from tests.support.orchestrator import INSTANCE_CHANGES, LOG_VAR, Orchestrator, write_registry
@@ -72,10 +73,8 @@ def prepare(root: Path, env: dict[str, str]) -> None:
 
 def starts_by_project(agent_log: Path) -> dict[str, dict]:
     found = {}
-    for line in agent_log.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        if entry["event"] == "start":
-            found[Path(entry["cwd"]).parent.parent.name] = entry
+    for entry in events("start", agent_log):
+        found[Path(entry["cwd"]).parent.parent.name] = entry
     return found
 
 

@@ -26,6 +26,7 @@ from orchestration.monitoring.portfolio import pools_in_use
 from orchestration.settings import PROJECTS_DIR_VAR
 from orchestration.tags import GLOBAL_POOL, lease_pool
 from orchestration.tasks.models import TaskStatus
+from tests.support.agent_log import events
 from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
 from tests.support.orchestrator import (
     ACTIVE,
@@ -158,7 +159,4 @@ def test_a_one_slot_lease_runs_one_subscriber_agent_at_a_time(tmp_path: Path) ->
 
 def _barrier_lines(system: Orchestrator) -> list[bool]:
     """Whether each agent that waited at a barrier saw the other arrive."""
-    import json
-
-    lines = system.agent_log.read_text(encoding="utf-8").splitlines()
-    return [entry["met"] for entry in map(json.loads, lines) if entry["event"] == "barrier"]
+    return [entry["met"] for entry in events("barrier", system.agent_log)]

@@ -35,6 +35,7 @@ import yaml
 from orchestration.process import kill_process_group
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR
 from orchestration.tasks.models import Task, TaskStatus
+from tests.support.agent_log import entries
 from tests.support.daemon import (
     DaemonClient,
     daemon_environment,
@@ -83,9 +84,7 @@ class Orchestrator(DaemonClient):
 
     def fake_log(self, project: str) -> list[dict[str, Any]]:
         path = self.home / "workspaces" / project / "agents" / "claude_code" / FAKE_LOG_NAME
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return entries(path)
 
     def agent_calls(self, project: str, task_id: str) -> list[dict[str, Any]]:
         """The stand-in's log lines for one task (its worktree is named after the task), each

@@ -22,6 +22,7 @@ import yaml
 from orchestration.allocation.providers import ProviderStates, ProviderStatus
 from orchestration.tags import provider_pool
 from orchestration.tasks.models import USAGE_LIMIT, TaskStatus
+from tests.support.agent_log import entries
 from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
 from tests.support.orchestrator import (
     INSTANCE_CHANGES,
@@ -39,12 +40,6 @@ GRACE_S = 5
 #: From when the tasks are added until the limit resets: time for the daemon's first ticks
 #: and the first runs to start and hit it.
 LIMITED_FOR_S = 45
-
-
-def agent_lines(log: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
 
 
 def test_a_usage_limit_pauses_the_account_until_its_reset(tmp_path: Path) -> None:
@@ -110,7 +105,7 @@ def test_a_usage_limit_pauses_the_account_until_its_reset(tmp_path: Path) -> Non
         finally:
             system.close()
 
-    lines = agent_lines(agent_log)
+    lines = entries(agent_log)
     starts = {e["agent"]: e for e in lines if e["event"] == "start"}
     ends = {e["agent"]: e for e in lines if e["event"] == "end"}
     on_account = [e for e in starts.values() if "/gamma/" not in e["cwd"]]

@@ -22,6 +22,7 @@ from orchestration.agents.limits import LimitKind
 from orchestration.agents.result import AgentStatus
 from orchestration.process import ProcessResult, run_process
 from orchestration.registry.models import AgentProfile
+from tests.support.agent_log import events
 from tests.support.paths import path_with_fakes
 
 #: 2026-11-29 14:00 UTC.
@@ -120,8 +121,7 @@ def claude(tmp_path: Path) -> StandIn:
 
 def log_end(log: Path) -> dict:
     """The stand-in's end line."""
-    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-    (end,) = [line for line in lines if line["event"] == "end"]
+    (end,) = events("end", log)
     return end
 
 
