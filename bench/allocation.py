@@ -44,6 +44,7 @@ from dagster import AssetExecutionContext
 from bench.machine import discard, finish, machine, progress
 from orchestration.allocation.policy import priority_weight
 from orchestration.defs.sensors import DISPATCH_INTERVAL_S  # the baseline's requests come as often
+from tests.support.agent_log import entries
 from tests.support.paths import FAKE_CLAUDE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -193,10 +194,7 @@ class Bench:
         named after the task: its worktree, or the baseline item's directory."""
         found: dict[str, tuple[float, float | None]] = {}
         tasks: dict[int, str] = {}
-        if not self.agent_log.exists():
-            return found
-        for line in self.agent_log.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
+        for entry in entries(self.agent_log):
             if entry["event"] == "start":
                 tasks[entry["agent"]] = task = Path(entry["cwd"]).name
                 found[task] = (entry["time"], None)
@@ -210,10 +208,7 @@ class Bench:
         if it was killed), the session it worked in."""
         found: dict[str, list[dict[str, Any]]] = {}
         by_agent: dict[str, dict[str, Any]] = {}
-        if not self.agent_log.exists():
-            return found
-        for line in self.agent_log.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
+        for entry in entries(self.agent_log):
             if entry["event"] == "start":
                 record = {"start": entry["time"], "end": None, "session": entry.get("session_id")}
                 by_agent[entry["agent"]] = record

@@ -39,6 +39,7 @@ import dagster as dg
 from bench.machine import discard, finish, machine, progress
 from orchestration.defs.sensors import DISPATCH_INTERVAL_S
 from orchestration.settings import WEBSERVER_URL_VAR
+from tests.support.agent_log import entries
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "dispatch.json"
@@ -150,10 +151,7 @@ class Bench:
         path = self.home / FAKE_LOG
         times: dict[str, dict[str, float]] = {}
         pids: dict[int, str] = {}
-        if not path.exists():
-            return times
-        for line in path.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
+        for entry in entries(path):
             if entry["event"] == "start":
                 task_id = Path(entry["cwd"]).name
                 pids[entry["agent"]] = task_id

@@ -16,7 +16,6 @@ slots are twice the concurrency in both, so the pool never limits: one worker's 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -27,6 +26,7 @@ import click
 import yaml
 
 from bench.machine import discard, finish, machine, progress
+from tests.support.agent_log import events
 from tests.support.celery import CELERY_CONFIG, instance_env, start_worker, stop_worker
 from tests.support.daemon import daemon_environment, running_daemon, write_workspace
 from tests.support.orchestrator import LOG_VAR, Orchestrator, write_registry
@@ -74,11 +74,7 @@ def throughput(root: Path, workers: int, tasks: int, seconds: float, concurrency
                         ids.append(task.id)
                     done = system.wait_finished(*ids, timeout_s=60 + tasks * seconds * 2)
                     failed = [t.id for t in done if t.status.value != "succeeded"]
-                    ends = [
-                        entry["time"]
-                        for entry in map(json.loads, Path(env[LOG_VAR]).read_text().splitlines())
-                        if entry["event"] == "end"
-                    ]
+                    ends = [entry["time"] for entry in events("end", Path(env[LOG_VAR]))]
                     wall = max(ends) - began
                     system.wait_idle()
                 finally:

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -36,18 +36,26 @@ from typing import Any
 
 import click
 import psutil
+import yaml
 
 from bench.dispatch import run_times
 from bench.load import write_registry as write_synthetic_registry
 from bench.machine import discard, finish, loadavg, machine, progress
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, WEBSERVER_URL_VAR
-from orchestration.sharding import Shard
+from orchestration.sharding import Shard, workspace_document
 from orchestration.tags import TASK_TAG
 from orchestration.webserver import WebserverError, post_graphql
-from tests.support.daemon import daemon_environment, running_daemon, write_instance, write_workspace
+from tests.support.agent_log import events
+from tests.support.daemon import (
+    daemon_environment,
+    running_daemon,
+    stop,
+    write_instance,
+    write_workspace,
+)
 from tests.support.orchestrator import LOG_VAR, Orchestrator, write_runnable_project
 from tests.support.paths import path_with_fakes
-from tests.support.webserver import serving
+from tests.support.webserver import free_port, serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "scale_start.json"
@@ -167,6 +175,8 @@ class MemoryWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def watch(self, owner: str, pid: int) -> None:
+        """Watch the process `pid` and its children (code servers it starts, their run
+        workers); a code server itself when it serves a location (`dagster api grpc`)."""
         self.roots[owner] = psutil.Process(pid)
 
     def _run(self) -> None:
@@ -174,8 +184,9 @@ class MemoryWatch:
             code_servers = total = 0.0
             for owner, root in list(self.roots.items()):
                 try:
-                    total += root.memory_info().rss / 2**20
-                    children = root.children()
+                    serves = _location_served(root.cmdline())
+                    children = [root] if serves else root.children()
+                    total += 0.0 if serves else root.memory_info().rss / 2**20
                 except psutil.Error:
                     continue
                 for child in children:
@@ -246,14 +257,8 @@ class System:
 
     def agent_start(self, task_id: str) -> float | None:
         """When the stand-in logged the start of `task_id`'s agent (its own clock), if it has."""
-        if not self.log.exists():
-            return None
-        for line in self.log.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if entry["event"] == "start" and Path(entry["cwd"]).name == task_id:
+        for entry in events("start", self.log):
+            if Path(entry["cwd"]).name == task_id:
                 return float(entry["time"])
         return None
 
@@ -348,11 +353,73 @@ class System:
 
 
 @contextmanager
+def code_servers(
+    root: Path, shards: int, env: dict[str, str], memory: MemoryWatch
+) -> Iterator[Path]:
+    """One `dagster api grpc` process per code location of `shards` (as on several hosts,
+    deploy/README.md), and a workspace naming them as `grpc_server` entries, so that neither
+    the webserver nor the daemon starts (or, on its workspace refresh, restarts) code servers of
+    its own. Yields once every server answers its health check."""
+    dagster = str(Path(sys.executable).parent / "dagster")
+    servers: list[tuple[str, int, subprocess.Popen[bytes]]] = []
+    try:
+        locations = workspace_document(shards, str(REPO_ROOT))["load_from"]
+        assert isinstance(locations, list)
+        for entry in locations:
+            module = entry["python_module"]
+            port = free_port()
+            argv = [dagster, "api", "grpc", "-m", module["module_name"]]
+            argv += ["-d", module["working_directory"], "-h", "127.0.0.1", "-p", str(port)]
+            argv += ["--location-name", module["location_name"]]
+            argv += ["-a", module["attribute"]] if "attribute" in module else []
+            with (root / f"code-server-{module['location_name']}.log").open("wb") as log:
+                process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            servers.append((module["location_name"], port, process))
+            memory.watch(f"server {module['location_name']}", process.pid)
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        for name, port, process in servers:
+            while not _answers(dagster, port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (root / f"code-server-{name}.log").read_text(errors="replace")[-3000:]
+                    raise click.ClickException(f"code server {name} did not start:\n{tail}")
+                time.sleep(1)
+        workspace = root / "workspace.yaml"
+        entries = [
+            {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": name}}
+            for name, port, _ in servers
+        ]
+        workspace.write_text(yaml.safe_dump({"load_from": entries}, sort_keys=False))
+        yield workspace
+    finally:
+        for _, _, process in servers:
+            stop(process)
+
+
+def _answers(dagster: str, port: int) -> bool:
+    done = subprocess.run(
+        [dagster, "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+@contextmanager
 def running_system(
-    root: Path, projects: int, shards: int, measured: Sequence[str]
+    root: Path, projects: int, shards: int, measured: Sequence[str], layout: str = "servers"
 ) -> Iterator[tuple[System, dict[str, Any]]]:
     """A registry of `projects` synthetic and the `measured` projects under `root`, served over
-    `shards` code locations by a webserver and a daemon: the system, and what starting it took."""
+    `shards` code locations by a webserver and a daemon: the system, and what starting it took.
+    `layout` `servers`: a code server per location started here (`code_servers`); `modules`:
+    the locations as `python_module` entries, for which the webserver and the daemon each
+    start their own."""
     setup: dict[str, Any] = {}
     began = time.monotonic()
     (root / "agents").mkdir(parents=True)
@@ -363,7 +430,6 @@ def running_system(
     )
     env["DAGSTER_HOME"] = str(write_instance(root))
     env[LOG_VAR] = str(root / "agents" / "fake_claude.jsonl")
-    workspace = write_workspace(root, shards=shards)
     setup["write_s"] = round(time.monotonic() - began, 1)
     # As `orch up` does before it serves (it detects dependencies): one process reads the
     # registry first, and keeps what it read under ORCH_HOME (500 projects or more).
@@ -371,8 +437,13 @@ def running_system(
     orch = str(Path(sys.executable).parent / "orch")
     subprocess.run([orch, "projects", "list"], env=env, capture_output=True, check=False)
     setup["first_read_s"] = round(time.monotonic() - began, 1)
-    with MemoryWatch() as memory:
+    with MemoryWatch() as memory, ExitStack() as servers:
         started = time.time()
+        if layout == "servers":
+            workspace = servers.enter_context(code_servers(root, shards, env, memory))
+            setup["code_servers_up_s"] = round(time.time() - started, 1)
+        else:
+            workspace = write_workspace(root, shards=shards)
         with serving(
             ["-w", str(workspace)], env, root / "webserver.log", timeout_s=LOAD_TIMEOUT_S
         ) as served:
@@ -423,20 +494,23 @@ def measure_size(
     measured: Sequence[str],
     keep: bool,
     stop_sensors: Sequence[str] = (),
+    layout: str = "servers",
 ) -> dict[str, Any]:
     """Start a system of `projects` over `shards` locations (the sensors `stop_sensors` turned
-    off), warm each measured project's location with one task, let the daemon settle, then time
-    `samples` tasks, one at a time, round robin over the measured projects."""
+    off; `layout` as `running_system`), warm each measured project's location with one task,
+    let the daemon settle, then time `samples` tasks, one at a time, round robin over the
+    measured projects."""
     root = Path(tempfile.mkdtemp(prefix=f"orch-bench-start-{projects}-"))
     result: dict[str, Any] = {
         "projects": projects,
         "shards": shards,
+        "layout": layout,
         "measured": {name: _location(name, shards) for name in measured},
     }
     began = time.monotonic()
     progress(f"{projects} projects over {shards} code location(s) in {root}")
     try:
-        with running_system(root, projects, shards, measured) as (system, setup):
+        with running_system(root, projects, shards, measured, layout) as (system, setup):
             result["setup"] = setup
             result["stopped_sensors"] = system.stop_sensors(stop_sensors) if stop_sensors else []
             progress(
@@ -526,6 +600,7 @@ def run_start_benchmark(
     keep: bool = False,
     partial: Callable[[list[dict[str, Any]]], None] | None = None,
     stop_sensors: Sequence[str] = (),
+    layout: str = "servers",
 ) -> dict[str, Any]:
     """Request -> agent start at each of `sizes` (projects), `samples` tasks each, the registry
     over `shards_for(size)` code locations; one size after the other, never two systems at
@@ -538,7 +613,9 @@ def run_start_benchmark(
         order = list(sizes) if index % 2 == 0 else list(reversed(sizes))
         for size in order:
             progress(f"round {index + 1}/{rounds}: {size} projects")
-            run = measure_size(size, shards_for(size), samples, measured, keep, stop_sensors)
+            run = measure_size(
+                size, shards_for(size), samples, measured, keep, stop_sensors, layout
+            )
             runs.append(run | {"round": index + 1})
             if partial is not None:
                 partial(runs)
@@ -554,6 +631,7 @@ def run_start_benchmark(
         "rounds": rounds,
         "measured_projects": measured,
         "stopped_sensors": list(stop_sensors),
+        "layout": layout,
         "runs": runs,
         "pooled": pooled,
         "ratio_median": ratio,
@@ -574,7 +652,8 @@ def render_start_table(results: dict[str, Any]) -> str:
     lines = [
         f"Request -> agent start (`orch task add` as a process until the stand-in logs its "
         f"start), {results['samples_per_round']} sample(s) per size and round, "
-        f"{results['rounds']} round(s), seconds"
+        f"{results['rounds']} round(s), code servers: {results.get('layout', 'modules')}, "
+        "seconds"
         + (
             f" (sensors turned off: {', '.join(results['stopped_sensors'])})"
             if results.get("stopped_sensors")
@@ -658,6 +737,15 @@ def _loads(run: dict[str, Any]) -> str:
     help="Turn this sensor off in every code location before the warm-up (repeatable), to see "
     "what it costs the others.",
 )
+@click.option(
+    "--layout",
+    type=click.Choice(["servers", "modules"]),
+    default="servers",
+    show_default=True,
+    help="servers: a `dagster api grpc` code server per location, named in the workspace as "
+    "grpc_server entries (deploy/README.md); modules: python_module entries, for which the "
+    "webserver and the daemon each start their own code servers.",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary directories (logs, state).")
 def main(
     sizes: str | None,
@@ -668,6 +756,7 @@ def main(
     output: Path,
     keep: bool,
     stop_sensors: tuple[str, ...],
+    layout: str,
 ) -> None:
     """Time request -> agent start with a small and a large registry, one after the other."""
     chosen = tuple(int(s) for s in sizes.split(",")) if sizes else QUICK_SIZES if quick else SIZES
@@ -694,6 +783,7 @@ def main(
         keep=keep,
         partial=partial,
         stop_sensors=stop_sensors,
+        layout=layout,
     )
     finish(results, render_start_table, output, began)
 
