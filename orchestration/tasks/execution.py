@@ -210,9 +210,12 @@ def _carry_out(
                 store=store,
                 parent_env=parent_env,
                 log=log,
+                # Only a sandbox hides them: without one, every project's path is not resolved.
                 hidden=other_checkouts(
                     [p.spec.repo for p in registry.projects if p.name != spec.name], own=spec.repo
-                ),
+                )
+                if sandbox_enabled(parent_env)
+                else (),
                 heartbeat=heartbeat,
                 budget_usd=_task_cap(registry, spec, store, parent_env)
                 if profile.budget_args

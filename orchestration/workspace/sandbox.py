@@ -161,19 +161,22 @@ def other_checkouts(repos: Iterable[str], *, own: str) -> tuple[Path, ...]:
     this interpreter, its installation or this package (an orchestrator working on itself)."""
     own_path = None if is_remote_url(own) else Path(own).expanduser().resolve()
     needed = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent]
+    needed = [need.resolve() for need in needed]
     needed.append(Path(__file__).resolve().parents[2])  # the source of this package
-    found: list[Path] = []
-    for repo in repos:
+    # Each path once, whatever the number of projects naming it: with thousands of projects,
+    # resolving is most of a task's start.
+    found: dict[Path, None] = {}
+    for repo in dict.fromkeys(repos):
         if is_remote_url(repo):
             continue
         path = Path(repo).expanduser().resolve()
-        if path == own_path or not path.is_dir():
+        if path in found or path == own_path or not path.is_dir():
             continue
-        if any(need.resolve().is_relative_to(path) for need in needed):
+        if any(need.is_relative_to(path) for need in needed):
             continue
         if own_path is not None and own_path.is_relative_to(path):
             continue
-        found.append(path)
+        found[path] = None
     return tuple(found)
 
 

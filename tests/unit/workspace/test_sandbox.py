@@ -175,6 +175,16 @@ def test_other_projects_checkouts_are_hidden_but_not_what_the_sandbox_needs(
     assert other_checkouts([str(tmp_path)], own=str(own)) == ()  # holds the project's own
 
 
+def test_a_checkout_many_projects_share_is_hidden_once(tmp_path: Path) -> None:
+    own, shared, other = tmp_path / "own", tmp_path / "shared", tmp_path / "other"
+    for path in (own, shared, other):
+        path.mkdir()
+    (tmp_path / "link").symlink_to(shared)
+    repos = [str(shared)] * 500 + [str(other), str(tmp_path / "link"), f"{shared}/."]
+
+    assert other_checkouts(repos, own=str(own)) == (shared.resolve(), other.resolve())
+
+
 def test_the_interpreter_and_this_package_stay_readable_under_a_hidden_directory() -> None:
     """A checkout (and its virtualenv) under /tmp, which every sandbox hides: the agents and
     verify commands the orchestrator starts still find their interpreter and this package."""
