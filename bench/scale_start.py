@@ -44,9 +44,11 @@ from bench.machine import discard, finish, loadavg, machine, progress
 from orchestration.settings import CONFIG_DIR_VAR, HOME_VAR, PROJECTS_DIR_VAR, WEBSERVER_URL_VAR
 from orchestration.sharding import Shard, workspace_document
 from orchestration.tags import TASK_TAG
+from orchestration.tasks.store import TASKS_DB_URL_VAR
 from orchestration.webserver import WebserverError, post_graphql
 from tests.support.agent_log import events
 from tests.support.daemon import (
+    create_storage,
     daemon_environment,
     running_daemon,
     stop,
@@ -362,6 +364,8 @@ def code_servers(
     its own. Yields once every server answers its health check."""
     dagster = str(Path(sys.executable).parent / "dagster")
     servers: list[tuple[str, int, subprocess.Popen[bytes]]] = []
+    # The servers open the instance at once: its SQLite storage must exist before them.
+    create_storage(Path(env["DAGSTER_HOME"]), Path(env[HOME_VAR]), env.get(TASKS_DB_URL_VAR))
     try:
         locations = workspace_document(shards, str(REPO_ROOT))["load_from"]
         assert isinstance(locations, list)
