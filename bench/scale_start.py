@@ -6,8 +6,10 @@ ceil(N / 1000) code locations), one after the other in the same run. Goal: the l
 Each size gets its own temporary registry (bench.load's synthetic projects plus a few measured
 projects with real git repositories and the shipped `claude_code` profile run by the stand-in
 `claude`), instance and task database, and a real `dagster-webserver` and `dagster-daemon` over
-the sharded workspace that `orch up --shards N` serves. Each sample runs the `orch` executable
-as a user would, timed from just before the process starts until the stand-in logs its start.
+the registry split as `orch up --shards N` splits it, each code location served by its own
+`dagster api grpc` process (`--layout servers`, as deploy/README.md runs them) or as
+`python_module` entries (`--layout modules`). Each sample runs the `orch` executable as a user
+would, timed from just before the process starts until the stand-in logs its start.
 
     .venv/bin/python -m bench.scale_start --quick
     .venv/bin/python -m bench.scale_start --sizes 100,10000
