@@ -160,9 +160,11 @@ def other_checkouts(repos: Iterable[str], *, own: str) -> tuple[Path, ...]:
     project whose repository is `own`. A path the sandbox needs is kept visible: one that holds
     this interpreter, its installation or this package (an orchestrator working on itself)."""
     own_path = None if is_remote_url(own) else Path(own).expanduser().resolve()
-    needed = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).parent]
-    needed = [need.resolve() for need in needed]
-    needed.append(Path(__file__).resolve().parents[2])  # the source of this package
+    needed = [
+        *(path.resolve() for path in (Path(sys.prefix), Path(sys.base_prefix))),
+        Path(sys.executable).parent.resolve(),
+        Path(__file__).resolve().parents[2],  # the source of this package
+    ]
     # Each path once, whatever the number of projects naming it: with thousands of projects,
     # resolving is most of a task's start.
     found: dict[Path, None] = {}
